@@ -1,0 +1,1 @@
+"""dimse layer; see DESIGN.md."""
