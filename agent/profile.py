@@ -1,0 +1,704 @@
+"""Profile files (TOML) parsed into frozen configuration values.
+
+Invariants this module keeps:
+- A `Profile` is a value: frozen, slotted dataclasses all the way down, tuples instead of lists,
+  read-only mappings instead of dicts. Nothing here is module-level mutable state; the profile is passed
+  explicitly to whoever needs it (DESIGN.md "Profiles").
+- Every problem raises `ProfileError(file, key, expected)` with the dotted key (`peers.pacs.port`) and
+  what was expected, including the value found. Unknown keys and sections are errors: a typo must never
+  silently leave a service on its default.
+- Durations are float seconds, sizes are int bytes, paths are absolute `Path`s, UIDs are strings.
+- A section that is absent is `None` (the service is off), except `[agent]`, which always exists.
+- Every peer name referenced anywhere exists in `[peers]`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import importlib.resources
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, TypeVar, get_args
+
+from pydicom.uid import UID, UID_dictionary
+
+from agent.errors import ProfileError
+
+__all__ = [
+    "AgentSettings",
+    "CommitmentSettings",
+    "DeviceSettings",
+    "MppsSettings",
+    "Peer",
+    "PrintSettings",
+    "Profile",
+    "StorageSettings",
+    "WorklistSettings",
+    "EMBEDDED_SOURCE",
+    "TRANSFER_SYNTAX_ALIASES",
+    "load_default_profile",
+    "load_profile",
+    "parse_profile",
+    "parse_duration",
+    "parse_size",
+]
+
+EMBEDDED_SOURCE = "<embedded default>"
+
+# The uncompressed transfer syntaxes (PS3.5 10.1-10.3) the profile may rank, by short name.
+TRANSFER_SYNTAX_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "explicit-le": "1.2.840.10008.1.2.1",
+        "implicit-le": "1.2.840.10008.1.2",
+        "explicit-be": "1.2.840.10008.1.2.2",
+    }
+)
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+Duplicate = Literal["replace", "keep-first"]
+ReportOn = Literal["same-association", "new-association"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The values
+
+
+def _no_options() -> Mapping[str, object]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """`[agent]`: this AE, its listener and its timeouts (seconds)."""
+
+    ae_title: str = "DICOM_AGENT"
+    bind: str = "0.0.0.0"
+    port: int = 11112  # 0: let the OS pick a free port (tests)
+    data_dir: Path = Path("dicom-agent-data")
+    max_associations: int = 16
+    max_pdu_length: int = 262144  # 0: unlimited (PS3.8 D.1)
+    called_ae_check: bool = False
+    allowed_calling_aes: tuple[str, ...] = ()  # empty: any calling AE
+    connect_timeout: float = 10.0
+    artim_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    idle_timeout: float = 300.0
+    log_level: LogLevel = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """`[peers.NAME]`: a remote AE, with the retry policy of the queue worker that talks to it."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    retry_base: float = 5.0
+    retry_cap: float = 600.0
+    max_age: float = 7 * 86400.0
+    max_attempts: int | None = None  # None: bounded by max_age only
+    linger: float = 5.0  # keep an idle outgoing association open this long
+    max_pdu_length: int = 262144
+    dimse_timeout: float = 60.0  # inherited from [agent] when the profile leaves it out
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """`[storage]`: Storage SCP, store-and-forward and Storage Commitment SCU."""
+
+    accept_all: bool = True  # accept = "all-storage"
+    sop_classes: tuple[str, ...] = ()  # the UIDs listed when accept_all is False
+    transfer_syntaxes: tuple[str, ...] = tuple(TRANSFER_SYNTAX_ALIASES.values())
+    accept_compressed: bool = True
+    duplicate: Duplicate = "replace"
+    free_space_floor: int = 100 * 10**6
+    forward_to: tuple[str, ...] = ()
+    commit_with: str | None = None
+    commit_batch: Literal["study"] | int = "study"
+    commit_idle: float = 30.0
+    commit_timeout: float = 600.0
+    commit_max_rerequests: int = 3
+    retention: float | None = None  # None: keep forever
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentSettings:
+    """`[commitment]`: Storage Commitment SCP (PS3.4 J)."""
+
+    report_on: ReportOn = "same-association"
+    report_delay: float = 0.0
+    max_report_attempts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistSettings:
+    """`[worklist]`: MWL SCU (from `source`) and MWL SCP (over the cache and `folder`)."""
+
+    station_ae: str
+    source: str | None = None
+    refresh: float = 60.0
+    stale_after: float = 600.0
+    modality: str | None = None
+    date: str = "today"  # "today" | "any" | "YYYYMMDD"
+    folder: Path | None = None
+    serve: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MppsSettings:
+    """`[mpps]`: MPPS SCU (`send_to`) and SCP (`serve`, forwarding to `forward_to`)."""
+
+    send_to: tuple[str, ...] = ()
+    serve: bool = False
+    forward_to: tuple[str, ...] = ()
+    instance_lifetime: float = 7 * 86400.0
+    coerce_from_worklist: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PrintSettings:
+    """`[print]`: Print SCU (to `printer`) and Print SCP (`serve`, rendering through `driver`)."""
+
+    driver: str = "file"
+    options: Mapping[str, object] = field(default_factory=_no_options)
+    printer: str | None = None
+    serve: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    """`[device]`: the acquisition driver and its free-form options."""
+
+    driver: str
+    options: Mapping[str, object] = field(default_factory=_no_options)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One agent instance's whole configuration. `source` is the file path or `<embedded default>`."""
+
+    source: str
+    agent: AgentSettings
+    peers: Mapping[str, Peer]
+    storage: StorageSettings | None = None
+    commitment: CommitmentSettings | None = None
+    worklist: WorklistSettings | None = None
+    mpps: MppsSettings | None = None
+    print: PrintSettings | None = None
+    device: DeviceSettings | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and parse the profile at `path`."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ProfileError(source, "(file)", f"a readable TOML file, got: {reason}") from None
+    return _parse_bytes(raw, source)
+
+
+def load_default_profile() -> Profile:
+    """The profile embedded in the package (`agent/default_profile.toml`)."""
+    raw = importlib.resources.files("agent").joinpath("default_profile.toml").read_bytes()
+    return _parse_bytes(raw, EMBEDDED_SOURCE)
+
+
+def parse_profile(data: Mapping[str, object], *, source: str) -> Profile:
+    """Validate the output of `tomllib` and turn it into a `Profile`."""
+    return _Parser(source).profile(data)
+
+
+def _parse_bytes(raw: bytes, source: str) -> Profile:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(source, "(syntax)", f"UTF-8 text, got an invalid byte at offset {exc.start}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)".
+        raise ProfileError(source, "(syntax)", f"valid TOML: {exc}") from None
+    return parse_profile(data, source=source)
+
+
+# --------------------------------------------------------------------------------------------------
+# Units
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", re.IGNORECASE)
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds from a number or a string like "30s", "5m", "2h", "7d" ("250ms" too); None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()]
+    else:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def parse_size(value: object) -> int | None:
+    """Bytes from an integer or a string like "100MB" (10**6) or "2GiB" (2**30); None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and (m := _SIZE_RE.fullmatch(value)):
+        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The parser
+
+_SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "print", "device", "tls", "security")
+_RESERVED = ("tls", "security")
+_PEER_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+_T = TypeVar("_T")
+_MISSING = object()
+
+
+def _show(value: object) -> str:
+    """A found value as the error message shows it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _suggest(word: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(word, allowed, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _storage_keyword_index() -> dict[str, str]:
+    return {v[4]: uid for uid, v in UID_dictionary.items() if v[1] == "SOP Class" and v[4]}
+
+
+def _is_storage_class(uid: str) -> bool:
+    """Storage SOP Classes (PS3.4 B.5) by their dictionary entry: a SOP Class named "... Storage ..."."""
+    entry = UID_dictionary.get(uid)
+    if entry is None or entry[1] != "SOP Class":
+        return False
+    keyword = entry[4]
+    excluded = ("StorageCommitment", "StorageManagement", "MediaStorageDirectory")
+    return "Storage" in keyword and not keyword.startswith(excluded)
+
+
+class _Parser:
+    """Holds the file name so every error can name it; no state beyond that."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, expected: str) -> ProfileError:
+        return ProfileError(self.source, key, expected)
+
+    # --- structure ---------------------------------------------------------------------------------
+
+    def table(self, value: object, key: str) -> dict[str, object]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"a table, got {_show(value)}")
+        return value
+
+    def check_keys(self, table: Mapping[str, object], prefix: str, allowed: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in allowed:
+                names = sorted(allowed)
+                raise self.fail(
+                    f"{prefix}.{key}",
+                    f"a known key ({_suggest(key, names)}allowed: {', '.join(names)})",
+                )
+
+    def get(
+        self,
+        table: Mapping[str, object],
+        prefix: str,
+        key: str,
+        convert: Callable[[object, str], _T],
+        default: object = _MISSING,
+    ) -> _T:
+        full = f"{prefix}.{key}"
+        if key not in table:
+            if default is _MISSING:
+                raise self.fail(full, "a value (this key is required)")
+            return default  # type: ignore[return-value]
+        return convert(table[key], full)
+
+    # --- scalar converters (value, dotted key) -> value ---------------------------------------------
+
+    def integer(self, low: int, high: int | None = None) -> Callable[[object, str], int]:
+        def convert(value: object, key: str) -> int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value >= low and (high is None or value <= high):
+                    return value
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise self.fail(key, f"an integer {span}, got {_show(value)}")
+
+        return convert
+
+    def boolean(self, value: object, key: str) -> bool:
+        if isinstance(value, bool):
+            return value
+        raise self.fail(key, f"true or false, got {_show(value)}")
+
+    def string(self, value: object, key: str) -> str:
+        if isinstance(value, str) and value.strip():
+            return value
+        raise self.fail(key, f"a non-empty string, got {_show(value)}")
+
+    def choice(self, *options: str) -> Callable[[object, str], str]:
+        def convert(value: object, key: str) -> str:
+            if isinstance(value, str) and value in options:
+                return value
+            raise self.fail(key, f"one of {', '.join(map(repr, options))}, got {_show(value)}")
+
+        return convert
+
+    def duration(self, *, zero: bool = False) -> Callable[[object, str], float]:
+        def convert(value: object, key: str) -> float:
+            seconds = parse_duration(value)
+            if seconds is not None and (zero or seconds > 0):
+                return seconds
+            what = "a duration" if zero else "a positive duration"
+            raise self.fail(key, f'{what} (seconds, or a string like "30s", "5m", "2h", "7d"), got {_show(value)}')
+
+        return convert
+
+    def size(self, value: object, key: str) -> int:
+        size = parse_size(value)
+        if size is not None:
+            return size
+        raise self.fail(key, f'a size (bytes, or a string like "100MB", "2GiB"), got {_show(value)}')
+
+    def ae_title(self, value: object, key: str) -> str:
+        # PS3.5 6.2 AE VR: up to 16 characters of the default repertoire, no backslash, not all spaces.
+        if (
+            isinstance(value, str)
+            and 1 <= len(value) <= 16
+            and all(0x20 <= ord(c) <= 0x7E for c in value)
+            and "\\" not in value
+            and value.strip() != ""
+        ):
+            return value
+        raise self.fail(
+            key, f"an AE title (1-16 printable ASCII characters, no backslash, not all spaces), got {_show(value)}"
+        )
+
+    def pdu_length(self, value: object, key: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and (value == 0 or 1024 <= value <= 2**32 - 1):
+            return value
+        raise self.fail(key, f"0 (unlimited) or an integer from 1024 to {2**32 - 1}, got {_show(value)}")
+
+    def path(self, value: object, key: str) -> Path:
+        # Relative paths resolve against the working directory at load time; "~" expands.
+        text = self.string(value, key)
+        return Path(os.path.abspath(os.path.expanduser(text)))
+
+    def list_of(self, item: Callable[[object, str], _T]) -> Callable[[object, str], tuple[_T, ...]]:
+        def convert(value: object, key: str) -> tuple[_T, ...]:
+            if not isinstance(value, list):
+                raise self.fail(key, f"an array, got {_show(value)}")
+            return tuple(item(v, f"{key}[{i}]") for i, v in enumerate(value))
+
+        return convert
+
+    def frozen_options(self, value: object, key: str) -> Mapping[str, object]:
+        return _freeze(self.table(value, key))  # type: ignore[return-value]
+
+    # --- sections ----------------------------------------------------------------------------------
+
+    def profile(self, data: Mapping[str, object]) -> Profile:
+        for name in data:
+            if name not in _SECTIONS:
+                hint = _suggest(name, list(_SECTIONS))
+                raise self.fail(name, f"a known section ({hint}allowed: {', '.join(_SECTIONS)})")
+        for name in _RESERVED:
+            if name in data:
+                for key in self.table(data[name], name):
+                    raise self.fail(f"{name}.{key}", f"nothing: [{name}] is not supported in this version")
+
+        agent = self.agent(self.table(data.get("agent", {}), "agent"))
+        peers = self.peers(self.table(data.get("peers", {}), "peers"), agent)
+
+        def section(name: str, build: Callable[[dict[str, object]], _T]) -> _T | None:
+            return build(self.table(data[name], name)) if name in data else None
+
+        profile = Profile(
+            source=self.source,
+            agent=agent,
+            peers=MappingProxyType(peers),
+            storage=section("storage", self.storage),
+            commitment=section("commitment", self.commitment),
+            worklist=section("worklist", lambda t: self.worklist(t, agent)),
+            mpps=section("mpps", self.mpps),
+            print=section("print", self.print_),
+            device=section("device", self.device),
+        )
+        self.check_references(profile)
+        return profile
+
+    def agent(self, t: dict[str, object]) -> AgentSettings:
+        d = AgentSettings()
+        self.check_keys(t, "agent", _keys(AgentSettings))
+        g = self.get
+        return AgentSettings(
+            ae_title=g(t, "agent", "ae_title", self.ae_title, d.ae_title),
+            bind=g(t, "agent", "bind", self.string, d.bind),
+            port=g(t, "agent", "port", self.integer(0, 65535), d.port),
+            data_dir=self.path(t.get("data_dir", "./dicom-agent-data"), "agent.data_dir"),
+            max_associations=g(t, "agent", "max_associations", self.integer(1), d.max_associations),
+            max_pdu_length=g(t, "agent", "max_pdu_length", self.pdu_length, d.max_pdu_length),
+            called_ae_check=g(t, "agent", "called_ae_check", self.boolean, d.called_ae_check),
+            allowed_calling_aes=g(t, "agent", "allowed_calling_aes", self.list_of(self.ae_title), ()),
+            connect_timeout=g(t, "agent", "connect_timeout", self.duration(), d.connect_timeout),
+            artim_timeout=g(t, "agent", "artim_timeout", self.duration(), d.artim_timeout),
+            dimse_timeout=g(t, "agent", "dimse_timeout", self.duration(), d.dimse_timeout),
+            idle_timeout=g(t, "agent", "idle_timeout", self.duration(), d.idle_timeout),
+            log_level=g(t, "agent", "log_level", self.choice(*get_args(LogLevel)), d.log_level),  # type: ignore[arg-type]
+        )
+
+    def peers(self, t: dict[str, object], agent: AgentSettings) -> dict[str, Peer]:
+        peers: dict[str, Peer] = {}
+        allowed = _keys(Peer, exclude="name")
+        for name, value in t.items():
+            prefix = f"peers.{name}"
+            if not _PEER_NAME_RE.fullmatch(name):
+                raise self.fail(prefix, f"a peer name of letters, digits, '_' and '-', got {name!r}")
+            p = self.table(value, prefix)
+            self.check_keys(p, prefix, allowed)
+            g = self.get
+            retry_base = g(p, prefix, "retry_base", self.duration(), 5.0)
+            retry_cap = g(p, prefix, "retry_cap", self.duration(), 600.0)
+            if retry_cap < retry_base:
+                found = _show(p.get("retry_cap", retry_cap))
+                raise self.fail(f"{prefix}.retry_cap", f"a duration not below retry_base ({retry_base:g}s), got {found}")
+            peers[name] = Peer(
+                name=name,
+                ae_title=g(p, prefix, "ae_title", self.ae_title),
+                host=g(p, prefix, "host", self.string),
+                port=g(p, prefix, "port", self.integer(1, 65535)),
+                retry_base=retry_base,
+                retry_cap=retry_cap,
+                max_age=g(p, prefix, "max_age", self.duration(), 7 * 86400.0),
+                max_attempts=g(p, prefix, "max_attempts", self.integer(1), None),
+                linger=g(p, prefix, "linger", self.duration(zero=True), 5.0),
+                max_pdu_length=g(p, prefix, "max_pdu_length", self.pdu_length, 262144),
+                dimse_timeout=g(p, prefix, "dimse_timeout", self.duration(), agent.dimse_timeout),
+            )
+        return peers
+
+    def sop_class(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"a Storage SOP Class UID or keyword, got {_show(value)}")
+        if _UID_RE.fullmatch(value):
+            if not UID(value).is_valid:
+                raise self.fail(key, f"a valid UID (PS3.5 9.1), got {value!r}")
+            if value in UID_dictionary and not _is_storage_class(value):
+                raise self.fail(key, f"a Storage SOP Class, got {value!r} ({UID(value).name})")
+            return value  # a private SOP class is allowed by UID
+        index = _storage_keyword_index()
+        uid = index.get(value)
+        if uid is None or not _is_storage_class(uid):
+            storage = [k for k, u in index.items() if _is_storage_class(u)]
+            raise self.fail(
+                key,
+                f"a Storage SOP Class UID or pydicom keyword such as 'CTImageStorage' "
+                f"({_suggest(value, storage)}unknown: {value!r})",
+            )
+        return uid
+
+    def transfer_syntax(self, value: object, key: str) -> str:
+        if isinstance(value, str):
+            if value in TRANSFER_SYNTAX_ALIASES:
+                return TRANSFER_SYNTAX_ALIASES[value]
+            if value in TRANSFER_SYNTAX_ALIASES.values():
+                return value
+        names = ", ".join(map(repr, TRANSFER_SYNTAX_ALIASES))
+        raise self.fail(key, f"one of {names} or its UID, got {_show(value)}")
+
+    def storage(self, t: dict[str, object]) -> StorageSettings:
+        d = StorageSettings()
+        allowed = (
+            "accept", "transfer_syntaxes", "accept_compressed", "duplicate", "free_space_floor", "forward_to",
+            "commit_with", "commit_batch", "commit_idle", "commit_timeout", "commit_max_rerequests", "retention",
+        )  # fmt: skip
+        self.check_keys(t, "storage", allowed)
+        g = self.get
+        accept = t.get("accept", "all-storage")
+        if accept == "all-storage":
+            accept_all, sop_classes = True, ()
+        elif isinstance(accept, list) and accept:
+            accept_all, sop_classes = False, self.list_of(self.sop_class)(accept, "storage.accept")
+        else:
+            raise self.fail(
+                "storage.accept",
+                f"'all-storage' or a non-empty array of SOP Class UIDs or keywords, got {_show(accept)}",
+            )
+        syntaxes = g(t, "storage", "transfer_syntaxes", self.list_of(self.transfer_syntax), d.transfer_syntaxes)
+        if not syntaxes or len(set(syntaxes)) != len(syntaxes):
+            raise self.fail("storage.transfer_syntaxes", "a non-empty array without repeats")
+
+        def batch(value: object, key: str) -> Literal["study"] | int:
+            if value == "study":
+                return "study"
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                return value
+            raise self.fail(key, f"'study' or an integer of at least 1, got {_show(value)}")
+
+        return StorageSettings(
+            accept_all=accept_all,
+            sop_classes=sop_classes,
+            transfer_syntaxes=syntaxes,
+            accept_compressed=g(t, "storage", "accept_compressed", self.boolean, d.accept_compressed),
+            duplicate=g(t, "storage", "duplicate", self.choice(*get_args(Duplicate)), d.duplicate),  # type: ignore[arg-type]
+            free_space_floor=g(t, "storage", "free_space_floor", self.size, d.free_space_floor),
+            forward_to=g(t, "storage", "forward_to", self.list_of(self.string), ()),
+            commit_with=g(t, "storage", "commit_with", self.string, None),
+            commit_batch=g(t, "storage", "commit_batch", batch, d.commit_batch),
+            commit_idle=g(t, "storage", "commit_idle", self.duration(zero=True), d.commit_idle),
+            commit_timeout=g(t, "storage", "commit_timeout", self.duration(), d.commit_timeout),
+            commit_max_rerequests=g(t, "storage", "commit_max_rerequests", self.integer(0), d.commit_max_rerequests),
+            retention=g(t, "storage", "retention", self.duration(), None),
+        )
+
+    def commitment(self, t: dict[str, object]) -> CommitmentSettings:
+        d = CommitmentSettings()
+        self.check_keys(t, "commitment", _keys(CommitmentSettings))
+        g = self.get
+        return CommitmentSettings(
+            report_on=g(t, "commitment", "report_on", self.choice(*get_args(ReportOn)), d.report_on),  # type: ignore[arg-type]
+            report_delay=g(t, "commitment", "report_delay", self.duration(zero=True), d.report_delay),
+            max_report_attempts=g(t, "commitment", "max_report_attempts", self.integer(1), None),
+        )
+
+    def worklist(self, t: dict[str, object], agent: AgentSettings) -> WorklistSettings:
+        self.check_keys(t, "worklist", _keys(WorklistSettings))
+        g = self.get
+
+        def date(value: object, key: str) -> str:
+            if value in ("today", "any"):
+                return str(value)
+            if isinstance(value, str) and re.fullmatch(r"\d{8}", value):
+                try:
+                    datetime.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+                    return value
+                except ValueError:
+                    pass
+            raise self.fail(key, f"'today', 'any' or a date as YYYYMMDD, got {_show(value)}")
+
+        def modality(value: object, key: str) -> str:
+            # PS3.5 6.2 CS: uppercase letters, digits, space, underscore; up to 16 characters.
+            if isinstance(value, str) and re.fullmatch(r"[A-Z0-9_ ]{1,16}", value) and value.strip():
+                return value
+            raise self.fail(key, f"a modality code such as 'CT' or 'US' (1-16 of A-Z, 0-9, '_'), got {_show(value)}")
+
+        return WorklistSettings(
+            station_ae=g(t, "worklist", "station_ae", self.ae_title, agent.ae_title),
+            source=g(t, "worklist", "source", self.string, None),
+            refresh=g(t, "worklist", "refresh", self.duration(), 60.0),
+            stale_after=g(t, "worklist", "stale_after", self.duration(), 600.0),
+            modality=g(t, "worklist", "modality", modality, None),
+            date=g(t, "worklist", "date", date, "today"),
+            folder=g(t, "worklist", "folder", self.path, None),
+            serve=g(t, "worklist", "serve", self.boolean, True),
+        )
+
+    def mpps(self, t: dict[str, object]) -> MppsSettings:
+        d = MppsSettings()
+        self.check_keys(t, "mpps", _keys(MppsSettings))
+        g = self.get
+        return MppsSettings(
+            send_to=g(t, "mpps", "send_to", self.list_of(self.string), ()),
+            serve=g(t, "mpps", "serve", self.boolean, d.serve),
+            forward_to=g(t, "mpps", "forward_to", self.list_of(self.string), ()),
+            instance_lifetime=g(t, "mpps", "instance_lifetime", self.duration(), d.instance_lifetime),
+            coerce_from_worklist=g(t, "mpps", "coerce_from_worklist", self.boolean, d.coerce_from_worklist),
+        )
+
+    def print_(self, t: dict[str, object]) -> PrintSettings:
+        self.check_keys(t, "print", _keys(PrintSettings))
+        g = self.get
+        return PrintSettings(
+            driver=g(t, "print", "driver", self.string, "file"),
+            options=g(t, "print", "options", self.frozen_options, MappingProxyType({})),
+            printer=g(t, "print", "printer", self.string, None),
+            serve=g(t, "print", "serve", self.boolean, False),
+        )
+
+    def device(self, t: dict[str, object]) -> DeviceSettings:
+        self.check_keys(t, "device", _keys(DeviceSettings))
+        g = self.get
+        return DeviceSettings(
+            driver=g(t, "device", "driver", self.string),
+            options=g(t, "device", "options", self.frozen_options, MappingProxyType({})),
+        )
+
+    # --- cross-checks ------------------------------------------------------------------------------
+
+    def check_references(self, p: Profile) -> None:
+        refs: list[tuple[str, str]] = []
+        if p.storage is not None:
+            refs += [(f"storage.forward_to[{i}]", n) for i, n in enumerate(p.storage.forward_to)]
+            if p.storage.commit_with is not None:
+                refs.append(("storage.commit_with", p.storage.commit_with))
+        if p.worklist is not None and p.worklist.source is not None:
+            refs.append(("worklist.source", p.worklist.source))
+        if p.mpps is not None:
+            refs += [(f"mpps.send_to[{i}]", n) for i, n in enumerate(p.mpps.send_to)]
+            refs += [(f"mpps.forward_to[{i}]", n) for i, n in enumerate(p.mpps.forward_to)]
+        if p.print is not None and p.print.printer is not None:
+            refs.append(("print.printer", p.print.printer))
+        known = ", ".join(sorted(p.peers)) or "none defined"
+        for key, name in refs:
+            if name not in p.peers:
+                hint = _suggest(name, sorted(p.peers))
+                raise self.fail(key, f"the name of a peer defined in [peers] ({hint}known: {known}), got {name!r}")
+        s = p.storage
+        if s is not None and s.commit_with is not None and s.commit_with not in s.forward_to:
+            raise self.fail(
+                "storage.commit_with",
+                f"one of the peers in storage.forward_to (commitment follows forwarding), got {s.commit_with!r}",
+            )
+
+
+def _keys(cls: type, exclude: str = "") -> tuple[str, ...]:
+    """The profile keys of a section: its dataclass's field names."""
+    return tuple(f.name for f in fields(cls) if f.name != exclude)
+
+
+def _freeze(value: object) -> object:
+    """Deep read-only copy of a free-form TOML table (driver options)."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
