@@ -1,0 +1,622 @@
+"""The durable local instance store: Part 10 files under `data_dir/objects/` and their SQLite index.
+
+Invariants:
+- No file without a row, no row without a file: a received data set streams into `data_dir/tmp/`
+  (same filesystem), is checked and fsync'ed, renamed into `objects/<2 hex of sha1(uid)>/<uid>.dcm`, the
+  directory fsync'ed, and only then is the row written, in one transaction with the caller's `on_commit`
+  (forwarding jobs). If that transaction fails the renamed file is taken back. A crash in between leaves
+  at most a temp file or an unindexed object, both removed by `startup_cleanup()`; the peer was not yet
+  answered, so it will send again.
+- Paths are built from validated UIDs only (`dicomfile.validate_uid`); reads take the path from the
+  index, never from a caller.
+- Memory is bounded whatever the object's size: bytes go to the fd as received, and `commit()` walks
+  element headers and parses the data set before pixel data with large values deferred.
+- `Incoming` holds only its own fd and path plus a reference to its store, so `write()` may run on the
+  event loop and `commit()` in a worker thread (`trio.to_thread.run_sync`). The store serialises its use
+  of the shared connection with its own lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydicom import dcmread
+from pydicom.multival import MultiValue
+
+from agent import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from agent.errors import StoreError
+from agent.store.db import transaction
+from agent.store.dicomfile import (
+    DataSetError,
+    FileMeta,
+    InvalidUID,
+    NotDicom,
+    check_dataset,
+    encode_file_meta,
+    object_relpath,
+    read_meta,
+    validate_uid,
+)
+
+__all__ = [
+    "CleanupReport",
+    "CommitResult",
+    "DataSetError",
+    "FileMeta",
+    "Incoming",
+    "InstanceNotFound",
+    "InstanceStore",
+    "InvalidUID",
+    "NotDicom",
+    "OutOfResources",
+    "SOP_MISMATCH_WARNING",
+    "StoredInstance",
+    "read_meta",
+]
+
+log = logging.getLogger(__name__)
+
+#: The warning `commit()` reports when the data set's SOP Class / Instance UID differ from the
+#: command's; the Storage SCP answers B007 (PS3.4 Table B.2-1) but the instance is stored.
+SOP_MISMATCH_WARNING = "dataset does not match SOP class"
+
+
+class OutOfResources(StoreError):
+    """Not enough disk space (free-space floor reached, or ENOSPC/EDQUOT): the SCP answers A7xx."""
+
+
+class InstanceNotFound(StoreError):
+    """No indexed instance with that SOP Instance UID, or its file is gone."""
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS instances (
+        sop_instance_uid TEXT PRIMARY KEY,
+        sop_class_uid TEXT NOT NULL,
+        transfer_syntax_uid TEXT NOT NULL,
+        patient_id TEXT,
+        patient_name TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        study_instance_uid TEXT,
+        study_date TEXT,
+        study_time TEXT,
+        accession_number TEXT,
+        study_id TEXT,
+        study_description TEXT,
+        referring_physician_name TEXT,
+        series_instance_uid TEXT,
+        series_number INTEGER,
+        modality TEXT,
+        instance_number INTEGER,
+        size INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        calling_ae TEXT NOT NULL,
+        committed_at REAL,
+        specific_character_set TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid)",
+    "CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid)",
+    "CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id)",
+    "CREATE INDEX IF NOT EXISTS instances_received ON instances(received_at)",
+)
+
+#: Index column -> data set keyword, for the attributes read from the data set itself.
+_TEXT_ATTRIBUTES = {
+    "patient_id": "PatientID",
+    "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate",
+    "patient_sex": "PatientSex",
+    "study_instance_uid": "StudyInstanceUID",
+    "study_date": "StudyDate",
+    "study_time": "StudyTime",
+    "accession_number": "AccessionNumber",
+    "study_id": "StudyID",
+    "study_description": "StudyDescription",
+    "referring_physician_name": "ReferringPhysicianName",
+    "series_instance_uid": "SeriesInstanceUID",
+    "modality": "Modality",
+    "specific_character_set": "SpecificCharacterSet",
+}
+_INT_ATTRIBUTES = {"series_number": "SeriesNumber", "instance_number": "InstanceNumber"}
+_READ_TAGS = [*_TEXT_ATTRIBUTES.values(), *_INT_ATTRIBUTES.values(), "SOPClassUID", "SOPInstanceUID"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """One row of `instances`; `path` is absolute (the row holds it relative to `data_dir`)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    patient_id: str | None
+    patient_name: str | None
+    patient_birth_date: str | None
+    patient_sex: str | None
+    study_instance_uid: str | None
+    study_date: str | None
+    study_time: str | None
+    accession_number: str | None
+    study_id: str | None
+    study_description: str | None
+    referring_physician_name: str | None
+    series_instance_uid: str | None
+    series_number: int | None
+    modality: str | None
+    instance_number: int | None
+    size: int
+    path: Path
+    received_at: float
+    calling_ae: str
+    committed_at: float | None
+    specific_character_set: str | None
+
+
+_COLUMNS = tuple(f.name for f in fields(StoredInstance))
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    stored: StoredInstance
+    warnings: list[str]
+    #: An instance with this SOP Instance UID was already indexed.
+    duplicate: bool
+    #: keep-first policy: the earlier file and row were kept, the received bytes dropped.
+    kept_existing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    temp_files_removed: int
+    rows_removed: int
+    orphan_files_removed: int
+
+
+OnCommit = Callable[[sqlite3.Connection, StoredInstance], None]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(path: Path) -> None:
+    """mkdir `path` if missing and make the new entry durable by fsync'ing its parent."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
+
+
+def _os_error(exc: OSError, what: str) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfResources(f"{what}: {exc.strerror}")
+    return StoreError(f"{what}: {exc}")
+
+
+def _text_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, MultiValue | list | tuple):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text or None
+
+
+def _int_value(value: Any) -> int | None:
+    if isinstance(value, MultiValue | list | tuple):
+        value = value[0] if value else None
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    COMMITTING = "committing"
+    DONE = "done"
+
+
+class Incoming:
+    """One data set being received: `write()` chunks as they arrive, then `commit()` or `abort()`."""
+
+    def __init__(
+        self,
+        store: InstanceStore,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        called_ae: str,
+        temp_path: Path,
+        fd: int,
+        dataset_offset: int,
+    ) -> None:
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self.calling_ae = calling_ae
+        self.called_ae = called_ae
+        self.temp_path = temp_path
+        self.dataset_offset = dataset_offset
+        self.received_at = time.time()
+        self._store = store
+        self._fd: int | None = fd
+        self._state = _State.OPEN
+        self._written = 0
+
+    @property
+    def bytes_received(self) -> int:
+        """Data set bytes written so far (File Meta Information excluded)."""
+        return self._written - self.dataset_offset
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Append data set bytes exactly as received. No fsync here: that is `commit()`'s job."""
+        if self._state is not _State.OPEN or self._fd is None:
+            raise StoreError(f"write to a {self._state.value} incoming instance")
+        view = memoryview(chunk).cast("B")
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except OSError as exc:
+                self._discard()
+                raise _os_error(exc, f"writing {self.sop_instance_uid}") from exc
+            view = view[n:]
+            self._written += n
+
+    def commit(self, *, on_commit: OnCommit | None = None) -> CommitResult:
+        """Check, fsync, rename into place and index the instance; blocking (run it in a thread).
+
+        `on_commit(conn, stored)` runs inside the index row's transaction, so whatever it writes (e.g.
+        forwarding jobs) commits atomically with the row. On any failure nothing of the instance is
+        left: no temp file, no final file, no row (a kept-first earlier instance stays as it was).
+        """
+        if self._state is not _State.OPEN or self._fd is None:
+            raise StoreError(f"commit of a {self._state.value} incoming instance")
+        self._state = _State.COMMITTING
+        try:
+            index, warnings = self._check()
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._discard()
+            raise _os_error(exc, f"storing {self.sop_instance_uid}") from exc
+        except BaseException:
+            self._discard()
+            raise
+        try:
+            return self._store._install(self, index, warnings, on_commit)
+        finally:
+            self._state = _State.DONE
+
+    def abort(self) -> None:
+        """Drop the received bytes. Idempotent; a no-op once committed."""
+        if self._state is _State.OPEN:
+            self._discard()
+
+    def _check(self) -> tuple[dict[str, Any], list[str]]:
+        check_dataset(self.temp_path, self.dataset_offset, self.transfer_syntax_uid)
+        try:
+            ds = dcmread(
+                self.temp_path, stop_before_pixels=True, defer_size="64 KB", specific_tags=_READ_TAGS
+            )
+            index: dict[str, Any] = {
+                col: _text_value(ds.get(kw)) for col, kw in _TEXT_ATTRIBUTES.items()
+            }
+            index.update({col: _int_value(ds.get(kw)) for col, kw in _INT_ATTRIBUTES.items()})
+            ds_class = _text_value(ds.get("SOPClassUID"))
+            ds_instance = _text_value(ds.get("SOPInstanceUID"))
+        except Exception as exc:  # pydicom raises many types for malformed input
+            raise DataSetError(f"cannot parse data set of {self.sop_instance_uid}: {exc}") from exc
+        warnings = []
+        if ds_class != self.sop_class_uid or ds_instance != self.sop_instance_uid:
+            log.warning(
+                "%s from %s: data set has SOP Class %s / Instance %s, command has %s / %s",
+                self.sop_instance_uid, self.calling_ae, ds_class, ds_instance,
+                self.sop_class_uid, self.sop_instance_uid,
+            )
+            warnings.append(SOP_MISMATCH_WARNING)
+        return index, warnings
+
+    def _discard(self) -> None:
+        self._state = _State.DONE
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
+            pass
+
+
+class InstanceStore:
+    """Part 10 files under `data_dir/objects/` indexed in the `instances` table of `conn`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        conn: sqlite3.Connection,
+        *,
+        free_space_floor: int = 0,
+        duplicate: str = "replace",
+    ) -> None:
+        if duplicate not in ("replace", "keep-first"):
+            raise ValueError(f"duplicate must be 'replace' or 'keep-first', not {duplicate!r}")
+        self.data_dir = Path(data_dir).absolute()
+        self.conn = conn
+        self.free_space_floor = free_space_floor
+        self.duplicate = duplicate
+        self._objects = self.data_dir / "objects"
+        self._tmp = self.data_dir / "tmp"
+        self._lock = threading.RLock()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _ensure_dir(self._objects)
+        _ensure_dir(self._tmp)
+        with self._lock, transaction(conn):
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    # -- receiving ----------------------------------------------------------------------------------
+
+    def begin(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        *,
+        calling_ae: str,
+        called_ae: str = "",
+    ) -> Incoming:
+        """Open a temp file holding the File Meta Information; the data set follows via `write()`."""
+        for uid in (sop_class_uid, sop_instance_uid, transfer_syntax_uid):
+            validate_uid(uid)
+        free = shutil.disk_usage(self.data_dir).free
+        if free < self.free_space_floor:
+            raise OutOfResources(f"{free} bytes free in {self.data_dir}, floor {self.free_space_floor}")
+        meta = encode_file_meta(
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+            source_ae=calling_ae,
+            receiving_ae=called_ae,
+        )
+        temp_path = self._tmp / f"{sop_instance_uid}.{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _os_error(exc, f"creating {temp_path.name}") from exc
+        incoming = Incoming(
+            self,
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            calling_ae=calling_ae,
+            called_ae=called_ae,
+            temp_path=temp_path,
+            fd=fd,
+            dataset_offset=len(meta),
+        )
+        incoming.write(meta)
+        return incoming
+
+    def _install(
+        self,
+        incoming: Incoming,
+        index: dict[str, Any],
+        warnings: list[str],
+        on_commit: OnCommit | None,
+    ) -> CommitResult:
+        uid = incoming.sop_instance_uid
+        rel = object_relpath(uid)
+        final = self.data_dir / rel
+        with self._lock:
+            existing = self.get(uid)
+            if existing is not None and self.duplicate == "keep-first" and existing.path.exists():
+                os.unlink(incoming.temp_path)
+                self._run_transaction(None, existing, on_commit)
+                return CommitResult(existing, warnings, duplicate=True, kept_existing=True)
+            backup: Path | None = None
+            try:
+                _ensure_dir(final.parent)
+                if final.exists():
+                    # A hard link keeps the earlier file, so a failed transaction can put it back.
+                    backup = self._tmp / f"{uid}.{uuid.uuid4().hex}.bak"
+                    os.link(final, backup)
+                os.rename(incoming.temp_path, final)
+                _fsync_dir(final.parent)
+                size = final.stat().st_size
+            except OSError as exc:
+                for leftover in (incoming.temp_path, backup):
+                    if leftover is not None:
+                        leftover.unlink(missing_ok=True)
+                raise _os_error(exc, f"installing {uid}") from exc
+            stored = StoredInstance(
+                sop_instance_uid=uid,
+                sop_class_uid=incoming.sop_class_uid,
+                transfer_syntax_uid=incoming.transfer_syntax_uid,
+                size=size,
+                path=final,
+                received_at=incoming.received_at,
+                calling_ae=incoming.calling_ae,
+                committed_at=None,
+                **index,
+            )
+            try:
+                self._run_transaction(stored, stored, on_commit)
+            except BaseException:
+                if backup is not None:
+                    os.rename(backup, final)
+                else:
+                    final.unlink(missing_ok=True)
+                _fsync_dir(final.parent)
+                raise
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+            return CommitResult(stored, warnings, duplicate=existing is not None)
+
+    def _run_transaction(
+        self, row: StoredInstance | None, stored: StoredInstance, on_commit: OnCommit | None
+    ) -> None:
+        try:
+            with transaction(self.conn) as conn:
+                if row is not None:
+                    values = [getattr(row, c) for c in _COLUMNS]
+                    values[_COLUMNS.index("path")] = str(row.path.relative_to(self.data_dir))
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO instances ({', '.join(_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                        values,
+                    )
+                if on_commit is not None:
+                    on_commit(conn, stored)
+        except sqlite3.Error as exc:
+            raise StoreError(f"indexing {stored.sop_instance_uid}: {exc}") from exc
+
+    # -- recovery -----------------------------------------------------------------------------------
+
+    def startup_cleanup(self) -> CleanupReport:
+        """Remove temp files, rows whose file is missing, and object files that have no row.
+
+        Run before the listeners start: whatever this removes was never acknowledged to a peer.
+        """
+        temp = 0
+        for entry in os.scandir(self._tmp):
+            if not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.path)
+                temp += 1
+        with self._lock:
+            missing = [
+                row["sop_instance_uid"]
+                for row in self.conn.execute("SELECT sop_instance_uid, path FROM instances")
+                if not (self.data_dir / row["path"]).is_file()
+            ]
+            for uid in missing:
+                log.warning("index row %s has no file; removing the row", uid)
+            with transaction(self.conn) as conn:
+                conn.executemany(
+                    "DELETE FROM instances WHERE sop_instance_uid = ?", [(u,) for u in missing]
+                )
+            orphans = 0
+            for bucket in os.scandir(self._objects):
+                if not bucket.is_dir(follow_symlinks=False):
+                    continue
+                for entry in os.scandir(bucket.path):
+                    rel = f"objects/{bucket.name}/{entry.name}"
+                    found = self.conn.execute(
+                        "SELECT 1 FROM instances WHERE path = ?", (rel,)
+                    ).fetchone()
+                    if found is None:
+                        log.warning("object file %s has no index row; removing it", rel)
+                        os.unlink(entry.path)
+                        orphans += 1
+        if temp:
+            log.info("removed %d leftover temp files", temp)
+        return CleanupReport(temp, len(missing), orphans)
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def _row(self, row: sqlite3.Row) -> StoredInstance:
+        values = dict(row)
+        rel = Path(values["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise StoreError(f"index row {values['sop_instance_uid']} has an unsafe path {rel}")
+        values["path"] = self.data_dir / rel
+        return StoredInstance(**values)
+
+    def get(self, sop_instance_uid: str) -> StoredInstance | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT * FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()
+        return None if row is None else self._row(row)
+
+    def open_for_read(self, sop_instance_uid: str) -> BinaryIO:
+        """Open the stored Part 10 file (binary); the path comes from the index."""
+        stored = self.get(sop_instance_uid)
+        if stored is None:
+            raise InstanceNotFound(f"no instance {sop_instance_uid!r}")
+        try:
+            return open(stored.path, "rb")
+        except FileNotFoundError as exc:
+            raise InstanceNotFound(f"file of instance {sop_instance_uid} is missing") from exc
+
+    def find(self, **equal_filters: Any) -> list[StoredInstance]:
+        """Rows whose columns equal the given values (None matches NULL), oldest first."""
+        unknown = set(equal_filters) - set(_COLUMNS) - {"path"}
+        if unknown or "path" in equal_filters:
+            raise ValueError(f"not filterable: {sorted(unknown | ({'path'} & set(equal_filters)))}")
+        clauses = [f"{c} IS ?" for c in equal_filters]
+        sql = "SELECT * FROM instances"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY received_at, sop_instance_uid"
+        with self._lock:
+            rows = self.conn.execute(sql, list(equal_filters.values())).fetchall()
+        return [self._row(r) for r in rows]
+
+    def mark_committed(self, uids: Iterable[str], when: float) -> int:
+        """Record a successful Storage Commitment; returns how many rows were updated."""
+        with self._lock, transaction(self.conn) as conn:
+            cur = conn.executemany(
+                "UPDATE instances SET committed_at = ? WHERE sop_instance_uid = ?",
+                [(when, u) for u in uids],
+            )
+            return max(cur.rowcount, 0)
+
+    def delete(self, sop_instance_uid: str) -> bool:
+        """Remove the file (durably), then the row. False if no such instance."""
+        with self._lock:
+            stored = self.get(sop_instance_uid)
+            if stored is None:
+                return False
+            try:
+                stored.path.unlink(missing_ok=True)
+                _fsync_dir(stored.path.parent)
+            except OSError as exc:
+                raise _os_error(exc, f"deleting {sop_instance_uid}") from exc
+            with transaction(self.conn) as conn:
+                conn.execute("DELETE FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
+            return True
+
+    def eligible_for_deletion(self, retention_seconds: float, now: float) -> list[StoredInstance]:
+        """Committed instances whose commitment is older than the retention period."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT * FROM instances WHERE committed_at IS NOT NULL AND committed_at <= ? "
+                "ORDER BY committed_at",
+                (now - retention_seconds,),
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+
+    def total_size(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("SELECT COALESCE(SUM(size), 0) FROM instances").fetchone()[0])
