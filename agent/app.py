@@ -1,0 +1,92 @@
+"""The agent process: builds the services a profile asks for and runs them in one nursery.
+
+Invariants:
+- Start-up order: data directory and database, crash recovery (stale temp files, expired leases),
+  then the listener; READY=1 goes to systemd only once the listener is bound and recovery is done.
+- SIGTERM/SIGINT cancel the root scope: every association ends with A-ABORT or A-RELEASE, queue
+  workers give their claimed jobs back, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import trio
+
+from agent import __version__, sdnotify
+from agent.net.connection import Timeouts
+from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
+from agent.profile import Profile
+from agent.services import verification
+
+log = logging.getLogger("agent")
+
+
+def timeouts_of(profile: Profile) -> Timeouts:
+    a = profile.agent
+    return Timeouts(artim=a.artim_timeout, dimse=a.dimse_timeout, idle=a.idle_timeout, connect=a.connect_timeout)
+
+
+@dataclass
+class Agent:
+    profile: Profile
+    registry: ServiceRegistry = field(default_factory=ServiceRegistry)
+    listener: Listener | None = None
+    bound_ports: list[int] = field(default_factory=list)
+
+    def build(self) -> None:
+        p = self.profile
+        verification.register(self.registry)
+        self.listener = Listener(
+            AcceptorPolicy(
+                ae_title=p.agent.ae_title,
+                called_ae_check=p.agent.called_ae_check,
+                allowed_calling_aes=tuple(p.agent.allowed_calling_aes),
+                max_pdu_receive=p.agent.max_pdu_length,
+                timeouts=timeouts_of(p),
+                max_associations=p.agent.max_associations,
+            ),
+            self.registry,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+        p = self.profile
+        p.agent.data_dir.mkdir(parents=True, exist_ok=True)
+        self.build()
+        assert self.listener is not None
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
+            self.bound_ports = [l.socket.getsockname()[1] for l in listeners]
+            log.info(
+                "dicom-agent %s ready: AE %s on port %s, profile %s",
+                __version__, p.agent.ae_title, ",".join(map(str, sorted(set(self.bound_ports)))), p.source,
+            )
+            sdnotify.ready(f"listening on {self.bound_ports[0]}")
+            nursery.start_soon(self._watchdog)
+            task_status.started(self.bound_ports)
+
+    async def _watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            sdnotify.watchdog()
+            await trio.sleep(interval)
+
+
+async def run_until_signalled(agent: Agent) -> None:
+    """Run the agent until SIGTERM or SIGINT, then stop gracefully."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+
+            async def wait_signal() -> None:
+                async for signum in signals:
+                    log.info("%s received: stopping", signal.Signals(signum).name)
+                    sdnotify.stopping()
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(wait_signal)

@@ -1,0 +1,124 @@
+"""The `dicom-agent` command line.
+
+Exit statuses (sysexits.h where one fits): 0 success; 1 the DICOM operation failed (a failure status,
+a rejection, an abort); 2 usage; 69 the peer could not be reached (EX_UNAVAILABLE); 78 bad profile
+(EX_CONFIG, also told to systemd through RestartPreventExitStatus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from agent import __version__
+from agent.errors import AgentError, ConnectionFailed, ProfileError, TimeoutExpired
+from agent.logs import setup_logging
+from agent.profile import Profile, load_default_profile, load_profile
+
+EX_FAILED = 1
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+log = logging.getLogger("agent.cli")
+
+
+def _profile(path: str | None) -> Profile:
+    return load_default_profile() if path is None else load_profile(path)
+
+
+def _add_association_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--aet", default="DICOM_AGENT", help="our (calling) AE title [DICOM_AGENT]")
+    p.add_argument("--aec", default="ANY-SCP", help="the peer's (called) AE title [ANY-SCP]")
+    p.add_argument("--timeout", type=float, default=30.0, help="connect/ARTIM/DIMSE timeout in seconds [30]")
+    p.add_argument("host", help="peer host name or address")
+    p.add_argument("port", type=int, help="peer port")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicom-agent", description="Embeddable DICOM agent for imaging-device hosts."
+    )
+    parser.add_argument("--version", action="version", version=f"dicom-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent in the foreground (logs to stderr)")
+    run.add_argument("--profile", help="profile file (TOML); default: the embedded default profile")
+    run.add_argument("--port", type=int, help="override [agent] port")
+
+    check = sub.add_parser("check-profile", help="validate a profile and print what it turns on")
+    check.add_argument("profile", help="profile file (TOML)")
+
+    echo = sub.add_parser("echo", help="C-ECHO a peer (Verification SCU)")
+    _add_association_args(echo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ProfileError as exc:
+        print(f"dicom-agent: bad profile: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except (ConnectionFailed, TimeoutExpired) as exc:
+        print(f"dicom-agent: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except AgentError as exc:
+        print(f"dicom-agent: {exc}", file=sys.stderr)
+        return EX_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        profile = _profile(args.profile)
+        if args.port is not None:
+            import dataclasses
+
+            profile = dataclasses.replace(profile, agent=dataclasses.replace(profile.agent, port=args.port))
+        setup_logging("debug" if args.verbose else profile.agent.log_level)
+        from agent.app import Agent, run_until_signalled
+
+        trio.run(run_until_signalled, Agent(profile))
+        return 0
+    if args.command == "check-profile":
+        profile = load_profile(args.profile)
+        print(describe_profile(profile))
+        return 0
+    setup_logging("debug" if args.verbose else "warning")
+    if args.command == "echo":
+        return _echo(args)
+    raise AssertionError(args.command)
+
+
+def describe_profile(profile: Profile) -> str:
+    a = profile.agent
+    lines = [
+        f"{profile.source}: OK",
+        f"  AE title {a.ae_title}, listening on {a.bind}:{a.port}, data in {a.data_dir}",
+        f"  up to {a.max_associations} associations, max PDU {a.max_pdu_length or 'unlimited'}",
+    ]
+    for name, peer in profile.peers.items():
+        lines.append(f"  peer {name}: {peer.ae_title} at {peer.host}:{peer.port}")
+    for section in ("storage", "commitment", "worklist", "mpps", "print", "device"):
+        lines.append(f"  [{section}] {'on' if getattr(profile, section) is not None else 'off'}")
+    return "\n".join(lines)
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from agent.net.connection import Timeouts
+    from agent.services.verification import echo
+
+    t = args.timeout
+    result = trio.run(
+        lambda: echo(args.host, args.port, calling_ae=args.aet, called_ae=args.aec,
+                     timeouts=Timeouts(artim=t, dimse=t, idle=t, connect=t))
+    )
+    print(f"C-ECHO {args.aec}@{args.host}:{args.port}: {result.describe()}")
+    return 0 if result.ok else EX_FAILED

@@ -1,0 +1,343 @@
+"""One DICOM association over a trio stream: the only place where protocol bytes meet the network.
+
+Invariants:
+- Pull model: the connection reads from the socket only inside `next_event()`; there is no background
+  task per association, so a handler that does not ask for data applies TCP backpressure to the peer.
+- Every PDU the association produces is flushed with one `send_all` per DIMSE message or per
+  256 KiB of data (never a small write after a large one: TCP_NODELAY is set and writes are batched).
+- Every wait has a deadline: ARTIM while the state machine runs it, `idle_timeout` otherwise.
+  A deadline that passes aborts the association (or, for ARTIM, closes the transport, PS3.8 AA-2).
+- Once the association is finished (Sta1/Sta13) every send raises `AssociationAborted`; `next_event`
+  returns the final indication once and then raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import trio
+
+from agent.dimse import (
+    CommandReceived,
+    DataSetFragment,
+    DIMSEError,
+    MessageAssembler,
+    MessageComplete,
+    encode_message,
+)
+from agent.dimse.messages import Message
+from agent.errors import AssociationAborted, ConnectionFailed, TimeoutExpired
+from agent.ul import pdu as P
+from agent.ul.association import (
+    Aborted,
+    Association,
+    DataReceived,
+    ReleaseConfirmed,
+    ReleaseRequested,
+)
+from agent.ul.fsm import State
+from agent.ul.negotiation import PresentationContext
+
+log = logging.getLogger("agent.net")
+
+#: PDV payload size when the peer advertises no maximum (0 = unlimited).
+UNLIMITED_PDV_CHUNK = 1024 * 1024
+#: Flush the outbound buffer once this many bytes are waiting.
+FLUSH_BYTES = 256 * 1024
+#: Bytes asked of the socket per read.
+RECEIVE_SIZE = 256 * 1024
+
+DimseEvent = CommandReceived | DataSetFragment | MessageComplete
+ConnectionEvent = DimseEvent | ReleaseRequested | ReleaseConfirmed | Aborted
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    artim: float = 30.0
+    dimse: float = 60.0
+    idle: float = 300.0
+    connect: float = 10.0
+
+
+class DicomConnection:
+    """An established (or establishing) association with its DIMSE reassembly."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        association: Association,
+        *,
+        timeouts: Timeouts,
+        remote: str = "",
+    ) -> None:
+        self.stream = stream
+        self.assoc = association
+        self.timeouts = timeouts
+        self.remote = remote
+        self.assembler = MessageAssembler()
+        self.contexts: Mapping[int, PresentationContext] = {}
+        self.peer_max_pdu = 0
+        self.calling_ae = ""
+        self.called_ae = ""
+        self._events: deque[ConnectionEvent] = deque()
+        self._out_pending = 0
+        self._closed = False
+        self._ended: ConnectionEvent | None = None
+        self._message_id = 0
+
+    # ------------------------------------------------------------ identity
+
+    def next_message_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def context_for(self, abstract_syntax: str, transfer_syntax: str | None = None) -> PresentationContext | None:
+        for ctx in self.contexts.values():
+            if ctx.abstract_syntax == abstract_syntax and (
+                transfer_syntax is None or ctx.transfer_syntax == transfer_syntax
+            ):
+                return ctx
+        return None
+
+    @property
+    def max_pdv_data(self) -> int:
+        return self.peer_max_pdu - 6 if self.peer_max_pdu else UNLIMITED_PDV_CHUNK
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed and self.assoc.state in (State.STA6, State.STA7, State.STA8)
+
+    # ------------------------------------------------------------ low level I/O
+
+    async def flush(self) -> None:
+        data = self.assoc.data_to_send()
+        self._out_pending = 0
+        if data and not self._closed:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                await self._close_transport()
+                raise AssociationAborted(f"connection to {self.remote} broke: {exc}", local=False) from exc
+        if self.assoc.should_close:
+            await self._close_transport()
+
+    async def _close_transport(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    def _deadline(self) -> float:
+        now = trio.current_time()
+        if self.assoc.artim_running:
+            return now + self.timeouts.artim
+        return now + self.timeouts.idle if self.timeouts.idle > 0 else math.inf
+
+    async def _receive_some(self) -> bool:
+        """Read once from the socket and feed the association. False on a deadline."""
+        artim_gen = self.assoc.artim_generation
+        artim = self.assoc.artim_running
+        with trio.move_on_at(self._deadline()) as scope:
+            try:
+                data: bytes | None = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+        if scope.cancelled_caught:
+            if artim and self.assoc.artim_generation == artim_gen:
+                self._absorb(self.assoc.artim_expired())
+            else:
+                log.warning("%s: no traffic for %.0f s, aborting", self.remote, self.timeouts.idle)
+                self.assoc.abort()
+                self._events.append(Aborted(0, 0, True, "network idle timeout"))
+            await self.flush()
+            await self._close_transport()
+            return False
+        self._absorb(self.assoc.receive_data(data or None))
+        await self.flush()
+        return True
+
+    def _absorb(self, indications: list) -> None:
+        for ind in indications:
+            if isinstance(ind, DataReceived):
+                for pdv in ind.pdata.pdvs:
+                    if pdv.context_id not in self.contexts:
+                        self.assoc.abort()
+                        self._events.append(
+                            Aborted(2, 0, True, f"PDV on presentation context {pdv.context_id} not accepted")
+                        )
+                        return
+                    try:
+                        self._events.extend(
+                            self.assembler.receive_pdv(pdv.context_id, pdv.is_command, pdv.is_last, pdv.data)
+                        )
+                    except DIMSEError as exc:
+                        log.warning("%s: DIMSE protocol error: %s", self.remote, exc)
+                        self.assoc.abort(P.ABORT_REASON_NOT_SPECIFIED)
+                        self._events.append(Aborted(2, 0, True, f"DIMSE protocol error: {exc}"))
+                        return
+            else:
+                self._events.append(ind)
+
+    # ------------------------------------------------------------ events
+
+    async def next_event(self) -> ConnectionEvent:
+        """The next DIMSE or association event. Raises AssociationAborted after the end."""
+        while not self._events:
+            if self._ended is not None or self._closed:
+                raise AssociationAborted(f"association with {self.remote} has ended", local=False)
+            await self._receive_some()
+        event = self._events.popleft()
+        if isinstance(event, (Aborted, ReleaseConfirmed)):
+            self._ended = event
+            self._events.clear()
+            await self._close_transport()
+        return event
+
+    async def read_dataset(self, context_id: int, *, limit: int = 64 * 1024 * 1024) -> bytes:
+        """Collect the data set that follows a command (for small, non-streamed data sets)."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = await self.next_event()
+            if isinstance(event, DataSetFragment):
+                size += len(event.data)
+                if size > limit:
+                    await self.abort()
+                    raise AssociationAborted(f"data set larger than {limit} bytes", local=True)
+                parts.append(event.data)
+            elif isinstance(event, MessageComplete):
+                return b"".join(parts)
+            else:
+                raise _unexpected(event, "a data set")
+
+    # ------------------------------------------------------------ sending
+
+    def _queue_pdv(self, context_id: int, is_command: bool, is_last: bool, chunk: bytes | memoryview) -> None:
+        self.assoc.send_pdata(P.encode_pdata_header(context_id, is_command, is_last, len(chunk)) + chunk)
+        self._out_pending += len(chunk) + 12
+
+    async def send_message(
+        self, context_id: int, message: Message, dataset: bytes | memoryview | None = None
+    ) -> None:
+        """Send a DIMSE message (command and optional data set) on `context_id`."""
+        self._check_can_send()
+        command = encode_message(message)
+        self._queue_pdv(context_id, True, True, command)
+        if dataset is not None:
+            view = memoryview(dataset)
+            step = self.max_pdv_data
+            if len(view) == 0:
+                self._queue_pdv(context_id, False, True, b"")
+            for start in range(0, len(view), step):
+                self._queue_pdv(context_id, False, start + step >= len(view), view[start : start + step])
+                if self._out_pending >= FLUSH_BYTES:
+                    await self.flush()
+        await self.flush()
+
+    async def send_message_from_file(
+        self, context_id: int, message: Message, fileobj: BinaryIO, offset: int, length: int
+    ) -> None:
+        """Send a command and then `length` data-set bytes read from `fileobj` at `offset`, streaming."""
+        self._check_can_send()
+        self._queue_pdv(context_id, True, True, encode_message(message))
+        fd = fileobj.fileno()
+        step = self.max_pdv_data
+        sent = 0
+        if length == 0:
+            self._queue_pdv(context_id, False, True, b"")
+        while sent < length:
+            chunk = os.pread(fd, min(step, length - sent), offset + sent)
+            if not chunk:
+                await self.abort()
+                raise AssociationAborted("file shrank while it was being sent", local=True)
+            sent += len(chunk)
+            self._queue_pdv(context_id, False, sent >= length, chunk)
+            if self._out_pending >= FLUSH_BYTES:
+                await self.flush()
+        await self.flush()
+
+    def _check_can_send(self) -> None:
+        if not self.is_open:
+            raise AssociationAborted(f"association with {self.remote} is no longer open", local=False)
+
+    # ------------------------------------------------------------ ending
+
+    async def release(self) -> None:
+        """A-RELEASE as requestor; waits for the RP within ARTIM, else aborts."""
+        if not self.is_open or self.assoc.state is not State.STA6:
+            await self._close_transport()
+            return
+        self.assoc.release()
+        await self.flush()
+        with trio.move_on_after(self.timeouts.artim) as scope:
+            while True:
+                try:
+                    event = await self.next_event()
+                except AssociationAborted:
+                    return
+                if isinstance(event, ReleaseRequested):  # release collision, PS3.8 AR-8
+                    self.assoc.release_response()
+                    await self.flush()
+                elif isinstance(event, (ReleaseConfirmed, Aborted)):
+                    if isinstance(event, ReleaseConfirmed) and self.assoc.state is State.STA12:
+                        self.assoc.release_response()
+                        await self.flush()
+                    break
+        if scope.cancelled_caught:
+            await self.abort()
+        await self._close_transport()
+
+    async def answer_release(self) -> None:
+        """Answer the peer's A-RELEASE-RQ, then wait (ARTIM) for it to close the transport."""
+        self.assoc.release_response()
+        await self.flush()
+        await self._drain()
+
+    async def abort(self, reason: int = 0) -> None:
+        """A-ABORT (service user); gives the peer ARTIM to close, then closes."""
+        if self._closed:
+            return
+        self.assoc.abort(reason)
+        try:
+            await self.flush()
+        except AssociationAborted:
+            return
+        await self._drain()
+
+    async def _drain(self) -> None:
+        if self._closed:
+            return
+        with trio.move_on_after(min(self.timeouts.artim, 5.0)):
+            while not self._closed and not self.assoc.should_close:
+                with trio.move_on_after(min(self.timeouts.artim, 5.0)):
+                    try:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        data = b""
+                self.assoc.receive_data(data or None)
+                if not data:
+                    break
+        await self._close_transport()
+
+    async def aclose(self) -> None:
+        await self._close_transport()
+
+
+def _unexpected(event: object, wanted: str) -> AssociationAborted:
+    if isinstance(event, Aborted):
+        return AssociationAborted(f"association aborted while waiting for {wanted}: {event.detail}", local=False)
+    if isinstance(event, ReleaseRequested):
+        return AssociationAborted(f"peer asked to release while we waited for {wanted}", local=False)
+    return AssociationAborted(f"unexpected {type(event).__name__} while waiting for {wanted}", local=False)
+
+
+def translate_connect_error(host: str, port: int, exc: BaseException) -> Exception:
+    if isinstance(exc, trio.TooSlowError):
+        return TimeoutExpired(f"connecting to {host}:{port} timed out")
+    return ConnectionFailed(f"cannot connect to {host}:{port}: {exc}")

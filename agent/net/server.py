@@ -1,0 +1,222 @@
+"""The acceptor side: a listener, association admission and DIMSE dispatch to service handlers.
+
+Invariants:
+- One task per association, all in one nursery; `max_associations` bounds them. The caller past the
+  limit still gets a proper answer: A-ASSOCIATE-RJ, transient, presentation-related, local limit
+  exceeded (PS3.8 Table 9-21), not a dropped connection.
+- A fault in one association (malformed PDU, handler exception, peer vanishing) ends that association
+  with an A-ABORT and is logged; the listener and every other association keep running.
+- Services never see sockets: they get the `DicomConnection`, the negotiated `PresentationContext`
+  and the decoded request, read the data set themselves (streamed or buffered) and send responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from agent.dimse import CommandReceived, DataSetFragment, MessageComplete
+from agent.dimse.messages import Message
+from agent.dimse.status import Status
+from agent.errors import AgentError, AssociationAborted
+from agent.net.connection import DicomConnection, Timeouts
+from agent.net.transport import peer_name, set_nodelay
+from agent.ul import pdu as P
+from agent.ul.association import (
+    Aborted,
+    Association,
+    AssociationRequested,
+    ReleaseConfirmed,
+    ReleaseRequested,
+    Role,
+)
+from agent.ul.negotiation import PresentationContext, SyntaxSupport, build_accept, negotiate_acceptor
+
+log = logging.getLogger("agent.net")
+
+Handler = Callable[[DicomConnection, PresentationContext, Message], Awaitable[None]]
+
+
+@dataclass
+class ServiceRegistry:
+    """Which abstract syntaxes we accept, and who handles each request type on them."""
+
+    _support: dict[str, SyntaxSupport] = field(default_factory=dict)
+    _handlers: dict[tuple[str, type], Handler] = field(default_factory=dict)
+
+    def add(
+        self,
+        sop_classes: Iterable[str],
+        support: SyntaxSupport,
+        handlers: dict[type, Handler],
+    ) -> None:
+        for uid in sop_classes:
+            self._support[uid] = support
+            for message_type, handler in handlers.items():
+                self._handlers[(uid, message_type)] = handler
+
+    def support(self, abstract_syntax: str) -> SyntaxSupport | None:
+        return self._support.get(abstract_syntax)
+
+    def handler(self, abstract_syntax: str, message_type: type) -> Handler | None:
+        return self._handlers.get((abstract_syntax, message_type))
+
+    @property
+    def sop_classes(self) -> list[str]:
+        return list(self._support)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptorPolicy:
+    ae_title: str
+    called_ae_check: bool = False
+    allowed_calling_aes: tuple[str, ...] = ()
+    max_pdu_receive: int = 262144
+    timeouts: Timeouts = Timeouts()
+    max_associations: int = 16
+
+
+@dataclass
+class Listener:
+    """Serves associations on a stream listener (TCP or, in tests, memory)."""
+
+    policy: AcceptorPolicy
+    registry: ServiceRegistry
+    active: int = 0
+    served: int = 0
+    on_association: Callable[[DicomConnection], None] | None = None
+
+    async def serve_tcp(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        log.info(
+            "listening as %s on %s",
+            self.policy.ae_title,
+            ", ".join(f"{l.socket.getsockname()[0]}:{l.socket.getsockname()[1]}" for l in listeners),
+        )
+        async with trio.open_nursery() as nursery:
+            task_status.started(listeners)
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # EMFILE and friends: log, breathe, go on
+                    log.error("accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                set_nodelay(stream)
+                nursery.start_soon(self.handle_stream, stream)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Run one association from its first byte to its close. Never raises (except Cancelled)."""
+        remote = peer_name(stream)
+        over_limit = self.active >= self.policy.max_associations
+        self.active += 1
+        assoc = Association(Role.ACCEPTOR, max_pdu_receive=self.policy.max_pdu_receive)
+        conn = DicomConnection(stream, assoc, timeouts=self.policy.timeouts, remote=remote)
+        assoc.connection_made()
+        try:
+            await self._run(conn, over_limit)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await conn.abort()
+            raise
+        except AssociationAborted as exc:
+            log.info("%s: association ended: %s", conn.remote, exc)
+        except Exception as exc:  # a handler bug must not take the listener down
+            log.exception("%s: association failed: %s", conn.remote, exc)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await conn.abort()
+        finally:
+            self.active -= 1
+            self.served += 1
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+
+    async def _negotiate(self, conn: DicomConnection, over_limit: bool) -> bool:
+        # Wait for the A-ASSOCIATE-RQ (ARTIM runs in Sta2).
+        event = await conn.next_event()
+        if not isinstance(event, AssociationRequested):
+            return False
+        rq = event.request
+        conn.calling_ae, conn.called_ae = rq.calling_ae, rq.called_ae
+        conn.remote = f"{rq.calling_ae}@{conn.remote}"
+        policy = self.policy
+        rj: P.AAssociateRJ | None = None
+        if over_limit:
+            rj = P.AAssociateRJ(P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED)
+        elif rq.application_context != P.APPLICATION_CONTEXT_NAME:
+            rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED)
+        elif policy.called_ae_check and rq.called_ae != policy.ae_title:
+            rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLED_AE_NOT_RECOGNIZED)
+        elif policy.allowed_calling_aes and rq.calling_ae not in policy.allowed_calling_aes:
+            rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED)
+        if rj is not None:
+            log.warning("%s: %s (called %r)", conn.remote, rj.describe(), rq.called_ae)
+            conn.assoc.reject(rj)
+            await conn.flush()
+            await conn._drain()
+            return False
+        result = negotiate_acceptor(rq, self.registry.support)
+        conn.contexts = result.accepted
+        conn.peer_max_pdu = rq.max_length or 0
+        conn.assoc.accept(build_accept(rq, result, max_pdu_receive=policy.max_pdu_receive))
+        await conn.flush()
+        log.info(
+            "%s: association accepted (%d of %d contexts)",
+            conn.remote, len(result.accepted), len(rq.presentation_contexts),
+        )
+        return True
+
+    async def _run(self, conn: DicomConnection, over_limit: bool) -> None:
+        if not await self._negotiate(conn, over_limit):
+            return
+        if self.on_association is not None:
+            self.on_association(conn)
+        await serve_association(conn, self.registry)
+
+
+async def serve_association(conn: DicomConnection, registry: ServiceRegistry) -> None:
+    """Dispatch requests until the peer releases or the association ends."""
+    while True:
+        event = await conn.next_event()
+        if isinstance(event, CommandReceived):
+            ctx = conn.contexts[event.context_id]
+            message = event.message
+            handler = registry.handler(ctx.abstract_syntax, type(message))
+            if handler is None:
+                await _refuse(conn, ctx, message)
+            else:
+                await handler(conn, ctx, message)
+        elif isinstance(event, ReleaseRequested):
+            await conn.answer_release()
+            return
+        elif isinstance(event, (Aborted, ReleaseConfirmed)):
+            if isinstance(event, Aborted):
+                log.info("%s: association aborted: %s", conn.remote, event.detail)
+            return
+        elif isinstance(event, (DataSetFragment, MessageComplete)):
+            continue  # the tail of a message whose handler chose not to read it
+
+
+async def _refuse(conn: DicomConnection, ctx: PresentationContext, message: Message) -> None:
+    """A request we have no handler for: drain its data set and answer 'unrecognized operation'."""
+    if message.has_dataset:
+        await conn.read_dataset(ctx.id)
+    respond = getattr(message, "response", None)
+    if respond is None:  # C-CANCEL and responses: nothing to answer
+        return
+    log.warning("%s: no handler for %s on %s", conn.remote, type(message).__name__, ctx.abstract_syntax)
+    await conn.send_message(ctx.id, respond(Status.UNRECOGNIZED_OPERATION))
+
+
+__all__ = ["AcceptorPolicy", "AgentError", "Handler", "Listener", "ServiceRegistry", "serve_association"]
