@@ -1,0 +1,104 @@
+"""Shared test fixtures: profiles in tmp_path, the agent running in-process, real peers on PATH.
+
+Real peers (DCMTK tools, pynetdicom) are required: when CI is set a missing one fails the test
+instead of skipping it, so a CI machine that lost its peers cannot turn green.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from agent.profile import Profile, load_profile
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require_tool(name: str) -> str:
+    """Path of a peer executable (e.g. 'storescp'); fail under CI, skip elsewhere, if absent."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"real peer {name!r} is not installed (apt-get install dcmtk)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def require_pynetdicom() -> None:
+    try:
+        import pynetdicom  # noqa: F401
+    except ImportError:
+        (pytest.fail if IN_CI else pytest.skip)("pynetdicom is not installed (pip install -e '.[test]')")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_profile(directory: Path, body: str, *, port: int = 0, ae_title: str = "AGENT") -> Profile:
+    """A profile file with an [agent] section bound to loopback, plus `body` (TOML) appended."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "profile.toml"
+    head = textwrap.dedent(
+        f"""
+        [agent]
+        ae_title = "{ae_title}"
+        bind = "127.0.0.1"
+        port = {port}
+        data_dir = "{directory / 'data'}"
+        artim_timeout = "5s"
+        dimse_timeout = "10s"
+        idle_timeout = "30s"
+        connect_timeout = "5s"
+        """
+    )
+    path.write_text(head + textwrap.dedent(body))
+    return load_profile(path)
+
+
+@dataclass
+class RunningAgent:
+    agent: object
+    port: int
+    profile: Profile
+    cancel_scope: trio.CancelScope
+
+    @property
+    def data_dir(self) -> Path:
+        return self.profile.agent.data_dir
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable
+
+
+@pytest.fixture
+async def start_agent(nursery: trio.Nursery) -> AsyncIterator[object]:
+    """`agent = await start_agent(profile)`: runs the agent in the test's nursery until the test ends."""
+    from agent.app import Agent
+
+    async def start(profile: Profile) -> RunningAgent:
+        agent = Agent(profile)
+        scope = trio.CancelScope()
+
+        async def runner(task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await agent.run(task_status=task_status)
+
+        ports = await nursery.start(runner)
+        return RunningAgent(agent, ports[0], profile, scope)
+
+    yield start
