@@ -1,7 +1,7 @@
 """The DIMSE layer's error (PS3.7): a malformed command set or a message received out of order.
 
-A `DIMSEError` is always a local detection (we will abort the association); the abort source is
-the service provider (2) with reason "unrecognized PDU parameter" left to the runner to choose.
+Invariant: a `DIMSEError` is always a local detection (`local=True`); the association that carried
+the offending bytes must be aborted (PS3.7 6.3.1 leaves no way to resynchronise a message stream).
 """
 
 from __future__ import annotations
