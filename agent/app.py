@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 from dataclasses import dataclass, field
 
 import trio
@@ -20,6 +21,10 @@ from agent.net.connection import Timeouts
 from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
 from agent.profile import Profile
 from agent.services import verification
+from agent.services.blocking import Blocking
+from agent.services.storage import ALL_STORAGE_SOP_CLASSES, StorageSCP
+from agent.store.db import DB_FILENAME, open_database
+from agent.store.instances import InstanceStore
 
 log = logging.getLogger("agent")
 
@@ -35,10 +40,38 @@ class Agent:
     registry: ServiceRegistry = field(default_factory=ServiceRegistry)
     listener: Listener | None = None
     bound_ports: list[int] = field(default_factory=list)
+    blocking: Blocking = field(default_factory=Blocking)
+    db: sqlite3.Connection | None = None
+    store: InstanceStore | None = None
+    storage_scp: StorageSCP | None = None
+
+    def open_persistence(self) -> None:
+        """Database, instance store and crash recovery; blocking, runs before the listener binds."""
+        p = self.profile
+        p.agent.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = open_database(p.agent.data_dir / DB_FILENAME)
+        s = p.storage
+        self.store = InstanceStore(
+            p.agent.data_dir, self.db,
+            free_space_floor=s.free_space_floor if s else 0,
+            duplicate=s.duplicate if s else "replace",
+        )
+        report = self.store.startup_cleanup()
+        if report.temp_files_removed or report.rows_removed or report.orphan_files_removed:
+            log.warning("start-up recovery: %s", report)
 
     def build(self) -> None:
         p = self.profile
         verification.register(self.registry)
+        if p.storage is not None:
+            assert self.store is not None
+            self.storage_scp = StorageSCP(self.store, self.blocking)
+            self.storage_scp.register(
+                self.registry,
+                sop_classes=ALL_STORAGE_SOP_CLASSES if p.storage.accept_all else p.storage.sop_classes,
+                transfer_syntaxes=p.storage.transfer_syntaxes,
+                accept_compressed=p.storage.accept_compressed,
+            )
         self.listener = Listener(
             AcceptorPolicy(
                 ae_title=p.agent.ae_title,
@@ -53,7 +86,7 @@ class Agent:
 
     async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
         p = self.profile
-        p.agent.data_dir.mkdir(parents=True, exist_ok=True)
+        await trio.to_thread.run_sync(self.open_persistence)
         self.build()
         assert self.listener is not None
         async with trio.open_nursery() as nursery:

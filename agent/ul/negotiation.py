@@ -42,11 +42,14 @@ class SyntaxSupport:
 
     `transfer_syntaxes`: accepted ones in preference order. `accept_any_other`: also accept any other
     proposed transfer syntax (compressed ones, stored as received) after the preferred ones.
+    `compressed`: further (compressed) transfer syntaxes accepted as they are; when the requestor lists
+    one of them *first* in a context it is taken (the object is stored as received, no transcoding).
     `requestor_may_be_scu/scp`: the roles the acceptor lets the requestor take.
     """
 
     transfer_syntaxes: tuple[str, ...] = UNCOMPRESSED
     accept_any_other: bool = False
+    compressed: frozenset[str] = frozenset()
     requestor_may_be_scu: bool = True
     requestor_may_be_scp: bool = False
 
@@ -71,7 +74,12 @@ def negotiate_acceptor(
         if sup is None:
             contexts.append(P.PresentationContextAC(pc.id, P.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED, ""))
             continue
-        chosen = next((ts for ts in sup.transfer_syntaxes if ts in pc.transfer_syntaxes), None)
+        if pc.transfer_syntaxes[0] in sup.compressed:
+            chosen: str | None = pc.transfer_syntaxes[0]
+        else:
+            chosen = next((ts for ts in sup.transfer_syntaxes if ts in pc.transfer_syntaxes), None)
+        if chosen is None and sup.compressed:
+            chosen = next((ts for ts in pc.transfer_syntaxes if ts in sup.compressed), None)
         if chosen is None and sup.accept_any_other:
             chosen = next(iter(pc.transfer_syntaxes), None)
         if chosen is None:
