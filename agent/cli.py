@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     echo = sub.add_parser("echo", help="C-ECHO a peer (Verification SCU)")
     _add_association_args(echo)
+
+    store = sub.add_parser("store", help="send DICOM files and folders to a peer (Storage SCU)")
+    _add_association_args(store)
+    store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
+    store.add_argument("--max-pdu", type=int, default=262144, help="largest PDU we accept [262144]")
     return parser
 
 
@@ -94,6 +99,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     setup_logging("debug" if args.verbose else "warning")
     if args.command == "echo":
         return _echo(args)
+    if args.command == "store":
+        from agent.cli_store import run_store
+
+        return run_store(args)
     raise AssertionError(args.command)
 
 

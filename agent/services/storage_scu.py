@@ -1,0 +1,177 @@
+"""Storage Service Class SCU (PS3.4 Annex B): send Part 10 files, streamed from disk.
+
+Invariants:
+- A file whose transfer syntax the peer accepted is sent from disk in PDU-sized fragments without
+  decoding (`send_message_from_file`), so memory stays bounded for any object size.
+- Otherwise an uncompressed file is transcoded with pydicom into the accepted uncompressed syntax;
+  a compressed file with no matching context fails for that file only (we do not decompress).
+- Presentation contexts come from the files: one per (SOP class, transfer syntax) seen, plus one per
+  SOP class offering all uncompressed syntaxes for transcoding; more than 128 are split across
+  associations.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.dimse import CStoreRQ
+from agent.dimse.status import StatusCategory, category
+from agent.errors import AgentError
+from agent.net.connection import DicomConnection
+from agent.net.requests import Reply, await_response
+from agent.store.dicomfile import FileMeta, NotDicom, read_meta
+from agent.ul.negotiation import (
+    EXPLICIT_VR_BE,
+    IMPLICIT_VR_LE,
+    UNCOMPRESSED,
+    PresentationContext,
+    ProposedContext,
+)
+
+log = logging.getLogger("agent.storage")
+
+
+@dataclass(frozen=True, slots=True)
+class SendItem:
+    path: Path
+    meta: FileMeta
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size - self.meta.dataset_offset
+
+
+@dataclass
+class ScanResult:
+    items: list[SendItem] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan(paths: Iterable[str | Path]) -> ScanResult:
+    """Files and folders (recursive) → the DICOM Part 10 files among them; others are reported."""
+    result = ScanResult()
+    for raw in paths:
+        path = Path(raw)
+        files: Iterator[Path]
+        if path.is_dir():
+            files = (p for p in sorted(path.rglob("*")) if p.is_file())
+        elif path.exists():
+            files = iter([path])
+        else:
+            result.skipped.append((path, "no such file or folder"))
+            continue
+        for file in files:
+            try:
+                result.items.append(SendItem(file, read_meta(file)))
+            except NotDicom as exc:
+                result.skipped.append((file, f"not a DICOM file: {exc}"))
+            except OSError as exc:
+                result.skipped.append((file, f"cannot read: {exc.strerror or exc}"))
+    return result
+
+
+def proposals_for(items: Sequence[SendItem]) -> list[list[ProposedContext]]:
+    """Presentation contexts for `items`, split into groups of at most 128 (one association each)."""
+    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    for item in items:
+        sop, ts = item.meta.sop_class_uid, item.meta.transfer_syntax_uid
+        if ts not in UNCOMPRESSED:
+            wanted[(sop, (ts,))] = None
+        wanted[(sop, UNCOMPRESSED)] = None
+    contexts = [ProposedContext(sop, syntaxes) for sop, syntaxes in wanted]
+    return [contexts[i : i + 128] for i in range(0, len(contexts), 128)] or [[]]
+
+
+def choose_context(conn: DicomConnection, meta: FileMeta) -> PresentationContext | None:
+    exact = conn.context_for(meta.sop_class_uid, meta.transfer_syntax_uid)
+    if exact is not None:
+        return exact
+    if meta.transfer_syntax_uid in UNCOMPRESSED:
+        return conn.context_for(meta.sop_class_uid)  # any uncompressed one: we transcode
+    return None
+
+
+def transcode(path: Path, transfer_syntax: str) -> bytes:
+    """The data set of an uncompressed file re-encoded in another uncompressed transfer syntax."""
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = dcmread(path)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = transfer_syntax != EXPLICIT_VR_BE
+    buffer.is_implicit_VR = transfer_syntax == IMPLICIT_VR_LE
+    ds.file_meta = None  # type: ignore[assignment]
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
+
+
+class StoreFailed(AgentError):
+    """A file could not be sent (no usable context, or a transcoding error)."""
+
+
+async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: tuple[str, int] | None = None) -> Reply:
+    """C-STORE one file over an open association; returns the peer's response."""
+    meta = item.meta
+    ctx = choose_context(conn, meta)
+    if ctx is None:
+        raise StoreFailed(
+            f"{item.path}: the peer accepted no presentation context for SOP class "
+            f"{meta.sop_class_uid} in transfer syntax {meta.transfer_syntax_uid}"
+        )
+    extra = {}
+    if move_originator is not None:
+        extra = {"move_originator_ae_title": move_originator[0], "move_originator_message_id": move_originator[1]}
+    rq = CStoreRQ(
+        message_id=conn.next_message_id(),
+        affected_sop_class_uid=meta.sop_class_uid,
+        affected_sop_instance_uid=meta.sop_instance_uid,
+        **extra,
+    )
+    if ctx.transfer_syntax == meta.transfer_syntax_uid:
+        with open(item.path, "rb") as f:
+            size = f.seek(0, io.SEEK_END) - meta.dataset_offset
+            await conn.send_message_from_file(ctx.id, rq, f, meta.dataset_offset, size)
+    else:
+        try:
+            data = transcode(item.path, ctx.transfer_syntax)
+        except Exception as exc:  # pydicom raises many kinds for odd files
+            raise StoreFailed(f"{item.path}: cannot transcode to {ctx.transfer_syntax}: {exc}") from exc
+        await conn.send_message(ctx.id, rq, data)
+    return await await_response(conn, rq.message_id)
+
+
+@dataclass
+class StoreSummary:
+    sent: int = 0
+    warnings: int = 0
+    failed: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def record(self, item: SendItem, reply: Reply | None, error: str | None = None) -> None:
+        if reply is not None:
+            cat = category(reply.status)
+            if cat is StatusCategory.SUCCESS:
+                self.sent += 1
+                self.bytes += item.size
+                return
+            if cat is StatusCategory.WARNING:
+                self.sent += 1
+                self.warnings += 1
+                self.bytes += item.size
+                return
+            from agent.dimse.status import describe
+
+            error = describe(reply.status)
+        self.failed += 1
+        self.failures.append((item.path, error or "failed"))
