@@ -22,9 +22,12 @@ from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
 from agent.profile import Profile
 from agent.services import verification
 from agent.services.blocking import Blocking
+from agent.services.forward import STORE_JOB, StorePerformer, enqueue_forwards
+from agent.services.outbound import Outbound
 from agent.services.storage import ALL_STORAGE_SOP_CLASSES, StorageSCP
 from agent.store.db import DB_FILENAME, open_database
 from agent.store.instances import InstanceStore
+from agent.store.queue import JobQueue
 
 log = logging.getLogger("agent")
 
@@ -44,6 +47,8 @@ class Agent:
     db: sqlite3.Connection | None = None
     store: InstanceStore | None = None
     storage_scp: StorageSCP | None = None
+    queue: JobQueue | None = None
+    outbound: Outbound | None = None
 
     def open_persistence(self) -> None:
         """Database, instance store and crash recovery; blocking, runs before the listener binds."""
@@ -56,16 +61,29 @@ class Agent:
             free_space_floor=s.free_space_floor if s else 0,
             duplicate=s.duplicate if s else "replace",
         )
+        self.queue = JobQueue(self.db)
+        recovered = self.queue.recover()
+        if recovered:
+            log.warning("start-up recovery: %d interrupted job(s) returned to the queue", recovered)
         report = self.store.startup_cleanup()
         if report.temp_files_removed or report.rows_removed or report.orphan_files_removed:
             log.warning("start-up recovery: %s", report)
 
     def build(self) -> None:
         p = self.profile
+        assert self.store is not None and self.queue is not None
         verification.register(self.registry)
+        self.outbound = Outbound(
+            p.agent.ae_title, p.peers, self.queue, self.blocking, timeouts_of(p),
+            max_pdu_receive=p.agent.max_pdu_length,
+        )
+        self.outbound.performers[STORE_JOB] = StorePerformer(self.store, self.blocking)
         if p.storage is not None:
-            assert self.store is not None
             self.storage_scp = StorageSCP(self.store, self.blocking)
+            if p.storage.forward_to:
+                outbound, destinations = self.outbound, p.storage.forward_to
+                self.storage_scp.on_commit = enqueue_forwards(self.queue, destinations)
+                self.storage_scp.after_commit = lambda stored: [outbound.wake(d) for d in destinations] and None
             self.storage_scp.register(
                 self.registry,
                 sop_classes=ALL_STORAGE_SOP_CLASSES if p.storage.accept_all else p.storage.sop_classes,
@@ -90,6 +108,8 @@ class Agent:
         self.build()
         assert self.listener is not None
         async with trio.open_nursery() as nursery:
+            assert self.outbound is not None
+            await nursery.start(self.outbound.run)
             listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
             self.bound_ports = [l.socket.getsockname()[1] for l in listeners]
             log.info(

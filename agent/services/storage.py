@@ -59,6 +59,8 @@ class StorageSCP:
     store: InstanceStore
     blocking: Blocking
     on_commit: OnCommit | None = None
+    #: Called in trio context after each instance is durably stored (e.g. to wake forwarders).
+    after_commit: Callable[[StoredInstance], None] | None = None
     received: int = 0
 
     def register(
@@ -124,6 +126,8 @@ class StorageSCP:
         finally:
             incoming.abort()  # idempotent; after a commit it only closes what is left
         self.received += 1
+        if self.after_commit is not None:
+            self.after_commit(result.stored)
         if result.duplicate:
             log.info("%s: %s received again (%s)", conn.remote, uid,
                      "kept the first copy" if result.kept_existing else "replaced")

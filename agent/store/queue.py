@@ -314,17 +314,22 @@ class JobQueue:
             )
         return state
 
-    def release(self, job_id: int) -> None:
-        """Give a CLAIMED job back without counting an attempt (graceful shutdown)."""
+    def release(self, job_id: int, *, delay: float = 0.0) -> None:
+        """Give a CLAIMED job back without counting an attempt, due again after `delay` seconds
+        (graceful shutdown: 0; a job whose prerequisites are not met yet: a few seconds)."""
         now = self._clock()
         with self._write() as conn:
             cur = conn.execute(
-                "UPDATE queue_jobs SET state = 'pending', lease_until = NULL, updated_at = ? "
-                "WHERE id = ? AND state = 'claimed'",
-                (now, job_id),
+                "UPDATE queue_jobs SET state = 'pending', lease_until = NULL, updated_at = ?, "
+                "next_attempt_at = MAX(next_attempt_at, ?) WHERE id = ? AND state = 'claimed'",
+                (now, now + delay, job_id),
             )
             if cur.rowcount != 1:
                 raise self._not_claimed(job_id)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     def recover(self) -> int:
         """At start-up: every CLAIMED job goes back to PENDING (its process is gone). Returns the count."""
