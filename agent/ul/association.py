@@ -182,17 +182,25 @@ class Association:
 
     def request(self, rq: P.AAssociateRQ) -> None:
         """A-ASSOCIATE request: the runner must connect (`need_connect`) and then call connection_made."""
+        self._check_local(Event.EVT1)
         self.request_pdu = rq
         self._fire(Event.EVT1, local=True)
 
     def accept(self, ac: P.AAssociateAC) -> None:
+        self._check_local(Event.EVT7)
         self.accept_pdu = ac
         self._pending_pdu = ac
         self._fire(Event.EVT7, local=True)
 
     def reject(self, rj: P.AAssociateRJ) -> None:
+        self._check_local(Event.EVT8)
         self._pending_pdu = rj
         self._fire(Event.EVT8, local=True)
+
+    def _check_local(self, event: Event) -> None:
+        """Refuse a local primitive before it changes anything (the state stays as it was)."""
+        if (self.state, event) not in TRANSITIONS:
+            raise ProtocolError(f"{event.value} is not possible in {self.state.name} ({self.state.value})")
 
     def send_pdata(self, pdata: P.PDataTF | bytes) -> None:
         """P-DATA request: a PDataTF, or the already-encoded bytes of one (the hot path)."""
@@ -301,8 +309,9 @@ class Association:
                 self._send(P.AAbort(P.ABORT_SOURCE_USER, self._abort_reason))
             else:
                 # A PDU the peer should not have sent in Sta2: we detected it, so say so.
-                self._send(P.AAbort(P.ABORT_SOURCE_PROVIDER, abort_reason or P.ABORT_UNEXPECTED_PDU))
-                out.append(Aborted(P.ABORT_SOURCE_PROVIDER, abort_reason, True, self._fault))
+                reason = abort_reason or P.ABORT_UNEXPECTED_PDU
+                self._send(P.AAbort(P.ABORT_SOURCE_PROVIDER, reason))
+                out.append(Aborted(P.ABORT_SOURCE_PROVIDER, reason, True, self._fault or "unexpected PDU"))
         elif action is Action.AA_3:
             assert isinstance(pdu, P.AAbort)
             out.append(Aborted(pdu.source, pdu.reason, False, "A-ABORT received from the peer"))
@@ -326,4 +335,5 @@ class Association:
         assert nxt is not None
         self._enter(nxt)
         self._pending_pdu = None
+        self._fault = ""
         return out

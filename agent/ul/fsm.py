@@ -11,9 +11,10 @@ Invariants:
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, unique
 
 
+@unique
 class State(Enum):
     """PS3.8 Table 9-1."""
 
@@ -32,6 +33,7 @@ class State(Enum):
     STA13 = "Awaiting Transport Connection Close Indication"
 
 
+@unique
 class Event(Enum):
     """PS3.8 Table 9-2."""
 
@@ -56,6 +58,7 @@ class Event(Enum):
     EVT19 = "Unrecognized or invalid PDU received"
 
 
+@unique
 class Action(Enum):
     """PS3.8 Tables 9-6 to 9-9 (AE-n, DT-n, AR-n, AA-n)."""
 
@@ -83,7 +86,7 @@ class Action(Enum):
     AA_2 = "Stop ARTIM timer if running. Close transport connection"
     AA_3 = "Issue A-ABORT or A-P-ABORT indication and close transport connection"
     AA_4 = "Issue A-P-ABORT indication primitive"
-    AA_5 = "Stop ARTIM timer"
+    AA_5 = "Stop ARTIM timer (transport closed before an A-ASSOCIATE-RQ)"
     AA_6 = "Ignore PDU"
     AA_7 = "Send A-ABORT PDU"
     AA_8 = "Send A-ABORT PDU (service-provider source), issue an A-P-ABORT indication, start ARTIM"

@@ -71,6 +71,8 @@ def _check_ae(title: str, what: str) -> str:
 def _check_uid(uid: str, what: str) -> str:
     if not isinstance(uid, str) or len(uid) > 64:
         raise ValueError(f"{what} must be a UID string of at most 64 characters")
+    if uid.strip("0123456789."):
+        raise ValueError(f"{what} {uid!r} has characters other than digits and dots")
     return uid
 
 
@@ -165,6 +167,8 @@ class ImplementationVersionName:
     def __post_init__(self) -> None:
         if not (1 <= len(self.name) <= 16):
             raise ValueError("implementation version name must be 1 to 16 characters")
+        if self.name != self.name.strip(" ") or any(not (0x20 <= ord(c) <= 0x7E) for c in self.name):
+            raise ValueError("implementation version name must be printable ASCII without padding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +233,8 @@ class UserIdentityRQ:
     def __post_init__(self) -> None:
         if not (1 <= self.identity_type <= 255):
             raise ValueError("user identity type must be 1..255")
+        if len(self.primary) > 0xFFFF or len(self.secondary) > 0xFFFF:
+            raise ValueError("user identity fields are at most 65535 bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +242,10 @@ class UserIdentityAC:
     """User Identity Negotiation Sub-Item, AC (59H, PS3.7 D.3.3.7.2)."""
 
     server_response: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.server_response) > 0xFFFF:
+            raise ValueError("user identity server response is at most 65535 bytes")
 
 
 @dataclass(frozen=True, slots=True)
