@@ -425,11 +425,6 @@ def test_local_primitive_in_wrong_state_raises_and_changes_nothing(
     assert (me.artim_running, me.artim_generation) == artim
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Association.request() stores request_pdu before the state check, so a refused "
-    "A-ASSOCIATE request overwrites the A-ASSOCIATE-RQ received from the peer (accept() likewise)",
-)
 def test_refused_primitive_keeps_the_received_request() -> None:
     acc, _ = in_state(3, Role.ACCEPTOR)
     received = acc.request_pdu
