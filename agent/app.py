@@ -118,6 +118,7 @@ class Agent:
             )
             sdnotify.ready(f"listening on {self.bound_ports[0]}")
             nursery.start_soon(self._watchdog)
+            nursery.start_soon(self._report_status)
             task_status.started(self.bound_ports)
 
     async def _watchdog(self) -> None:
@@ -127,6 +128,23 @@ class Agent:
         while True:
             sdnotify.watchdog()
             await trio.sleep(interval)
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: associations, instances received, queue depth per peer."""
+        assert self.queue is not None
+        parts = [f"{self.listener.active if self.listener else 0} associations"]
+        if self.storage_scp is not None:
+            parts.append(f"{self.storage_scp.received} received")
+        for dest, st in sorted(self.queue.stats().items()):
+            parts.append(f"{dest}: {st.pending + st.claimed} queued, {st.dead} dead")
+        return "; ".join(parts)
+
+    async def _report_status(self) -> None:
+        if not sdnotify.enabled():
+            return
+        while True:
+            sdnotify.status(await self.blocking.run(self.status_line))
+            await trio.sleep(10)
 
 
 async def run_until_signalled(agent: Agent) -> None:

@@ -65,3 +65,8 @@ def status(text: str) -> bool:
 
 def watchdog() -> bool:
     return notify("WATCHDOG=1")
+
+
+def enabled() -> bool:
+    """True when running under a service manager that listens for notifications."""
+    return bool(os.environ.get("NOTIFY_SOCKET"))

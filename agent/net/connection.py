@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import select
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -198,6 +199,31 @@ class DicomConnection:
             self._events.clear()
             await self._close_transport()
         return event
+
+    async def poll_event(self) -> ConnectionEvent | None:
+        """An event that is available *now*, or None; never waits for the peer.
+
+        For an SCP streaming many responses (C-FIND pending responses) that must notice a C-CANCEL-RQ
+        (PS3.7 9.3.2.3) without blocking. An already-buffered event is returned first; otherwise the
+        socket is read only if it is readable right now (a zero-timeout `select` on a TCP stream; on
+        other streams, such as TLS or memory streams in tests, a read bounded by 1 ms). A partial PDU
+        stays buffered in the association and yields None. End-of-association events are handled as
+        in `next_event`.
+        """
+        if not self._events:
+            if self._ended is not None or self._closed:
+                return None
+            sock = getattr(self.stream, "socket", None)
+            if sock is not None and hasattr(sock, "fileno"):
+                readable, _, _ = select.select([sock.fileno()], [], [], 0)
+                if readable:
+                    await self._receive_some()
+            else:
+                with trio.move_on_after(0.001):
+                    await self._receive_some()
+            if not self._events:
+                return None
+        return await self.next_event()
 
     async def read_dataset(self, context_id: int, *, limit: int = 64 * 1024 * 1024) -> bytes:
         """Collect the data set that follows a command (for small, non-streamed data sets)."""

@@ -187,6 +187,11 @@ class Outbound:
         try:
             conn = await self._connection(name, peer, state, job)
             await performer.perform(conn, job)
+        except trio.Cancelled:
+            # Stopping: give the job back at once rather than leaving it to start-up recovery.
+            with trio.CancelScope(shield=True):
+                await self.blocking.run(lambda: self.queue.release(job.id))
+            raise
         except NotReady as exc:
             await self.blocking.run(lambda: self.queue.release(job.id, delay=exc.retry_in))
             return
