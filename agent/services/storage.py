@@ -53,6 +53,12 @@ COMPRESSED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
 
 OnCommit = Callable[[sqlite3.Connection, StoredInstance], None]
 
+#: Objects up to this size are committed (checked, fsynced, indexed) on the event loop itself. Measured
+#: here: a 0.5 MB commit takes ~3 ms inline but ~7 ms through trio.to_thread, which halves the small-image
+#: rate; an fsync of a few MiB blocks the loop for about a millisecond. Larger objects, whose fsync can
+#: take seconds, always go through the thread so other associations keep being served.
+INLINE_COMMIT_LIMIT = 4 * 1024 * 1024
+
 
 @dataclass
 class StorageSCP:
@@ -116,7 +122,10 @@ class StorageSCP:
             if failure is not None:
                 return failure
             try:
-                result = await self.blocking.run(lambda: incoming.commit(on_commit=self.on_commit))
+                if incoming.bytes_received <= INLINE_COMMIT_LIMIT and self.blocking.limiter.borrowed_tokens == 0:
+                    result = incoming.commit(on_commit=self.on_commit)
+                else:
+                    result = await self.blocking.run(lambda: incoming.commit(on_commit=self.on_commit))
             except DataSetError as exc:
                 log.warning("%s: C-STORE %s refused, data set unreadable: %s", conn.remote, uid, exc)
                 return Status.CANNOT_UNDERSTAND, "cannot understand: data set unreadable"
