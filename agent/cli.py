@@ -12,12 +12,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import trio
 
 from agent import __version__
 from agent.errors import AgentError, ConnectionFailed, ProfileError, TimeoutExpired
 from agent.logs import setup_logging
-from agent.profile import Profile, load_default_profile, load_profile
+
+if TYPE_CHECKING:
+    from agent.profile import Profile
 
 EX_FAILED = 1
 EX_UNAVAILABLE = 69
@@ -27,6 +31,9 @@ log = logging.getLogger("agent.cli")
 
 
 def _profile(path: str | None) -> Profile:
+    # Imported here: the profile module pulls in pydicom (~0.3 s), which `echo` and `store` do not need.
+    from agent.profile import load_default_profile, load_profile
+
     return load_default_profile() if path is None else load_profile(path)
 
 
@@ -93,7 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         trio.run(run_until_signalled, Agent(profile))
         return 0
     if args.command == "check-profile":
-        profile = load_profile(args.profile)
+        profile = _profile(args.profile)
         print(describe_profile(profile))
         return 0
     setup_logging("debug" if args.verbose else "warning")
