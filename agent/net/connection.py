@@ -51,6 +51,8 @@ log = logging.getLogger("agent.net")
 UNLIMITED_PDV_CHUNK = 1024 * 1024
 #: Flush the outbound buffer once this many bytes are waiting.
 FLUSH_BYTES = 256 * 1024
+#: Bytes read from a file at once when sending a data set from disk.
+READ_BLOCK = 1024 * 1024
 #: Bytes asked of the socket per read.
 RECEIVE_SIZE = 256 * 1024
 
@@ -274,16 +276,20 @@ class DicomConnection:
         self._queue_pdv(context_id, True, True, encode_message(message))
         fd = fileobj.fileno()
         step = self.max_pdv_data
+        block_size = max(step, READ_BLOCK)
         sent = 0
         if length == 0:
             self._queue_pdv(context_id, False, True, b"")
         while sent < length:
-            chunk = os.pread(fd, min(step, length - sent), offset + sent)
-            if not chunk:
+            # One read per block (not per PDU): 16 KiB PDUs would otherwise cost 32 syscalls per 0.5 MB.
+            block = memoryview(os.pread(fd, min(block_size, length - sent), offset + sent))
+            if not block:
                 await self.abort()
                 raise AssociationAborted("file shrank while it was being sent", local=True)
-            sent += len(chunk)
-            self._queue_pdv(context_id, False, sent >= length, chunk)
+            for start in range(0, len(block), step):
+                chunk = block[start : start + step]
+                sent += len(chunk)
+                self._queue_pdv(context_id, False, sent >= length, chunk)
             if self._out_pending >= FLUSH_BYTES:
                 await self.flush()
         await self.flush()
