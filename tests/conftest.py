@@ -47,8 +47,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_profile(directory: Path, body: str, *, port: int = 0, ae_title: str = "AGENT") -> Profile:
-    """A profile file with an [agent] section bound to loopback, plus `body` (TOML) appended."""
+def write_profile(
+    directory: Path, body: str, *, port: int = 0, ae_title: str = "AGENT", agent_extra: str = ""
+) -> Profile:
+    """A profile file with an [agent] section bound to loopback, plus `body` (TOML) appended.
+
+    `agent_extra` (TOML lines) goes inside [agent] and may override the short default timeouts.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "profile.toml"
     head = textwrap.dedent(
@@ -64,7 +69,12 @@ def write_profile(directory: Path, body: str, *, port: int = 0, ae_title: str = 
         connect_timeout = "5s"
         """
     )
-    path.write_text(head + textwrap.dedent(body))
+    extra = textwrap.dedent(agent_extra)
+    overridden = {line.split("=", 1)[0].strip() for line in extra.splitlines() if "=" in line}
+    head = "\n".join(
+        line for line in head.splitlines() if line.split("=", 1)[0].strip() not in overridden
+    )
+    path.write_text(head + "\n" + extra + "\n" + textwrap.dedent(body))
     return load_profile(path)
 
 

@@ -25,6 +25,7 @@ from agent.errors import AgentError, AssociationAborted
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.transport import peer_name, set_nodelay
 from agent.ul import pdu as P
+from agent.ul.fsm import State
 from agent.ul.association import (
     Aborted,
     Association,
@@ -147,6 +148,10 @@ class Listener:
         event = await conn.next_event()
         if not isinstance(event, AssociationRequested):
             return False
+        if conn.assoc.state is not State.STA3:
+            # More bytes came with the request (e.g. P-DATA before our answer) and the state machine
+            # has already aborted: nothing is left to accept or reject.
+            return False
         rq = event.request
         conn.calling_ae, conn.called_ae = rq.calling_ae, rq.called_ae
         conn.remote = f"{rq.calling_ae}@{conn.remote}"
@@ -198,8 +203,10 @@ async def serve_association(conn: DicomConnection, registry: ServiceRegistry) ->
             else:
                 await handler(conn, ctx, message)
         elif isinstance(event, ReleaseRequested):
-            await conn.answer_release()
-            return
+            if conn.assoc.state in (State.STA8, State.STA12):
+                await conn.answer_release()
+                return
+            # A later PDU in the same read already aborted the association: its Aborted follows.
         elif isinstance(event, (Aborted, ReleaseConfirmed)):
             if isinstance(event, Aborted):
                 log.info("%s: association aborted: %s", conn.remote, event.detail)
