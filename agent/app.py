@@ -19,15 +19,27 @@ import trio
 from agent import __version__, sdnotify
 from agent.net.connection import Timeouts
 from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
-from agent.profile import Profile
+from agent.profile import MppsSettings, Profile
 from agent.services import verification
+from agent.services import commitment
 from agent.services.blocking import Blocking
+from agent.services.commitment import (
+    COMMIT_REPORT_JOB,
+    COMMIT_REQUEST_JOB,
+    CommitmentRequester,
+    CommitmentSCP,
+    route_pending_reports,
+)
 from agent.services.forward import STORE_JOB, StorePerformer, enqueue_forwards
+from agent.services.mpps import WorkflowServices, build_workflow_services, housekeeping as mpps_housekeeping
 from agent.services.outbound import Outbound
 from agent.services.storage import ALL_STORAGE_SOP_CLASSES, StorageSCP
 from agent.store.db import DB_FILENAME, open_database
+from agent.store.commitment import CommitmentStore
 from agent.store.instances import InstanceStore
+from agent.store.mpps import MppsStore
 from agent.store.queue import JobQueue
+from agent.store.worklist import WorklistStore
 
 log = logging.getLogger("agent")
 
@@ -49,6 +61,12 @@ class Agent:
     storage_scp: StorageSCP | None = None
     queue: JobQueue | None = None
     outbound: Outbound | None = None
+    commitments: CommitmentStore | None = None
+    commit_requester: CommitmentRequester | None = None
+    commit_scp: CommitmentSCP | None = None
+    worklist_store: WorklistStore | None = None  # MWL cache, local items, performed steps
+    mpps_store: MppsStore | None = None
+    workflow: WorkflowServices | None = None  # MWL SCU/SCP, MPPS SCU/SCP (agent.services.mpps)
 
     def open_persistence(self) -> None:
         """Database, instance store and crash recovery; blocking, runs before the listener binds."""
@@ -65,6 +83,11 @@ class Agent:
         recovered = self.queue.recover()
         if recovered:
             log.warning("start-up recovery: %d interrupted job(s) returned to the queue", recovered)
+        self.commitments = CommitmentStore(self.db)
+        self.worklist_store = WorklistStore(self.db)
+        self.mpps_store = MppsStore(self.db, lifetime=(p.mpps or MppsSettings()).instance_lifetime)
+        if p.commitment is not None:
+            route_pending_reports(self.commitments, self.queue, p.peers, p.commitment)
         report = self.store.startup_cleanup()
         if report.temp_files_removed or report.rows_removed or report.orphan_files_removed:
             log.warning("start-up recovery: %s", report)
@@ -78,6 +101,12 @@ class Agent:
             max_pdu_receive=p.agent.max_pdu_length,
         )
         self.outbound.performers[STORE_JOB] = StorePerformer(self.store, self.blocking)
+        self._build_commitment()
+        assert self.db is not None and self.worklist_store is not None and self.mpps_store is not None
+        self.workflow = build_workflow_services(
+            p, self.registry, self.outbound, self.queue, self.blocking, self.db, self.worklist_store,
+            self.mpps_store, timeouts_of(p),
+        )
         if p.storage is not None:
             self.storage_scp = StorageSCP(self.store, self.blocking)
             if p.storage.forward_to:
@@ -102,6 +131,24 @@ class Agent:
             self.registry,
         )
 
+    def _build_commitment(self) -> None:
+        """Storage Commitment: requester (`[storage] commit_with`) and/or SCP (`[commitment]`)."""
+        p, outbound = self.profile, self.outbound
+        assert self.store is not None and self.queue is not None and self.commitments is not None and outbound
+        s = p.storage
+        if s is not None and s.commit_with is not None:
+            self.commit_requester = CommitmentRequester(
+                s.commit_with, s, self.store, self.commitments, self.queue, self.blocking,
+                wake=outbound.wake, report_wait=s.commit_report_wait,
+            )
+            outbound.performers[COMMIT_REQUEST_JOB] = self.commit_requester
+        if p.commitment is not None:
+            self.commit_scp = CommitmentSCP(
+                p.commitment, self.store, self.commitments, self.queue, self.blocking, p.peers, wake=outbound.wake,
+            )
+            outbound.performers[COMMIT_REPORT_JOB] = self.commit_scp
+        commitment.register(self.registry, self.commit_requester, self.commit_scp)
+
     async def run(self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED) -> None:
         p = self.profile
         await trio.to_thread.run_sync(self.open_persistence)
@@ -110,6 +157,12 @@ class Agent:
         async with trio.open_nursery() as nursery:
             assert self.outbound is not None
             await nursery.start(self.outbound.run)
+            if self.commit_requester is not None:
+                await nursery.start(self.commit_requester.run)
+            assert self.workflow is not None and self.mpps_store is not None
+            if self.workflow.worklist is not None and self.workflow.worklist.source is not None:
+                await nursery.start(self.workflow.worklist.run_scu)
+            nursery.start_soon(mpps_housekeeping, self.mpps_store, self.blocking)
             listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
             self.bound_ports = [l.socket.getsockname()[1] for l in listeners]
             log.info(

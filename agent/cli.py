@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_association_args(store)
     store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
     store.add_argument("--max-pdu", type=int, default=262144, help="largest PDU we accept [262144]")
+
+    from agent.cli_worklist import add_parsers as add_worklist_parsers
+
+    add_worklist_parsers(sub)  # worklist, mpps
+    from agent.cli_queue import add_parsers as add_queue_parsers
+
+    add_queue_parsers(sub)
     return parser
 
 
@@ -104,12 +111,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(describe_profile(profile))
         return 0
     setup_logging("debug" if args.verbose else "warning")
+    if args.command in ("queue", "status"):
+        from agent.cli_queue import run_queue, run_status
+
+        return run_queue(args) if args.command == "queue" else run_status(args)
     if args.command == "echo":
         return _echo(args)
     if args.command == "store":
         from agent.cli_store import run_store
 
         return run_store(args)
+    if args.command in ("worklist", "mpps"):
+        from agent.cli_worklist import run_mpps, run_worklist
+
+        return run_worklist(args) if args.command == "worklist" else run_mpps(args)
     raise AssertionError(args.command)
 
 

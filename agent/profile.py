@@ -127,6 +127,7 @@ class StorageSettings:
     commit_timeout: float = 600.0
     commit_max_rerequests: int = 3
     retention: float | None = None  # None: keep forever
+    commit_report_wait: float = 2.0  # after N-ACTION-RSP, read the same association this long for the report
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,6 +551,7 @@ class _Parser:
         allowed = (
             "accept", "transfer_syntaxes", "accept_compressed", "duplicate", "free_space_floor", "forward_to",
             "commit_with", "commit_batch", "commit_idle", "commit_timeout", "commit_max_rerequests", "retention",
+            "commit_report_wait",
         )  # fmt: skip
         self.check_keys(t, "storage", allowed)
         g = self.get
@@ -588,6 +590,7 @@ class _Parser:
             commit_timeout=g(t, "storage", "commit_timeout", self.duration(), d.commit_timeout),
             commit_max_rerequests=g(t, "storage", "commit_max_rerequests", self.integer(0), d.commit_max_rerequests),
             retention=g(t, "storage", "retention", self.duration(), None),
+            commit_report_wait=g(t, "storage", "commit_report_wait", self.duration(zero=True), d.commit_report_wait),
         )
 
     def commitment(self, t: dict[str, object]) -> CommitmentSettings:
@@ -683,10 +686,12 @@ class _Parser:
                 hint = _suggest(name, sorted(p.peers))
                 raise self.fail(key, f"the name of a peer defined in [peers] ({hint}known: {known}), got {name!r}")
         s = p.storage
-        if s is not None and s.commit_with is not None and s.commit_with not in s.forward_to:
+        if s is not None and s.commit_with is not None and not s.forward_to:
+            # commit_with may be a peer outside forward_to (an archive whose commitment SCP is another
+            # AE): commitment is then asked once the instance reached every forward_to destination.
             raise self.fail(
                 "storage.commit_with",
-                f"one of the peers in storage.forward_to (commitment follows forwarding), got {s.commit_with!r}",
+                f"storage.forward_to to be set too (commitment follows forwarding), got {s.commit_with!r}",
             )
 
 
