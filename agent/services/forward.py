@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from agent.net.connection import DicomConnection
 from agent.services.blocking import Blocking
 from agent.services.outbound import JobFailed, check_status
 from agent.services.storage_scu import SendItem, StoreFailed, proposals_for, send_file
-from agent.store.dicomfile import NotDicom, read_meta
+from agent.errors import StoreError
+from agent.store.dicomfile import FileMeta, InvalidUID, object_relpath, read_meta
 from agent.store.instances import InstanceStore, StoredInstance
 from agent.store.queue import Job, JobQueue
 from agent.ul.negotiation import ProposedContext
@@ -48,24 +50,29 @@ def enqueue_forwards(queue: JobQueue, destinations: Sequence[str]):  # type: ign
 class StorePerformer:
     store: InstanceStore
     blocking: Blocking
+    _contexts: dict[tuple[str, str], Sequence[ProposedContext]] = field(default_factory=dict)
 
     def contexts(self, job: Job) -> Sequence[ProposedContext]:
-        from agent.store.dicomfile import FileMeta
-        from pathlib import Path
-
-        p = job.payload
-        meta = FileMeta(transfer_syntax_uid=p["ts"], sop_class_uid=p["sop_class"], sop_instance_uid=p["uid"], dataset_offset=0)
-        return proposals_for([SendItem(Path("."), meta)])[0]
+        """Called for every job (and for upcoming ones): cached per (SOP class, transfer syntax)."""
+        key = (job.payload["sop_class"], job.payload["ts"])
+        found = self._contexts.get(key)
+        if found is None:
+            meta = FileMeta(transfer_syntax_uid=key[1], sop_class_uid=key[0], sop_instance_uid="", dataset_offset=0)
+            found = self._contexts[key] = tuple(proposals_for([SendItem(Path("."), meta)])[0])
+        return found
 
     async def perform(self, conn: DicomConnection, job: Job) -> None:
         uid = job.payload["uid"]
-        stored = await self.blocking.run(lambda: self.store.get(uid))
-        if stored is None:
-            raise JobFailed(f"instance {uid} is no longer in the local store", permanent=True)
+        # The path follows from the (validated) UID, so no index lookup is needed per job.
         try:
-            item = SendItem(stored.path, read_meta(stored.path))
-        except (NotDicom, OSError) as exc:
-            raise JobFailed(f"instance {uid}: stored file unreadable: {exc}", permanent=True) from exc
+            path = self.store.data_dir / object_relpath(uid)
+        except InvalidUID as exc:
+            raise JobFailed(f"job payload has an invalid UID: {exc}", permanent=True) from exc
+        try:
+            item = SendItem(path, read_meta(path))
+        except StoreError as exc:  # gone (deleted after commitment and retention), or not readable
+            why = "is no longer in the local store" if not path.exists() else f"stored file unreadable: {exc}"
+            raise JobFailed(f"instance {uid} {why}", permanent=True) from exc
         try:
             reply = await send_file(conn, item)
         except StoreFailed as exc:

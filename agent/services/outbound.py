@@ -98,6 +98,9 @@ class Outbound:
     timeouts: Timeouts
     performers: dict[str, Performer] = field(default_factory=dict)
     lease: float = 600.0
+    #: Job kinds whose repetition after a crash is harmless, claimed and completed in batches.
+    batch_kinds: frozenset[str] = frozenset({"store"})
+    batch_size: int = 32
     max_pdu_receive: int = 262144
     idle_poll: float = 5.0
     states: dict[str, DestinationState] = field(default_factory=dict)
@@ -125,11 +128,15 @@ class Outbound:
         state = self.states[name]
         try:
             while True:
-                job = await self.blocking.run(lambda: self.queue.claim(name, lease=self.lease))
-                if job is None:
+                jobs = await self.blocking.run(
+                    lambda: self.queue.claim_batch(
+                        name, kinds=self.batch_kinds, limit=self.batch_size, lease=self.lease
+                    )
+                )
+                if not jobs:
                     await self._idle(name, state, peer)
                     continue
-                await self._run_job(name, peer, state, job)
+                await self._run_batch(name, peer, state, jobs)
         finally:
             if state.conn is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -179,36 +186,80 @@ class Outbound:
         state.proposed = set(proposals)
         return state.conn
 
-    async def _run_job(self, name: str, peer: Peer, state: DestinationState, job: Job) -> None:
+    async def _run_batch(self, name: str, peer: Peer, state: DestinationState, jobs: list[Job]) -> None:
+        """Perform claimed jobs in order. Successes are completed together, in one transaction, before
+        anything else is written; after a failure of the peer itself the jobs not yet tried go back
+        unchanged, and only then does the destination pause for the backoff delay. On cancellation
+        (stopping) every job not yet completed is given back."""
+        done: list[int] = []
+        untried = list(jobs)
+        pause = 0.0
+        try:
+            while untried:
+                job = untried[0]
+                outcome = await self._run_job(name, peer, state, job)
+                untried.pop(0)
+                if outcome is True:
+                    done.append(job.id)
+                    continue
+                await self._settle_now(state, done)  # keep completions ahead of the failure's own write
+                pause = await self._record_failure(name, peer, state, job, outcome)
+                if pause:
+                    break
+        finally:
+            with trio.CancelScope(shield=True):
+                ids, rest = list(done), [j.id for j in untried]
+                if ids or rest:
+                    await self.blocking.run(lambda: self._settle(ids, rest))
+                state.delivered += len(ids)
+                done.clear()
+        if pause:
+            # The peer itself is unreachable: hold the whole destination, not just this job.
+            state.wake = trio.Event()
+            await trio.sleep(pause)
+
+    async def _settle_now(self, state: DestinationState, done: list[int]) -> None:
+        if done:
+            ids = list(done)
+            await self.blocking.run(lambda: self.queue.complete_many(ids))
+            state.delivered += len(ids)
+            done.clear()
+
+    def _settle(self, done: list[int], rest: list[int]) -> None:
+        self.queue.complete_many(done)
+        for job_id in rest:
+            self.queue.release(job_id)
+
+    async def _run_job(self, name: str, peer: Peer, state: DestinationState, job: Job) -> _Outcome:
+        """True on success, otherwise what went wrong (recorded by the caller)."""
         performer = self.performers.get(job.kind)
         if performer is None:
-            await self._fail(name, peer, state, job, f"no performer for job kind {job.kind!r}", permanent=True)
-            return
+            return _Failure(f"no performer for job kind {job.kind!r}", permanent=True)
         try:
             conn = await self._connection(name, peer, state, job)
             await performer.perform(conn, job)
-        except trio.Cancelled:
-            # Stopping: give the job back at once rather than leaving it to start-up recovery.
-            with trio.CancelScope(shield=True):
-                await self.blocking.run(lambda: self.queue.release(job.id))
-            raise
         except NotReady as exc:
-            await self.blocking.run(lambda: self.queue.release(job.id, delay=exc.retry_in))
-            return
+            return _Postponed(str(exc), exc.retry_in)
         except JobFailed as exc:
-            await self._fail(name, peer, state, job, str(exc), permanent=exc.permanent)
-            return
+            return _Failure(str(exc), permanent=exc.permanent)
         except AssociationRejected as exc:
             await self._drop_conn(state)
-            await self._fail(name, peer, state, job, str(exc), permanent=not exc.transient, pause=True)
-            return
+            return _Failure(str(exc), permanent=not exc.transient, peer_down=True)
         except (ConnectionFailed, TimeoutExpired, AssociationAborted) as exc:
             await self._drop_conn(state)
-            await self._fail(name, peer, state, job, str(exc), permanent=False, pause=True)
-            return
-        await self.blocking.run(lambda: self.queue.complete(job.id))
-        state.delivered += 1
+            return _Failure(str(exc), permanent=False, peer_down=True)
         log.debug("%s: job %d (%s) delivered", name, job.id, job.kind)
+        return True
+
+    async def _record_failure(
+        self, name: str, peer: Peer, state: DestinationState, job: Job, outcome: _Failure | _Postponed
+    ) -> float:
+        """Write the failure; return how long the destination should pause (0: go on)."""
+        if isinstance(outcome, _Postponed):
+            await self.blocking.run(lambda: self.queue.release(job.id, delay=outcome.retry_in))
+            return 0.0
+        delay = await self._fail(name, peer, state, job, outcome.error, permanent=outcome.permanent)
+        return delay if outcome.peer_down else 0.0
 
     async def _drop_conn(self, state: DestinationState) -> None:
         if state.conn is not None:
@@ -217,9 +268,9 @@ class Outbound:
             await conn.abort()
 
     async def _fail(
-        self, name: str, peer: Peer, state: DestinationState, job: Job, error: str,
-        *, permanent: bool, pause: bool = False,
-    ) -> None:
+        self, name: str, peer: Peer, state: DestinationState, job: Job, error: str, *, permanent: bool
+    ) -> float:
+        """Record a failed attempt; returns the delay until the job is due again (0 if it is dead)."""
         state.failures += 1
         state.last_error = error
         new_state = await self.blocking.run(
@@ -227,15 +278,27 @@ class Outbound:
         )
         if new_state is JobState.DEAD:
             log.error("%s: job %d (%s) is dead: %s", name, job.id, job.kind, error)
-            return
+            return 0.0
         after = await self.blocking.run(lambda: self.queue.get(job.id))
         delay = max(0.0, (after.next_attempt_at if after else time.time()) - self.queue_clock())
         log.warning("%s: job %d (%s) failed, retry in %.0f s: %s", name, job.id, job.kind, delay, error)
-        if pause:
-            # The peer itself is unreachable: hold the whole destination, not just this job.
-            with trio.move_on_after(delay):
-                state.wake = trio.Event()
-                await trio.sleep_forever()
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: str
+    permanent: bool
+    peer_down: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Postponed:
+    error: str
+    retry_in: float
+
+
+_Outcome = bool | _Failure | _Postponed
 
 
 def _key(p: ProposedContext) -> tuple[str, tuple[str, ...], bool | None, bool | None]:

@@ -561,3 +561,37 @@ def test_sqlite_errors_become_queue_errors(q: JobQueue, conn: sqlite3.Connection
     with pytest.raises(QueueError):
         q.stats()
     assert not conn.in_transaction
+
+
+# ---------------------------------------------------------------- batches (idempotent job kinds)
+
+
+def test_claim_batch_takes_consecutive_ungrouped_jobs_of_the_same_kind(q: JobQueue) -> None:
+    ids = [q.enqueue("store", "pacs", {"n": i}) for i in range(5)]
+    other_kind = q.enqueue("commit-request", "pacs", {})
+    grouped = q.enqueue("store", "pacs", {}, group_key="g")
+    elsewhere = q.enqueue("store", "ris", {})
+    batch = q.claim_batch("pacs", kinds=frozenset({"store"}), limit=10)
+    assert [j.id for j in batch] == ids
+    assert all(q.get(i).state is JobState.CLAIMED for i in ids)
+    for untouched in (other_kind, grouped, elsewhere):
+        assert q.get(untouched).state is JobState.PENDING
+
+
+def test_claim_batch_respects_its_limit_and_non_batch_kinds(q: JobQueue) -> None:
+    first = q.enqueue("mpps-create", "ris", {})
+    q.enqueue("mpps-create", "ris", {})
+    assert [j.id for j in q.claim_batch("ris", kinds=frozenset({"store"}), limit=10)] == [first]
+    ids = [q.enqueue("store", "pacs", {}) for _ in range(5)]
+    assert [j.id for j in q.claim_batch("pacs", kinds=frozenset({"store"}), limit=3)] == ids[:3]
+    assert q.claim_batch("nobody", kinds=frozenset({"store"}), limit=3) == []
+
+
+def test_complete_many_is_all_or_nothing(q: JobQueue) -> None:
+    ids = [q.enqueue("store", "pacs", {}) for _ in range(3)]
+    q.claim_batch("pacs", kinds=frozenset({"store"}), limit=2)
+    with pytest.raises(QueueError):
+        q.complete_many(ids)  # the third was never claimed
+    assert [q.get(i).state for i in ids] == [JobState.CLAIMED, JobState.CLAIMED, JobState.PENDING]
+    q.complete_many(ids[:2])
+    assert [q.get(i).state for i in ids[:2]] == [JobState.DONE, JobState.DONE]
