@@ -90,6 +90,7 @@ class DicomConnection:
         self.called_ae = ""
         self._events: deque[ConnectionEvent] = deque()
         self._out_pending = 0
+        self._parts: list[bytes | memoryview] = []
         self._closed = False
         self._ended: ConnectionEvent | None = None
         self._message_id = 0
@@ -119,6 +120,9 @@ class DicomConnection:
     # ------------------------------------------------------------ low level I/O
 
     async def flush(self) -> None:
+        if self._parts:
+            parts, self._parts = self._parts, []
+            self.assoc.send_pdata_many(parts)
         data = self.assoc.data_to_send()
         self._out_pending = 0
         if data and not self._closed:
@@ -247,7 +251,9 @@ class DicomConnection:
     # ------------------------------------------------------------ sending
 
     def _queue_pdv(self, context_id: int, is_command: bool, is_last: bool, chunk: bytes | memoryview) -> None:
-        self.assoc.send_pdata(P.encode_pdata_header(context_id, is_command, is_last, len(chunk)) + chunk)
+        # Header and data go out as two parts joined once at flush: no copy of the data per PDU.
+        self._parts.append(P.encode_pdata_header(context_id, is_command, is_last, len(chunk)))
+        self._parts.append(chunk)
         self._out_pending += len(chunk) + 12
 
     async def send_message(
