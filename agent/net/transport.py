@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import trio
@@ -24,6 +25,16 @@ def peer_name(stream: trio.abc.Stream) -> str:
     return "memory"
 
 
+def _reason(exc: OSError) -> str:
+    """The first concrete cause ("connection refused"), not trio's "all attempts … failed" summary."""
+    if isinstance(exc, socket.gaierror):  # name resolution: its own error numbers and texts
+        return f"cannot resolve the host name ({exc.strerror or exc})".lower()
+    for inner in [*(getattr(exc.__cause__, "exceptions", None) or ()), exc]:
+        if isinstance(inner, OSError) and inner.errno and inner.errno > 0:
+            return os.strerror(inner.errno).lower()
+    return (exc.strerror or str(exc)).lower()
+
+
 async def open_tcp(host: str, port: int, timeout: float) -> trio.SocketStream:
     """Connect with a deadline; raises ConnectionFailed or TimeoutExpired."""
     try:
@@ -32,6 +43,6 @@ async def open_tcp(host: str, port: int, timeout: float) -> trio.SocketStream:
     except trio.TooSlowError as exc:
         raise TimeoutExpired(f"connecting to {host}:{port} took longer than {timeout:g} s") from exc
     except OSError as exc:
-        raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        raise ConnectionFailed(f"cannot connect to {host}:{port}: {_reason(exc)}") from exc
     set_nodelay(stream)
     return stream
