@@ -47,6 +47,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def wait_listening(port: int, proc: trio.Process | None = None, timeout: float = 15) -> None:
+    """Poll until something accepts on 127.0.0.1:`port` (a peer started as a subprocess); fail if
+    `proc` exits first or `timeout` passes."""
+    with trio.fail_after(timeout):
+        while True:
+            if proc is not None:
+                assert proc.returncode is None, f"peer exited with {proc.returncode}"
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.02)
+                continue
+            await stream.aclose()
+            return
+
+
 def write_profile(
     directory: Path, body: str, *, port: int = 0, ae_title: str = "AGENT", agent_extra: str = ""
 ) -> Profile:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import trio
+
+from tests.conftest import wait_listening  # noqa: F401  (re-exported for the interop tests)
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -175,20 +177,6 @@ async def start_peer(nursery: trio.Nursery, cmd: Sequence[str], log: Path) -> tr
         )
     finally:
         out.close()
-
-
-async def wait_listening(port: int, proc: trio.Process | None = None, timeout: float = 15) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            if proc is not None:
-                assert proc.returncode is None, f"peer exited with {proc.returncode}"
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.02)
-                continue
-            await stream.aclose()
-            return
 
 
 async def wait_files(directory: Path, count: int, timeout: float = 15) -> list[Path]:

@@ -18,7 +18,7 @@ import trio
 from agent.dimse.status import Status
 from agent.net.connection import Timeouts
 from agent.services.verification import VERIFICATION_SOP_CLASS, echo
-from tests.conftest import free_port, require_pynetdicom, require_tool, write_profile
+from tests.conftest import free_port, require_pynetdicom, require_tool, wait_listening, write_profile
 
 pytestmark = pytest.mark.interop
 
@@ -31,20 +31,6 @@ async def run(cmd: list[str], timeout: float = 20) -> tuple[int, str]:
     with trio.fail_after(timeout):
         proc = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False, env=ENV)
     return proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
-
-
-async def wait_listening(port: int, proc: trio.Process | None = None, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            if proc is not None:
-                assert proc.returncode is None, f"peer exited with {proc.returncode}"
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.02)
-                continue
-            await stream.aclose()
-            return
 
 
 # ---------------------------------------------------------------- DCMTK

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 import trio
 
-from tests.conftest import free_port, require_tool, write_profile
+from tests.conftest import free_port, require_tool, wait_listening, write_profile
 from tests.interop.worklist_items import (
     ISO_IR_100_NAME,
     ISO_IR_192_NAME,
@@ -49,17 +49,6 @@ async def start_wlmscpfs(nursery: trio.Nursery, dbdir: Path) -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     await wait_listening(port)
     return port  # killed when the test's nursery is cancelled
-
-
-async def wait_listening(port: int) -> None:
-    with trio.fail_after(10):
-        while True:
-            try:
-                s = await trio.open_tcp_stream("127.0.0.1", port)
-                await s.aclose()
-                return
-            except OSError:
-                await trio.sleep(0.05)
 
 
 def answers(responses: list[pydicom.Dataset]) -> set[tuple[str, str]]:
