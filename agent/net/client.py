@@ -10,7 +10,6 @@ import trio
 from agent.errors import AssociationAborted, AssociationRejected, TimeoutExpired
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.transport import open_tcp, peer_name
-from agent.ul import pdu as P
 from agent.ul.association import (
     Aborted,
     Association,
@@ -18,7 +17,7 @@ from agent.ul.association import (
     AssociationRejected as Rejected,
     Role,
 )
-from agent.ul.negotiation import ProposedContext, accepted_contexts, build_request
+from agent.ul.negotiation import ProposedContext, build_request
 
 
 async def open_association(
@@ -45,35 +44,23 @@ async def open_association(
     try:
         await conn.flush()
         with trio.fail_after(timeouts.artim):
-            while True:
-                conn._events.clear()
-                for ind in assoc.receive_data(await _receive(stream)):
-                    if isinstance(ind, AssociationAccepted):
-                        conn.contexts = accepted_contexts(rq, ind.accept)
-                        conn.peer_max_pdu = ind.accept.max_length or 0
-                        return conn
-                    if isinstance(ind, Rejected):
-                        raise AssociationRejected(ind.reject.result, ind.reject.source, ind.reject.reason)
-                    if isinstance(ind, Aborted):
-                        raise AssociationAborted(
-                            f"{called_ae} at {host}:{port} aborted the association request: {ind.detail}",
-                            local=ind.local, source=ind.source, reason=ind.reason,
-                        )
-                await conn.flush()
+            event = await conn.next_event()
+        if isinstance(event, AssociationAccepted):
+            return conn  # the connection recorded the accepted contexts and the peer's max PDU
+        if isinstance(event, Rejected):
+            raise AssociationRejected(event.reject.result, event.reject.source, event.reject.reason)
+        detail = event.detail if isinstance(event, Aborted) else f"unexpected {type(event).__name__}"
+        raise AssociationAborted(
+            f"{called_ae} at {host}:{port} aborted the association request: {detail}",
+            local=getattr(event, "local", True), source=getattr(event, "source", 2),
+            reason=getattr(event, "reason", 0),
+        )
     except trio.TooSlowError as exc:
         await conn.abort()
         raise TimeoutExpired(f"{called_ae} at {host}:{port} did not answer the association request") from exc
     except BaseException:
         await conn.aclose()
         raise
-
-
-async def _receive(stream: trio.abc.Stream) -> bytes | None:
-    try:
-        data = await stream.receive_some(65536)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        return None
-    return data or None
 
 
 @contextlib.asynccontextmanager
@@ -89,5 +76,3 @@ async def associate(host: str, port: int, **kwargs: object) -> AsyncIterator[Dic
     else:
         await conn.release()
 
-
-__all__ = ["associate", "open_association", "P"]

@@ -33,17 +33,18 @@ from agent.dimse import (
     encode_message,
 )
 from agent.dimse.messages import Message
-from agent.errors import AssociationAborted, ConnectionFailed, TimeoutExpired
+from agent.errors import AssociationAborted
 from agent.ul import pdu as P
 from agent.ul.association import (
     Aborted,
     Association,
+    AssociationAccepted,
     DataReceived,
     ReleaseConfirmed,
     ReleaseRequested,
 )
 from agent.ul.fsm import State
-from agent.ul.negotiation import PresentationContext
+from agent.ul.negotiation import PresentationContext, accepted_contexts
 
 log = logging.getLogger("agent.net")
 
@@ -171,6 +172,10 @@ class DicomConnection:
 
     def _absorb(self, indications: list) -> None:
         for ind in indications:
+            if isinstance(ind, AssociationAccepted) and self.assoc.request_pdu is not None:
+                # Before anything later in the same read: P-DATA may follow the AC at once.
+                self.contexts = accepted_contexts(self.assoc.request_pdu, ind.accept)
+                self.peer_max_pdu = ind.accept.max_length or 0
             if isinstance(ind, DataReceived):
                 for pdv in ind.pdata.pdvs:
                     if pdv.context_id not in self.contexts:
@@ -373,9 +378,3 @@ def _unexpected(event: object, wanted: str) -> AssociationAborted:
     if isinstance(event, ReleaseRequested):
         return AssociationAborted(f"peer asked to release while we waited for {wanted}", local=False)
     return AssociationAborted(f"unexpected {type(event).__name__} while waiting for {wanted}", local=False)
-
-
-def translate_connect_error(host: str, port: int, exc: BaseException) -> Exception:
-    if isinstance(exc, trio.TooSlowError):
-        return TimeoutExpired(f"connecting to {host}:{port} timed out")
-    return ConnectionFailed(f"cannot connect to {host}:{port}: {exc}")
