@@ -112,7 +112,12 @@ class Agent:
             if p.storage.forward_to:
                 outbound, destinations = self.outbound, p.storage.forward_to
                 self.storage_scp.on_commit = enqueue_forwards(self.queue, destinations)
-                self.storage_scp.after_commit = lambda stored: [outbound.wake(d) for d in destinations] and None
+
+                def wake_forwarders(stored: object) -> None:
+                    for dest in destinations:
+                        outbound.wake(dest)
+
+                self.storage_scp.after_commit = wake_forwarders
             self.storage_scp.register(
                 self.registry,
                 sop_classes=ALL_STORAGE_SOP_CLASSES if p.storage.accept_all else p.storage.sop_classes,

@@ -21,7 +21,7 @@ import trio
 from agent.dimse import CommandReceived, DataSetFragment, MessageComplete
 from agent.dimse.messages import Message
 from agent.dimse.status import Status
-from agent.errors import AgentError, AssociationAborted
+from agent.errors import AssociationAborted
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.transport import peer_name, set_nodelay
 from agent.ul import pdu as P
@@ -226,4 +226,4 @@ async def _refuse(conn: DicomConnection, ctx: PresentationContext, message: Mess
     await conn.send_message(ctx.id, respond(Status.UNRECOGNIZED_OPERATION))
 
 
-__all__ = ["AcceptorPolicy", "AgentError", "Handler", "Listener", "ServiceRegistry", "serve_association"]
+__all__ = ["AcceptorPolicy", "Handler", "Listener", "ServiceRegistry", "serve_association"]

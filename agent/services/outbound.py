@@ -215,7 +215,6 @@ class Outbound:
                 done.clear()
         if pause:
             # The peer itself is unreachable: hold the whole destination, not just this job.
-            state.wake = trio.Event()
             await trio.sleep(pause)
 
     async def _settle_now(self, state: DestinationState, done: list[int]) -> None:

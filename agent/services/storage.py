@@ -20,7 +20,6 @@ from pydicom.uid import UID_dictionary
 
 from agent.dimse import CStoreRQ, DataSetFragment, MessageComplete
 from agent.dimse.status import Status
-from agent.errors import AssociationAborted
 from agent.net.connection import DicomConnection, _unexpected
 from agent.net.server import ServiceRegistry
 from agent.services.blocking import Blocking
@@ -155,4 +154,4 @@ async def _drain(conn: DicomConnection) -> None:
             raise _unexpected(event, "the rest of a refused data set")
 
 
-__all__ = ["ALL_STORAGE_SOP_CLASSES", "COMPRESSED_TRANSFER_SYNTAXES", "AssociationAborted", "StorageSCP"]
+__all__ = ["ALL_STORAGE_SOP_CLASSES", "COMPRESSED_TRANSFER_SYNTAXES", "StorageSCP"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from agent.dimse import CEchoRQ
 from agent.dimse.status import Status, describe
+from agent.errors import AssociationAborted
 from agent.net.client import associate
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.requests import request
@@ -49,8 +50,6 @@ async def echo(
     ) as conn:
         ctx = conn.context_for(VERIFICATION_SOP_CLASS)
         if ctx is None:
-            from agent.errors import AssociationAborted
-
             raise AssociationAborted(f"{called_ae} did not accept the Verification SOP Class")
         reply = await request(conn, ctx.id, CEchoRQ(message_id=conn.next_message_id(), affected_sop_class_uid=VERIFICATION_SOP_CLASS))
     return EchoResult(reply.status, time.monotonic() - start)
