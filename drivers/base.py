@@ -1,0 +1,193 @@
+"""The contract between the agent and hardware drivers.
+
+Invariants:
+- A driver imports only this module, the standard library, numpy, Pillow and pyserial; never `agent`.
+  It receives plain values (a raster with its physical size, a status request) and returns plain values;
+  it never sees a DICOM data set or a socket.
+- Drivers are registered under the entry point group `dicom_agent.drivers` with names `printer.NAME`
+  (and, later, `acquisition.NAME`). The entry point names a factory `(options, data_dir) -> driver`.
+  The profile chooses a driver by NAME; an unknown name is a profile error.
+- A factory validates its options and raises `DriverOptionError(key, expected)` naming the option key
+  (relative to the profile's `[print.options]` table); the agent adds the file and section.
+- Every method may block (a device node, a CUPS call): the agent calls drivers from a worker thread.
+- Exactly once: the agent records that it is about to submit a film (by `Film.job_id`) before it calls
+  `submit`, and the returned reference after. After a crash in between, it asks `lookup(job_id)`: a
+  driver that already accepted that film returns its reference, so the film is not printed twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+ENTRY_POINT_GROUP = "dicom_agent.drivers"
+
+
+class DriverError(Exception):
+    """A driver could not do what was asked (device gone, spooler refused, I/O error)."""
+
+
+class DriverOptionError(DriverError):
+    """A driver option is wrong: `key` is the option's name, `expected` says what was expected."""
+
+    def __init__(self, key: str, expected: str) -> None:
+        super().__init__(f"{key}: {expected}")
+        self.key = key
+        self.expected = expected
+
+
+# ------------------------------------------------------------------ printers
+
+
+class PrinterState(StrEnum):
+    """Printer Status (2110,0010), PS3.3 C.13.9."""
+
+    NORMAL = "NORMAL"
+    WARNING = "WARNING"
+    FAILURE = "FAILURE"
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterStatus:
+    """Printer Status and Printer Status Info (2110,0020): a PS3.3 C.13.9.1 defined term such as
+    NORMAL, SUPPLY EMPTY, SUPPLY LOW, FILM JAM, COVER OPEN, PRINTER OFFLINE, PRINTER DOWN."""
+
+    state: PrinterState = PrinterState.NORMAL
+    info: str = "NORMAL"
+
+
+class PrintJobState(StrEnum):
+    """Execution Status (2100,0020) of a job the driver accepted, PS3.3 C.13.8."""
+
+    PENDING = "PENDING"
+    PRINTING = "PRINTING"
+    DONE = "DONE"
+    FAILURE = "FAILURE"
+
+
+@dataclass(frozen=True, slots=True)
+class PrintJobStatus:
+    state: PrintJobState
+    info: str = "NORMAL"  # Execution Status Info (2100,0030), PS3.3 C.13.9.1 defined terms
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterCapabilities:
+    """What the device can do. Densities are in hundredths of optical density, as in PS3.3.
+
+    `characteristic_curve` maps optical density to the device's drive level: pairs
+    `(density in OD, drive level)`, sorted by density ascending; the renderer interpolates linearly
+    between them. Drive levels run from 0 to `2**drive_bits - 1`.
+    """
+
+    film_sizes: tuple[str, ...] = ("14INX17IN",)
+    dpi: int = 300
+    min_density: int = 20
+    max_density: int = 300
+    color: bool = False
+    drive_bits: int = 8
+    characteristic_curve: tuple[tuple[float, int], ...] = ()
+    medium_types: tuple[str, ...] = ("BLUE FILM", "CLEAR FILM", "PAPER")
+    film_destinations: tuple[str, ...] = ("MAGAZINE", "PROCESSOR")
+    printer_name: str = "dicom-agent"
+    manufacturer: str = "dicom-agent"
+    model_name: str = ""
+
+    def curve(self) -> tuple[tuple[float, int], ...]:
+        """The characteristic curve, or the default: transmittance linear in drive level."""
+        return self.characteristic_curve or transmittance_curve(
+            self.min_density / 100.0, self.max_density / 100.0, self.drive_bits
+        )
+
+
+def transmittance_curve(d_min: float, d_max: float, bits: int = 8, points: int = 64) -> tuple[tuple[float, int], ...]:
+    """A curve for an ideal device whose drive level is proportional to transmittance (10**-D):
+    drive level top at `d_min`, 0 at `d_max`. The default for the file and sim drivers."""
+    top = (1 << bits) - 1
+    t_min, t_max = 10.0 ** -d_max, 10.0 ** -d_min
+    out = []
+    for i in range(points):
+        d = d_min + (d_max - d_min) * i / (points - 1)
+        t = 10.0 ** -d
+        out.append((d, round(top * (t - t_min) / (t_max - t_min))))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Film:
+    """One rendered film, ready for the device.
+
+    `pixels` is a numpy array of drive levels: (rows, columns) for grayscale, (rows, columns, 3) for
+    RGB, dtype uint8 or uint16 per `PrinterCapabilities.drive_bits`; it is already laid out in the
+    film's orientation at `dpi`, so `width_mm`/`height_mm` are its physical size.
+    """
+
+    job_id: str  # the agent's print job id: unique, stable across restarts
+    pixels: Any  # numpy.ndarray
+    width_mm: float
+    height_mm: float
+    dpi: int
+    copies: int = 1
+    film_size_id: str = "14INX17IN"
+    medium_type: str = ""
+    film_destination: str = ""
+    label: str = ""  # Film Session Label, for job titles
+    priority: str = "MED"
+
+
+@runtime_checkable
+class PrinterDriver(Protocol):
+    """A film, paper or thermal printer."""
+
+    def capabilities(self) -> PrinterCapabilities: ...
+
+    def status(self) -> PrinterStatus: ...
+
+    def submit(self, film: Film) -> str:
+        """Hand the film to the device; return the driver's own job reference. Raises DriverError."""
+        ...
+
+    def lookup(self, job_id: str) -> str | None:
+        """The reference of a film this driver already accepted for `job_id`, or None."""
+        ...
+
+    def job_status(self, ref: str) -> PrintJobStatus: ...
+
+    def close(self) -> None: ...
+
+
+PrinterFactory = Callable[[Mapping[str, object], Path], PrinterDriver]
+
+
+# ------------------------------------------------------------------ registry
+
+
+def driver_names(kind: str) -> list[str]:
+    """Names of the installed drivers of `kind` ('printer', 'acquisition'), sorted."""
+    prefix = kind + "."
+    return sorted(ep.name[len(prefix):] for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name.startswith(prefix))
+
+
+def load_factory(kind: str, name: str) -> Callable[..., Any]:
+    """The factory of driver `kind.name`; KeyError when no such driver is installed."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == f"{kind}.{name}":
+            return ep.load()  # type: ignore[no-any-return]
+    raise KeyError(name)
+
+
+def open_printer(name: str, options: Mapping[str, object], data_dir: Path) -> PrinterDriver:
+    """Build printer driver `name` with its options. KeyError: unknown name; DriverOptionError: bad option."""
+    driver = load_factory("printer", name)(options, data_dir)
+    return driver  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP", "DriverError", "DriverOptionError", "Film", "PrintJobState", "PrintJobStatus",
+    "PrinterCapabilities", "PrinterDriver", "PrinterFactory", "PrinterState", "PrinterStatus",
+    "driver_names", "load_factory", "open_printer", "transmittance_curve",
+]
