@@ -33,7 +33,8 @@ from agent.services.commitment import (
 from agent.services.forward import STORE_JOB, StorePerformer, enqueue_forwards
 from agent.services.mpps import WorkflowServices, build_workflow_services, housekeeping as mpps_housekeeping
 from agent.services.outbound import Outbound
-from agent.services.storage import ALL_STORAGE_SOP_CLASSES, StorageSCP
+from agent.services.storage import StorageSCP
+from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES
 from agent.store.db import DB_FILENAME, open_database
 from agent.store.commitment import CommitmentStore
 from agent.store.instances import InstanceStore

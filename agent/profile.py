@@ -305,13 +305,10 @@ def _storage_keyword_index() -> dict[str, str]:
 
 
 def _is_storage_class(uid: str) -> bool:
-    """Storage SOP Classes (PS3.4 B.5) by their dictionary entry: a SOP Class named "... Storage ..."."""
-    entry = UID_dictionary.get(uid)
-    if entry is None or entry[1] != "SOP Class":
-        return False
-    keyword = entry[4]
-    excluded = ("StorageCommitment", "StorageManagement", "MediaStorageDirectory")
-    return "Storage" in keyword and not keyword.startswith(excluded)
+    """The Storage SCP's own rule (agent.services.storage_classes), so profile and SCP agree."""
+    from agent.services.storage_classes import is_storage_sop_class
+
+    return is_storage_sop_class(uid)
 
 
 class _Parser:

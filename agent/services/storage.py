@@ -23,6 +23,7 @@ from agent.dimse.status import Status
 from agent.net.connection import DicomConnection, _unexpected
 from agent.net.server import ServiceRegistry
 from agent.services.blocking import Blocking
+from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES, sop_class_name
 from agent.store.dicomfile import DataSetError, InvalidUID
 from agent.store.instances import (
     SOP_MISMATCH_WARNING,
@@ -35,19 +36,9 @@ from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, SyntaxSuppor
 log = logging.getLogger("agent.storage")
 
 
-def _registry(kind: str) -> list[str]:
-    return [uid for uid, entry in UID_dictionary.items() if entry[1] == kind]
-
-
-#: Every storage SOP class in pydicom's UID registry (retired ones too: old modalities still send them).
-ALL_STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
-    uid
-    for uid in _registry("SOP Class")
-    if UID_dictionary[uid][0].endswith("Storage") and "Commitment" not in UID_dictionary[uid][0]
-)
 #: Every standard transfer syntax other than the three uncompressed ones.
 COMPRESSED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
-    uid for uid in _registry("Transfer Syntax") if uid not in UNCOMPRESSED
+    uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax" and uid not in UNCOMPRESSED
 )
 
 OnCommit = Callable[[sqlite3.Connection, StoredInstance], None]
