@@ -133,6 +133,8 @@ class Agent:
                 max_pdu_receive=p.agent.max_pdu_length,
                 timeouts=timeouts_of(p),
                 max_associations=p.agent.max_associations,
+                max_pending_connections=p.agent.max_pending_connections,
+                max_pending_per_address=p.agent.max_pending_per_address,
             ),
             self.registry,
         )

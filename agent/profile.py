@@ -83,6 +83,8 @@ class AgentSettings:
     port: int = 11112  # 0: let the OS pick a free port (tests)
     data_dir: Path = Path("dicom-agent-data")
     max_associations: int = 16
+    max_pending_connections: int = 64  # connections that have not sent an A-ASSOCIATE-RQ yet
+    max_pending_per_address: int = 16  # ... of them from one source address
     max_pdu_length: int = 262144  # 0: unlimited (PS3.8 D.1)
     called_ae_check: bool = False
     allowed_calling_aes: tuple[str, ...] = ()  # empty: any calling AE
@@ -474,6 +476,12 @@ class _Parser:
             port=g(t, "agent", "port", self.integer(0, 65535), d.port),
             data_dir=self.path(t.get("data_dir", "./dicom-agent-data"), "agent.data_dir"),
             max_associations=g(t, "agent", "max_associations", self.integer(1), d.max_associations),
+            max_pending_connections=g(
+                t, "agent", "max_pending_connections", self.integer(1), d.max_pending_connections
+            ),
+            max_pending_per_address=g(
+                t, "agent", "max_pending_per_address", self.integer(1), d.max_pending_per_address
+            ),
             max_pdu_length=g(t, "agent", "max_pdu_length", self.pdu_length, d.max_pdu_length),
             called_ae_check=g(t, "agent", "called_ae_check", self.boolean, d.called_ae_check),
             allowed_calling_aes=g(t, "agent", "allowed_calling_aes", self.list_of(self.ae_title), ()),

@@ -7,6 +7,9 @@ Invariants:
   256 KiB of data (never a small write after a large one: TCP_NODELAY is set and writes are batched).
 - Every wait has a deadline: ARTIM while the state machine runs it, `idle_timeout` otherwise.
   A deadline that passes aborts the association (or, for ARTIM, closes the transport, PS3.8 AA-2).
+  ARTIM is one deadline per start of the timer (PS3.8 AE-5 starts it at the transport connection,
+  AE-6 stops it at the A-ASSOCIATE-RQ): bytes that arrive in between do not push it back, so a peer
+  trickling a byte at a time is closed when ARTIM expires like a silent one.
 - Once the association is finished (Sta1/Sta13) every send raises `AssociationAborted`; `next_event`
   returns the final indication once and then raises.
 """
@@ -95,6 +98,8 @@ class DicomConnection:
         self._closed = False
         self._ended: ConnectionEvent | None = None
         self._message_id = 0
+        self._artim_generation = -1  # the ARTIM start that `_artim_deadline` belongs to
+        self._artim_deadline = math.inf
 
     # ------------------------------------------------------------ identity
 
@@ -144,7 +149,12 @@ class DicomConnection:
     def _deadline(self) -> float:
         now = trio.current_time()
         if self.assoc.artim_running:
-            return now + self.timeouts.artim
+            # Fixed when the timer starts (the association bumps the generation on every start or
+            # restart), never moved by a read.
+            if self._artim_generation != self.assoc.artim_generation:
+                self._artim_generation = self.assoc.artim_generation
+                self._artim_deadline = now + self.timeouts.artim
+            return self._artim_deadline
         return now + self.timeouts.idle if self.timeouts.idle > 0 else math.inf
 
     async def _receive_some(self) -> bool:
@@ -251,7 +261,7 @@ class DicomConnection:
             elif isinstance(event, MessageComplete):
                 return b"".join(parts)
             else:
-                raise _unexpected(event, "a data set")
+                raise unexpected_event(event, "a data set")
 
     # ------------------------------------------------------------ sending
 
@@ -340,10 +350,16 @@ class DicomConnection:
         """Answer the peer's A-RELEASE-RQ, then wait (ARTIM) for it to close the transport."""
         self.assoc.release_response()
         await self.flush()
-        await self._drain()
+        await self.drain()
 
-    async def abort(self, reason: int = 0) -> None:
-        """A-ABORT (service user); gives the peer ARTIM to close, then closes."""
+    async def abort(self, reason: int = 0, *, linger: float | None = None) -> None:
+        """A-ABORT (service user), then wait up to `linger` seconds for the peer to close.
+
+        PS3.8 AA-1 starts ARTIM and waits for the peer to close, so that the A-ABORT is not lost to
+        a reset; the default wait is ARTIM capped at 5 s. A caller that is giving up on a silent
+        peer (a deadline of its own has passed) passes `linger=0`: the A-ABORT is already in the
+        kernel's send buffer and the peer has sent nothing we could be resetting it for.
+        """
         if self._closed:
             return
         self.assoc.abort(reason)
@@ -351,18 +367,25 @@ class DicomConnection:
             await self.flush()
         except AssociationAborted:
             return
-        await self._drain()
+        await self.drain(linger)
 
-    async def _drain(self) -> None:
+    async def reject(self, rj: P.AAssociateRJ) -> None:
+        """A-ASSOCIATE-RJ to the request being answered, then wait (ARTIM) for the peer to close."""
+        self.assoc.reject(rj)
+        await self.flush()
+        await self.drain()
+
+    async def drain(self, linger: float | None = None) -> None:
+        """Read and discard until the peer closes (Sta13), at most `linger` s (default ARTIM, <= 5 s)."""
         if self._closed:
             return
-        with trio.move_on_after(min(self.timeouts.artim, 5.0)):
-            while not self._closed and not self.assoc.should_close:
-                with trio.move_on_after(min(self.timeouts.artim, 5.0)):
-                    try:
-                        data = await self.stream.receive_some(RECEIVE_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        data = b""
+        wait = min(self.timeouts.artim, 5.0) if linger is None else linger
+        with trio.move_on_after(wait):
+            while wait > 0 and not self._closed and not self.assoc.should_close:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    data = b""
                 self.assoc.receive_data(data or None)
                 if not data:
                     break
@@ -372,9 +395,14 @@ class DicomConnection:
         await self._close_transport()
 
 
-def _unexpected(event: object, wanted: str) -> AssociationAborted:
+def unexpected_event(event: object, wanted: str) -> AssociationAborted:
+    """The error to raise when `event` arrived while the caller waited for `wanted`."""
     if isinstance(event, Aborted):
         return AssociationAborted(f"association aborted while waiting for {wanted}: {event.detail}", local=False)
     if isinstance(event, ReleaseRequested):
         return AssociationAborted(f"peer asked to release while we waited for {wanted}", local=False)
     return AssociationAborted(f"unexpected {type(event).__name__} while waiting for {wanted}", local=False)
+
+
+#: The former private name, still imported by some services; new code uses `unexpected_event`.
+_unexpected = unexpected_event

@@ -1,9 +1,16 @@
 """The acceptor side: a listener, association admission and DIMSE dispatch to service handlers.
 
 Invariants:
-- One task per association, all in one nursery; `max_associations` bounds them. The caller past the
-  limit still gets a proper answer: A-ASSOCIATE-RJ, transient, presentation-related, local limit
-  exceeded (PS3.8 Table 9-21), not a dropped connection.
+- One task per connection, all in one nursery. `max_associations` bounds the *established*
+  associations only: a caller past it still gets a proper answer when its A-ASSOCIATE-RQ arrives
+  (A-ASSOCIATE-RJ, transient, presentation-related, local limit exceeded, PS3.8 Table 9-21).
+- A connection that has not sent its A-ASSOCIATE-RQ yet is "waiting": it lives at most ARTIM
+  (PS3.8 AE-5 to AE-6) and waiting connections have their own bound, in total
+  (`max_pending_connections`) and per source address (`max_pending_per_address`). A new connection
+  past either bound closes the oldest waiting one (of the same address when that address is over
+  its share; otherwise of the address holding the most), as ARTIM expiry would (PS3.8 AA-2: the
+  transport is closed, nothing is sent). Established associations are never closed to make room,
+  so silent or trickling sockets cannot lock callers out.
 - A fault in one association (malformed PDU, handler exception, peer vanishing) ends that association
   with an A-ABORT and is logged; the listener and every other association keep running.
 - Services never see sockets: they get the `DicomConnection`, the negotiated `PresentationContext`
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import trio
@@ -78,17 +86,59 @@ class AcceptorPolicy:
     max_pdu_receive: int = 262144
     timeouts: Timeouts = Timeouts()
     max_associations: int = 16
+    max_pending_connections: int = 64
+    max_pending_per_address: int = 16
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A connection that has not sent its A-ASSOCIATE-RQ yet; `scope` closes it early."""
+
+    address: str
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    evicted: bool = False
 
 
 @dataclass
 class Listener:
-    """Serves associations on a stream listener (TCP or, in tests, memory)."""
+    """Serves associations on a stream listener (TCP or, in tests, memory).
+
+    `active` counts established associations (the number `max_associations` bounds and systemd's
+    STATUS reports); `connections` counts every open connection, waiting ones included."""
 
     policy: AcceptorPolicy
     registry: ServiceRegistry
     active: int = 0
     served: int = 0
+    connections: int = 0
     on_association: Callable[[DicomConnection], None] | None = None
+    _waiting: OrderedDict[_Waiting, None] = field(default_factory=OrderedDict)  # oldest first
+
+    @property
+    def waiting(self) -> int:
+        """Connections that have not sent an A-ASSOCIATE-RQ yet."""
+        return len(self._waiting)
+
+    def _admit(self, address: str) -> _Waiting:
+        """Register a new waiting connection, closing the oldest one(s) beyond the bounds."""
+        policy = self.policy
+        same = [w for w in self._waiting if w.address == address]
+        if len(same) >= policy.max_pending_per_address:
+            self._evict(same[0])
+        if len(self._waiting) >= policy.max_pending_connections:
+            counts: dict[str, int] = {}
+            for w in self._waiting:
+                counts[w.address] = counts.get(w.address, 0) + 1
+            heaviest = max(counts, key=counts.__getitem__)
+            self._evict(next(w for w in self._waiting if w.address == heaviest))
+        waiting = _Waiting(address)
+        self._waiting[waiting] = None
+        return waiting
+
+    def _evict(self, waiting: _Waiting) -> None:
+        self._waiting.pop(waiting, None)
+        waiting.evicted = True
+        waiting.scope.cancel()
 
     async def serve_tcp(
         self, host: str, port: int, *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
@@ -119,13 +169,18 @@ class Listener:
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Run one association from its first byte to its close. Never raises (except Cancelled)."""
         remote = peer_name(stream)
-        over_limit = self.active >= self.policy.max_associations
-        self.active += 1
+        waiting = self._admit(remote.rsplit(":", 1)[0])
+        self.connections += 1
         assoc = Association(Role.ACCEPTOR, max_pdu_receive=self.policy.max_pdu_receive)
         conn = DicomConnection(stream, assoc, timeouts=self.policy.timeouts, remote=remote)
         assoc.connection_made()
+        established = False
         try:
-            await self._run(conn, over_limit)
+            established = await self._negotiate(conn, waiting)
+            if established:
+                if self.on_association is not None:
+                    self.on_association(conn)
+                await serve_association(conn, self.registry)
         except trio.Cancelled:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
@@ -138,14 +193,26 @@ class Listener:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await conn.abort()
         finally:
-            self.active -= 1
+            self._waiting.pop(waiting, None)
+            self.connections -= 1
+            if established:
+                self.active -= 1
             self.served += 1
             with trio.CancelScope(shield=True):
                 await conn.aclose()
 
-    async def _negotiate(self, conn: DicomConnection, over_limit: bool) -> bool:
-        # Wait for the A-ASSOCIATE-RQ (ARTIM runs in Sta2).
-        event = await conn.next_event()
+    async def _negotiate(self, conn: DicomConnection, waiting: _Waiting) -> bool:
+        """Wait for the A-ASSOCIATE-RQ (ARTIM runs in Sta2) and answer it. True once established."""
+        with waiting.scope:
+            event = await conn.next_event()
+        self._waiting.pop(waiting, None)
+        if waiting.evicted:
+            log.warning(
+                "%s: closed without an A-ASSOCIATE-RQ: too many connections waiting to associate",
+                conn.remote,
+            )
+            await conn.aclose()
+            return False
         if not isinstance(event, AssociationRequested):
             return False
         if conn.assoc.state is not State.STA3:
@@ -157,7 +224,7 @@ class Listener:
         conn.remote = f"{rq.calling_ae}@{conn.remote}"
         policy = self.policy
         rj: P.AAssociateRJ | None = None
-        if over_limit:
+        if self.active >= policy.max_associations:
             rj = P.AAssociateRJ(P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED)
         elif rq.application_context != P.APPLICATION_CONTEXT_NAME:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED)
@@ -167,27 +234,23 @@ class Listener:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED)
         if rj is not None:
             log.warning("%s: %s (called %r)", conn.remote, rj.describe(), rq.called_ae)
-            conn.assoc.reject(rj)
-            await conn.flush()
-            await conn._drain()
+            await conn.reject(rj)
             return False
         result = negotiate_acceptor(rq, self.registry.support)
         conn.contexts = result.accepted
         conn.peer_max_pdu = rq.max_length or 0
         conn.assoc.accept(build_accept(rq, result, max_pdu_receive=policy.max_pdu_receive))
-        await conn.flush()
+        self.active += 1  # counted before the first await: the limit check above stays exact
+        try:
+            await conn.flush()
+        except BaseException:
+            self.active -= 1
+            raise
         log.info(
             "%s: association accepted (%d of %d contexts)",
             conn.remote, len(result.accepted), len(rq.presentation_contexts),
         )
         return True
-
-    async def _run(self, conn: DicomConnection, over_limit: bool) -> None:
-        if not await self._negotiate(conn, over_limit):
-            return
-        if self.on_association is not None:
-            self.on_association(conn)
-        await serve_association(conn, self.registry)
 
 
 async def serve_association(conn: DicomConnection, registry: ServiceRegistry) -> None:

@@ -86,6 +86,8 @@ def agent_thread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentThre
         artim_timeout = "{ARTIM:g}s"
         idle_timeout = "{IDLE:g}s"
         max_associations = {2 * BATCH + 8}
+        max_pending_connections = {2 * BATCH + 8}
+        max_pending_per_address = {2 * BATCH + 8}
         max_pdu_length = 16384
         log_level = "debug"
         """,
@@ -240,7 +242,7 @@ def run_batch(at: AgentThread, cases: list[Case]) -> list[Outcome]:
             result = await echo("127.0.0.1", at.port, calling_ae="CHECK", called_ae="AGENT", timeouts=ECHO_TIMEOUTS)
             assert result.ok, result
             # And it let go of every fuzzed connection (a leak would fill max_associations).
-            while at.agent.listener.active:
+            while at.agent.listener.connections:
                 await trio.sleep(0.01)
         return outcomes
 
