@@ -52,7 +52,7 @@ from agent.profile import CommitmentSettings, Peer, StorageSettings
 from agent.services.blocking import Blocking
 from agent.services.dataset import DataSetError, decode, encode
 from agent.services.forward import STORE_JOB, store_payload
-from agent.services.outbound import JobFailed, check_status
+from agent.services.outbound import JobFailed, check_status, payload_str
 from agent.store.commitment import Candidate, CommitmentStore, RequestState
 from agent.store.instances import InstanceStore
 from agent.store.queue import Job, JobQueue
@@ -270,7 +270,7 @@ class CommitmentRequester:
         return [ProposedContext(STORAGE_COMMITMENT, UNCOMPRESSED)]
 
     async def perform(self, conn: DicomConnection, job: Job) -> None:
-        tuid = str(job.payload["transaction_uid"])
+        tuid = payload_str(job, "transaction_uid")
         row = await self.blocking.run(lambda: self.commitments.request(tuid))
         if row is None or row.state in (RequestState.DONE, RequestState.EXPIRED):
             return  # answered (or superseded) while the job waited: nothing left to ask
@@ -490,7 +490,7 @@ class CommitmentSCP:
         return [ProposedContext(STORAGE_COMMITMENT, UNCOMPRESSED, scu_role=False, scp_role=True)]
 
     async def perform(self, conn: DicomConnection, job: Job) -> None:
-        tuid, ae = str(job.payload["transaction_uid"]), str(job.payload["calling_ae"])
+        tuid, ae = payload_str(job, "transaction_uid"), payload_str(job, "calling_ae")
         row = await self.blocking.run(lambda: self.commitments.report(tuid, ae))
         if row is None or row.state == "sent":
             return

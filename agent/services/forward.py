@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.net.connection import DicomConnection
 from agent.services.blocking import Blocking
-from agent.services.outbound import JobFailed, check_status
+from agent.services.outbound import JobFailed, check_status, payload_str
 from agent.services.storage_scu import SendItem, StoreFailed, proposals_for, send_file
 from agent.errors import StoreError
 from agent.store.dicomfile import FileMeta, InvalidUID, object_relpath, read_meta
@@ -54,7 +54,7 @@ class StorePerformer:
 
     def contexts(self, job: Job) -> Sequence[ProposedContext]:
         """Called for every job (and for upcoming ones): cached per (SOP class, transfer syntax)."""
-        key = (job.payload["sop_class"], job.payload["ts"])
+        key = (payload_str(job, "sop_class"), payload_str(job, "ts"))
         found = self._contexts.get(key)
         if found is None:
             meta = FileMeta(transfer_syntax_uid=key[1], sop_class_uid=key[0], sop_instance_uid="", dataset_offset=0)
@@ -62,7 +62,7 @@ class StorePerformer:
         return found
 
     async def perform(self, conn: DicomConnection, job: Job) -> None:
-        uid = job.payload["uid"]
+        uid = payload_str(job, "uid")
         # The path follows from the (validated) UID, so no index lookup is needed per job.
         try:
             path = self.store.data_dir / object_relpath(uid)

@@ -24,6 +24,7 @@ Invariants (seed Tables 7, 70-72; S-17, S-25, S-33, S-34; DESIGN.md "Durable que
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import logging
 import sqlite3
@@ -44,7 +45,7 @@ from agent.net.requests import request
 from agent.net.server import ServiceRegistry
 from agent.services.blocking import Blocking
 from agent.services.dataset import EXPLICIT_VR_LE, IMPLICIT_VR_LE, DataSetError, decode, encode
-from agent.services.outbound import JobFailed, check_status
+from agent.services.outbound import BadPayload, JobFailed, check_status, payload_str
 from agent.store.db import transaction
 from agent.store.mpps import (
     DuplicateInstance,
@@ -318,13 +319,19 @@ class MppsPerformer:
         return [ProposedContext(MPPS_SOP_CLASS, (EXPLICIT_VR_LE, IMPLICIT_VR_LE))]
 
     async def perform(self, conn: DicomConnection, job: Job) -> None:
+        uid = payload_str(job, "uid")
+        try:
+            data = base64.b64decode(payload_str(job, "data"), validate=True)
+        except binascii.Error as exc:
+            raise BadPayload(job, f"payload field 'data' is not base64: {exc}") from exc
         ctx = conn.context_for(MPPS_SOP_CLASS)
         if ctx is None:
             raise JobFailed(f"{conn.called_ae} did not accept the MPPS SOP Class", permanent=True)
-        uid = job.payload["uid"]
-        data = base64.b64decode(job.payload["data"])
         if ctx.transfer_syntax != EXPLICIT_VR_LE:
-            data = encode(decode(data, EXPLICIT_VR_LE, eager=True), ctx.transfer_syntax)
+            try:
+                data = encode(decode(data, EXPLICIT_VR_LE, eager=True), ctx.transfer_syntax)
+            except DataSetError as exc:
+                raise BadPayload(job, f"payload field 'data' is not a data set: {exc}") from exc
         if self.kind == MPPS_CREATE_JOB:
             rq: NCreateRQ | NSetRQ = NCreateRQ(message_id=conn.next_message_id(),
                                                affected_sop_class_uid=MPPS_SOP_CLASS,

@@ -11,6 +11,16 @@ Invariants (DESIGN.md "Durable queue"):
   back off with the peer's capped exponential policy, and a connection-level failure pauses the whole
   destination for that delay (200 queued images to a dead PACS make one attempt, not 200);
   permanent ones (rejected-permanent, 0122, A9xx, Cxxx, no usable context) go to dead at once.
+- A job that cannot be run at all (its payload lacks a field or holds garbage, or its performer fails
+  in a way nobody foresaw) goes to dead with its error; the worker and the agent keep running. Such a
+  job would fail the same way on every retry and after every restart.
+- Progress is durable per job: each job is completed in its own transaction as soon as its response
+  arrived, before the next one is sent, so after a crash at most the one job in flight is performed
+  again (one SQLite commit per job; the batch claim still costs one transaction per batch).
+- A worker with nothing to do waits on a level-triggered "work available" signal (`wake`), cleared
+  before it looks at the queue, so a wake-up given while it is looking is never lost; it also wakes
+  when the next job falls due and, as a safety net for jobs queued by a separate CLI process, after
+  `idle_poll` seconds.
 """
 
 from __future__ import annotations
@@ -52,6 +62,48 @@ class JobFailed(AgentError):
         self.permanent = permanent
 
 
+class BadPayload(JobFailed):
+    """The job's payload lacks a field or holds a value its performer cannot use: it can never run."""
+
+    def __init__(self, job: Job, message: str) -> None:
+        super().__init__(f"malformed {job.kind} job {job.id}: {message}", permanent=True)
+
+
+def payload_str(job: Job, key: str) -> str:
+    """A required, non-empty text field of `job.payload`; BadPayload (permanent) otherwise."""
+    value = job.payload.get(key) if isinstance(job.payload, Mapping) else None
+    if not isinstance(value, str) or not value:
+        got = "missing" if value is None else f"got {value!r:.40}"
+        raise BadPayload(job, f"payload field {key!r} must be non-empty text ({got})")
+    return value
+
+
+class WorkAvailable:
+    """A level-triggered "there may be work" flag for one waiting task.
+
+    `notify` may come at any moment; the waiter calls `clear` *before* it looks for work and waits
+    afterwards, so a notification given while it was looking is still set when it waits (no window to
+    lose it, unlike replacing an Event after an await). Trio-thread only.
+    """
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = trio.Event()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until notified (True) or `timeout` seconds passed (False)."""
+        with trio.move_on_after(max(0.0, timeout)):
+            await self._event.wait()
+            return True
+        return False
+
+
 class NotReady(AgentError):
     """The job cannot run yet (e.g. a commitment request whose stores are still queued)."""
 
@@ -81,7 +133,7 @@ class Performer(Protocol):
 class DestinationState:
     conn: DicomConnection | None = None
     proposed: set[tuple[str, tuple[str, ...], bool | None, bool | None]] = field(default_factory=set)
-    wake: trio.Event = field(default_factory=trio.Event)
+    wake: WorkAvailable = field(default_factory=WorkAvailable)
     delivered: int = 0
     failures: int = 0
     last_error: str = ""
@@ -98,7 +150,7 @@ class Outbound:
     timeouts: Timeouts
     performers: dict[str, Performer] = field(default_factory=dict)
     lease: float = 600.0
-    #: Job kinds whose repetition after a crash is harmless, claimed and completed in batches.
+    #: Job kinds that may be claimed in batches (claimed together; still completed one by one).
     batch_kinds: frozenset[str] = frozenset({"store"})
     batch_size: int = 32
     max_pdu_receive: int = 262144
@@ -108,7 +160,7 @@ class Outbound:
     def wake(self, destination: str) -> None:
         state = self.states.get(destination)
         if state is not None:
-            state.wake.set()
+            state.wake.notify()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -128,13 +180,15 @@ class Outbound:
         state = self.states[name]
         try:
             while True:
+                state.wake.clear()  # before looking: a wake-up from now on is kept for `_idle`
+                looked_at = self.queue_clock()
                 jobs = await self.blocking.run(
                     lambda: self.queue.claim_batch(
                         name, kinds=self.batch_kinds, limit=self.batch_size, lease=self.lease
                     )
                 )
                 if not jobs:
-                    await self._idle(name, state, peer)
+                    await self._idle(name, state, peer, looked_at)
                     continue
                 await self._run_batch(name, peer, state, jobs)
         finally:
@@ -142,16 +196,18 @@ class Outbound:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await state.conn.release()
 
-    async def _idle(self, name: str, state: DestinationState, peer: Peer) -> None:
-        due = await self.blocking.run(lambda: self.queue.next_due(name))
+    async def _idle(self, name: str, state: DestinationState, peer: Peer, looked_at: float) -> None:
+        """Wait for a wake-up, the next job falling due, or `idle_poll` (jobs queued by another
+        process); release the association after `linger` with nothing to do."""
+        # Jobs already due when we looked and still not claimed wait for a predecessor: a completion
+        # or an operator's retry wakes us for them, not the clock (waiting for them would spin).
+        due = await self.blocking.run(lambda: self.queue.next_due(name, after=looked_at))
         now = self.queue_clock()
         wait = self.idle_poll if due is None else max(0.0, min(self.idle_poll, due - now))
         if state.conn is not None:
             wait = min(wait, peer.linger)
-        state.wake = trio.Event()
-        with trio.move_on_after(wait) as scope:
-            await state.wake.wait()
-        if scope.cancelled_caught and state.conn is not None:
+        woken = await state.wake.wait(wait)
+        if not woken and state.conn is not None:
             # Nothing to do for `linger` seconds: let the association go.
             conn, state.conn = state.conn, None
             state.proposed.clear()
@@ -173,8 +229,14 @@ class Outbound:
             lambda: self.queue.list(states=[JobState.PENDING], destination=name, kind=job.kind, limit=64)
         )
         proposals: dict[tuple, ProposedContext] = {}
-        for j in [job, *upcoming]:
-            for p in performer.contexts(j):
+        for p in performer.contexts(job):
+            proposals.setdefault(_key(p), p)
+        for j in upcoming:
+            try:
+                wanted = performer.contexts(j)
+            except Exception:  # a malformed job fails on its own turn, not this one's
+                continue
+            for p in wanted:
                 if len(proposals) < 128 or _key(p) in proposals:
                     proposals.setdefault(_key(p), p)
         timeouts = Timeouts(artim=self.timeouts.artim, dimse=peer.dimse_timeout, idle=self.timeouts.idle,
@@ -187,46 +249,37 @@ class Outbound:
         return state.conn
 
     async def _run_batch(self, name: str, peer: Peer, state: DestinationState, jobs: list[Job]) -> None:
-        """Perform claimed jobs in order. Successes are completed together, in one transaction, before
-        anything else is written; after a failure of the peer itself the jobs not yet tried go back
-        unchanged, and only then does the destination pause for the backoff delay. On cancellation
-        (stopping) every job not yet completed is given back."""
-        done: list[int] = []
+        """Perform claimed jobs in order, completing each one durably before the next is sent (module
+        invariants: after a crash only the job in flight is repeated). After a failure of the peer
+        itself the jobs not yet tried go back unchanged, and only then does the destination pause for
+        the backoff delay. On cancellation (stopping) every job not yet completed is given back."""
         untried = list(jobs)
         pause = 0.0
         try:
             while untried:
                 job = untried[0]
                 outcome = await self._run_job(name, peer, state, job)
-                untried.pop(0)
                 if outcome is True:
-                    done.append(job.id)
+                    with trio.CancelScope(shield=True):  # delivered: record it even while stopping
+                        await self.blocking.run(lambda: self.queue.complete(job.id))
+                    untried.pop(0)
+                    state.delivered += 1
                     continue
-                await self._settle_now(state, done)  # keep completions ahead of the failure's own write
+                untried.pop(0)
                 pause = await self._record_failure(name, peer, state, job, outcome)
                 if pause:
                     break
         finally:
-            with trio.CancelScope(shield=True):
-                ids, rest = list(done), [j.id for j in untried]
-                if ids or rest:
-                    await self.blocking.run(lambda: self._settle(ids, rest))
-                state.delivered += len(ids)
-                done.clear()
+            if untried:
+                rest = [j.id for j in untried]
+                with trio.CancelScope(shield=True):
+                    await self.blocking.run(lambda: self._give_back(rest))
         if pause:
             # The peer itself is unreachable: hold the whole destination, not just this job.
             await trio.sleep(pause)
 
-    async def _settle_now(self, state: DestinationState, done: list[int]) -> None:
-        if done:
-            ids = list(done)
-            await self.blocking.run(lambda: self.queue.complete_many(ids))
-            state.delivered += len(ids)
-            done.clear()
-
-    def _settle(self, done: list[int], rest: list[int]) -> None:
-        self.queue.complete_many(done)
-        for job_id in rest:
+    def _give_back(self, job_ids: list[int]) -> None:
+        for job_id in job_ids:
             self.queue.release(job_id)
 
     async def _run_job(self, name: str, peer: Peer, state: DestinationState, job: Job) -> _Outcome:
@@ -247,6 +300,13 @@ class Outbound:
         except (ConnectionFailed, TimeoutExpired, AssociationAborted) as exc:
             await self._drop_conn(state)
             return _Failure(str(exc), permanent=False, peer_down=True)
+        except Exception as exc:
+            # Nobody foresaw this (a performer's bug, a payload of the wrong shape): the job would fail
+            # the same way forever, so it goes to dead with its error, and the association, whose
+            # state is now unknown, is dropped. Cancellation is not an Exception and passes through.
+            log.exception("%s: job %d (%s) cannot be run", name, job.id, job.kind)
+            await self._drop_conn(state)
+            return _Failure(f"{job.kind} job {job.id} cannot be run: {type(exc).__name__}: {exc}", permanent=True)
         log.debug("%s: job %d (%s) delivered", name, job.id, job.kind)
         return True
 

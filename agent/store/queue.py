@@ -277,6 +277,23 @@ class JobQueue:
             ).fetchall()
         return Job._from_row(rows[0]) if rows else None
 
+    def claim_job(self, job_id: int, *, lease: float = 300.0) -> Job | None:
+        """Claim this PENDING job now, due or not, or None when it is not PENDING (another process has
+        it, or it is done or dead). For a command that queues a job and then runs it in-process: the
+        claim keeps a running agent's worker off it while the lease holds. Jobs with a group or a
+        prerequisite are not claimed this way (their order is the queue's to keep)."""
+        if lease <= 0:
+            raise QueueError(f"lease must be positive, got {lease}")
+        now = self._clock()
+        with self._write() as conn:
+            rows = conn.execute(
+                f"UPDATE queue_jobs SET state = 'claimed', lease_until = ?, updated_at = ? "
+                f"WHERE id = ? AND state = 'pending' AND group_key IS NULL AND after_job IS NULL "
+                f"RETURNING {_COLUMNS}",
+                (now + lease, now, job_id),
+            ).fetchall()
+        return Job._from_row(rows[0]) if rows else None
+
     def claim_batch(self, destination: str, *, kinds: frozenset[str], limit: int, lease: float = 300.0) -> list[Job]:
         """Claim the next job as `claim` does; if it is of one of `kinds` and has no group and no
         prerequisite, also claim up to `limit - 1` more such jobs of the same kind, oldest first, in
@@ -390,13 +407,16 @@ class JobQueue:
                 (now, now),
             ).rowcount
 
-    def next_due(self, destination: str) -> float | None:
-        """Earliest `next_attempt_at` of the destination's PENDING jobs (for a worker to sleep until)."""
+    def next_due(self, destination: str, *, after: float | None = None) -> float | None:
+        """Earliest `next_attempt_at` of the destination's PENDING jobs (for a worker to sleep until);
+        with `after`, only of those due later than that (the ones due earlier were already looked at)."""
+        sql = "SELECT MIN(next_attempt_at) FROM queue_jobs WHERE destination = ? AND state = 'pending'"
+        params: tuple[Any, ...] = (destination,)
+        if after is not None:
+            sql += " AND next_attempt_at > ?"
+            params += (after,)
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT MIN(next_attempt_at) FROM queue_jobs WHERE destination = ? AND state = 'pending'",
-                (destination,),
-            ).fetchone()
+            row = conn.execute(sql, params).fetchone()
         return None if row[0] is None else float(row[0])
 
     # -- operating (CLI) ------------------------------------------------------------------------------
