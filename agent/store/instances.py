@@ -4,9 +4,15 @@ Invariants:
 - No file without a row, no row without a file: a received data set streams into `data_dir/tmp/`
   (same filesystem), is checked and fsync'ed, renamed into `objects/<2 hex of sha1(uid)>/<uid>.dcm`, the
   directory fsync'ed, and only then is the row written, in one transaction with the caller's `on_commit`
-  (forwarding jobs). If that transaction fails the renamed file is taken back. A crash in between leaves
-  at most a temp file or an unindexed object, both removed by `startup_cleanup()`; the peer was not yet
-  answered, so it will send again.
+  (forwarding jobs). That commit is the acknowledgement point. If it fails the renamed file is taken
+  back. A crash in between leaves at most a temp file or an unindexed object, both removed by
+  `startup_cleanup()`; the peer was not yet answered, so it will send again.
+- Replacing an acknowledged instance (a re-sent UID under `duplicate = "replace"`) overwrites a file that
+  has a row, so it is journalled: the old file is first hard-linked into `tmp/` (directory fsync'ed),
+  then a row in `instance_replacements` records that link (committed), then the new file is renamed over
+  the old one; the commit of the new index row deletes the journal row. `startup_cleanup()` puts back
+  every journalled link before it empties `tmp/`, so a crash at any step leaves the old instance with its
+  row or the new one with its row.
 - Paths are built from validated UIDs only (`dicomfile.validate_uid`); reads take the path from the
   index, never from a caller.
 - Memory is bounded whatever the object's size: bytes go to the fd as received, and `commit()` walks
@@ -18,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import logging
@@ -112,6 +119,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid)",
     "CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id)",
     "CREATE INDEX IF NOT EXISTS instances_received ON instances(received_at)",
+    # One row per replace in progress: `backup` is the name in tmp/ of a hard link to the acknowledged
+    # file, or NULL when there was no file to keep (see the module invariants).
+    """CREATE TABLE IF NOT EXISTS instance_replacements (
+        sop_instance_uid TEXT PRIMARY KEY,
+        backup TEXT
+    )""",
 )
 
 #: Index column -> data set keyword, for the attributes read from the data set itself.
@@ -208,6 +221,13 @@ def _ensure_dir(path: Path) -> None:
 def _os_error(exc: OSError, what: str) -> StoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutOfResources(f"{what}: {exc.strerror}")
+    return StoreError(f"{what}: {exc}")
+
+
+def _db_error(exc: sqlite3.Error, what: str) -> StoreError:
+    """SQLITE_FULL ("database or disk is full") is the disk running out under the index, like ENOSPC."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return OutOfResources(f"{what}: {exc}")
     return StoreError(f"{what}: {exc}")
 
 
@@ -440,20 +460,25 @@ class InstanceStore:
                 os.unlink(incoming.temp_path)
                 self._run_transaction(None, existing, on_commit)
                 return CommitResult(existing, warnings, duplicate=True, kept_existing=True)
-            backup: Path | None = None
+            journalled = False
+            backup: str | None = None
             try:
                 _ensure_dir(final.parent)
-                if final.exists():
-                    # A hard link keeps the earlier file, so a failed transaction can put it back.
-                    backup = self._tmp / f"{uid}.{uuid.uuid4().hex}.bak"
-                    os.link(final, backup)
+                if existing is not None or os.path.lexists(final):
+                    backup = self._journal_replace(uid, final)
+                    journalled = True
                 os.rename(incoming.temp_path, final)
                 _fsync_dir(final.parent)
-                size = final.stat().st_size
-            except OSError as exc:
-                for leftover in (incoming.temp_path, backup):
-                    if leftover is not None:
-                        leftover.unlink(missing_ok=True)
+                size = os.stat(final).st_size
+            except (OSError, sqlite3.Error, StoreError) as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(incoming.temp_path)
+                if journalled:
+                    self._undo_replace(uid, final, backup)
+                if isinstance(exc, StoreError):
+                    raise
+                if isinstance(exc, sqlite3.Error):
+                    raise _db_error(exc, f"indexing {uid}") from exc
                 raise _os_error(exc, f"installing {uid}") from exc
             stored = StoredInstance(
                 sop_instance_uid=uid,
@@ -467,20 +492,64 @@ class InstanceStore:
                 **index,
             )
             try:
-                self._run_transaction(stored, stored, on_commit)
+                self._run_transaction(stored, stored, on_commit, finish_replace=journalled)
             except BaseException:
-                if backup is not None:
-                    os.rename(backup, final)
+                if journalled:
+                    self._undo_replace(uid, final, backup)
                 else:
-                    final.unlink(missing_ok=True)
-                _fsync_dir(final.parent)
+                    with contextlib.suppress(OSError):
+                        os.unlink(final)
+                        _fsync_dir(final.parent)
                 raise
             if backup is not None:
-                backup.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._tmp / backup)
             return CommitResult(stored, warnings, duplicate=existing is not None)
 
+    def _journal_replace(self, uid: str, final: Path) -> str | None:
+        """Keep the acknowledged file under a hard link in tmp/ and journal it; returns the link's name."""
+        backup: str | None = None
+        if os.path.lexists(final):
+            backup = f"{uid}.{uuid.uuid4().hex}.bak"
+            os.link(final, self._tmp / backup)
+            _fsync_dir(self._tmp)  # the link must be durable before the journal row points at it
+        try:
+            with transaction(self.conn) as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO instance_replacements (sop_instance_uid, backup) VALUES (?, ?)",
+                    (uid, backup),
+                )
+        except BaseException:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._tmp / backup)
+            raise
+        return backup
+
+    def _undo_replace(self, uid: str, final: Path, backup: str | None) -> None:
+        """Put the acknowledged file back (or remove the new one if there was none) and drop the journal
+        row. Idempotent: `startup_cleanup()` repeats it for a row this could not delete."""
+        try:
+            if backup is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(final)
+            else:
+                # A missing link means it was already put back (by an earlier undo): final is the old file.
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self._tmp / backup, final)
+            _fsync_dir(final.parent)
+            with transaction(self.conn) as conn:
+                conn.execute("DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (uid,))
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not undo the replace of %s (start-up recovery will): %s", uid, exc)
+
     def _run_transaction(
-        self, row: StoredInstance | None, stored: StoredInstance, on_commit: OnCommit | None
+        self,
+        row: StoredInstance | None,
+        stored: StoredInstance,
+        on_commit: OnCommit | None,
+        *,
+        finish_replace: bool = False,
     ) -> None:
         try:
             with transaction(self.conn) as conn:
@@ -492,10 +561,14 @@ class InstanceStore:
                         f"VALUES ({', '.join('?' * len(_COLUMNS))})",
                         values,
                     )
+                if finish_replace:
+                    conn.execute(
+                        "DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (stored.sop_instance_uid,)
+                    )
                 if on_commit is not None:
                     on_commit(conn, stored)
         except sqlite3.Error as exc:
-            raise StoreError(f"indexing {stored.sop_instance_uid}: {exc}") from exc
+            raise _db_error(exc, f"indexing {stored.sop_instance_uid}") from exc
 
     # -- recovery -----------------------------------------------------------------------------------
 
@@ -504,6 +577,14 @@ class InstanceStore:
 
         Run before the listeners start: whatever this removes was never acknowledged to a peer.
         """
+        with self._lock:
+            for row in self.conn.execute(
+                "SELECT sop_instance_uid, backup FROM instance_replacements"
+            ).fetchall():
+                uid, backup = row["sop_instance_uid"], row["backup"]
+                log.warning("a replace of %s was interrupted; keeping the acknowledged instance", uid)
+                final = self.data_dir / object_relpath(uid)
+                self._undo_replace(uid, final, None if backup is None else Path(backup).name)
         temp = 0
         for entry in os.scandir(self._tmp):
             if not entry.is_dir(follow_symlinks=False):
