@@ -108,3 +108,38 @@ async def test_a_down_destination_makes_one_attempt_per_delay_not_one_per_job(
     # The destination pauses after each refused connection: ~10-20 attempts in 100 s, not 50 x that.
     assert 8 <= attempts <= 25
     assert all(queue.get(i).state is JobState.PENDING for i in ids)  # nothing lost, nothing dead
+
+
+class RacingQueue(JobQueue):
+    """A producer that queues a job and wakes the worker exactly while the idle worker is asking the
+    queue when its next job is due: the moment a wake-up swapped after an await would be lost."""
+
+    outbound: Outbound | None = None
+    raced_at: float | None = None
+
+    def next_due(self, destination: str, **kw):  # type: ignore[no-untyped-def, override]
+        due = super().next_due(destination, **kw)
+        if self.raced_at is None and self.outbound is not None:
+            self.raced_at = self.clock()
+            self.enqueue("echo", destination, {"raced": True})
+            self.outbound.wake(destination)
+        return due
+
+
+async def test_a_wake_up_during_the_idle_check_is_not_lost(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    db = open_database(tmp_path / "agent.db")
+    queue = RacingQueue(db, clock=lambda: EPOCH + autojump_clock.current_time(), rng=random.Random(7))
+    peer = Peer(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port(), retry_base=60.0, retry_cap=60.0)
+    outbound = Outbound("AGENT", {"pacs": peer}, queue, InlineBlocking(), Timeouts(connect=5, artim=5, dimse=5, idle=30),
+                        performers={"echo": EchoPerformer()}, idle_poll=5.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(outbound.run)
+        queue.outbound = outbound  # from now on the first idle check races with the producer
+        with trio.fail_after(60):
+            while not queue.list(states=[JobState.PENDING, JobState.DEAD]) or queue.list()[0].attempts == 0:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    job = queue.list()[0]
+    assert queue.raced_at is not None
+    # The one attempt (refused: the peer is down) came right after the wake-up, not at the 5 s poll.
+    assert job.updated_at - queue.raced_at < 1.0, job.updated_at - queue.raced_at
