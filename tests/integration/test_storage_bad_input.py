@@ -8,6 +8,7 @@ the ones each test builds.
 from __future__ import annotations
 
 import os
+import sqlite3
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -289,3 +290,43 @@ async def test_disk_full_while_receiving_answers_a700_and_leaves_nothing(tmp_pat
                 assert (await store(conn, small_uid, small)).status == Status.SUCCESS
             assert index_row(disk / "data", small_uid) is not None
             nursery.cancel_scope.cancel()
+
+
+def fill_database(db: sqlite3.Connection) -> None:
+    """Cap the database at its current size and fill every page of the index, so the next row cannot fit."""
+    import sqlite3
+
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    size, n = 2048, 0
+    while size >= 1:
+        try:
+            n += 1
+            db.execute(
+                "INSERT INTO instances (sop_instance_uid, sop_class_uid, transfer_syntax_uid, size, path, "
+                "received_at, calling_ae, study_instance_uid) VALUES (?, '1', '1', 0, 'x', 0, 'x', ?)",
+                (f"filler.{n}", "x" * size),
+            )
+        except sqlite3.OperationalError as exc:
+            assert "full" in str(exc)
+            size //= 2
+
+
+async def test_database_full_at_the_index_step_answers_a700_and_leaves_nothing(
+    tmp_path: Path, start_agent, image: Path
+) -> None:
+    """SQLITE_FULL ("database or disk is full") while indexing: the peer gets A700, not an abort, and no file
+    stays behind. `max_page_count` makes SQLite hit the very error a full disk gives, deterministically."""
+    running = await start_agent(write_profile(tmp_path / "agent", STORAGE))
+    db = running.agent.db
+    uid, data = dataset_of(image)
+    fill_database(db)
+    async with _assoc(running.port) as conn:
+        reply = await store(conn, uid, data)
+        assert reply.status == Status.OUT_OF_RESOURCES == 0xA700
+        db.execute("DELETE FROM instances WHERE sop_instance_uid LIKE 'filler.%'")
+        assert_nothing_stored(running.data_dir)
+        # Space is back: the same association stores the same instance.
+        db.execute("PRAGMA max_page_count = 1073741823")
+        assert (await store(conn, uid, data)).status == Status.SUCCESS
+    assert index_row(running.data_dir, uid) is not None
+    assert len(object_files(running.data_dir)) == 1
