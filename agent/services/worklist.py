@@ -9,6 +9,12 @@ Invariants (seed Tables 6, 49-57; S-16, S-22, S-29):
   decoded once per change, not per query: the store's version counter is read per query; the folder is
   re-listed when its mtime changes and otherwise at most every FOLDER_RESCAN seconds (a file rewritten
   in place is noticed within that time).
+- One answer per Scheduled Procedure Step: items that name the same step (Study Instance UID,
+  Requested Procedure ID and Scheduled Procedure Step ID; the Accession Number stands in for a missing
+  Study Instance UID) are served once, as the freshest copy. A cached item is as fresh as its source's
+  last successful refresh, a local item as its `worklist add`, a folder item as its file's mtime; on a
+  tie the RIS cache wins over local items, and local items over the folder. An item naming neither a
+  study nor an accession cannot be matched with another and is always served.
 - Statuses: FF00 per match (FF01 is never sent: unsupported optional keys are answered empty, which
   PS3.4 K.4.1.1.3.2 allows); 0000 final; FE00 after a C-CANCEL-RQ (checked between pending responses
   with `DicomConnection.poll_event`, never blocking); A900 for an identifier the matcher refuses (wrong
@@ -110,33 +116,74 @@ def scan_folder(folder: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(out))
 
 
-def read_folder(folder: Path, signature: Sequence[tuple[str, int, int]]) -> list[Dataset]:
+#: A worklist item with the time its source last vouched for it (seconds since the epoch).
+Dated = tuple[float, Dataset]
+
+
+def read_folder_dated(folder: Path, signature: Sequence[tuple[str, int, int]]) -> list[Dated]:
     items = []
-    for name, _mtime, _size in signature:
+    for name, mtime_ns, _size in signature:
         try:
-            items.append(read_part10(str(folder / name)))
+            items.append((mtime_ns / 1e9, read_part10(str(folder / name))))
         except DataSetError as exc:
             log.warning("worklist folder: skipping %s: %s", name, exc)
     return items
 
 
-def load_stored(store: WorklistStore) -> list[Dataset]:
-    """Cached RIS answers and local items, decoded (blocking)."""
+def read_folder(folder: Path, signature: Sequence[tuple[str, int, int]]) -> list[Dataset]:
+    return [item for _at, item in read_folder_dated(folder, signature)]
+
+
+def load_stored_dated(store: WorklistStore) -> list[Dated]:
+    """Cached RIS answers, then local items, decoded, each with its time (blocking)."""
     items = []
-    for data in store.cached() + [d for _n, d in store.local()]:
+    for at, data in store.cached_entries() + store.local_entries():
         try:
-            items.append(decode(data, EXPLICIT_VR_LE, eager=True))
+            items.append((at, decode(data, EXPLICIT_VR_LE, eager=True)))
         except DataSetError as exc:
             log.warning("worklist store: skipping an undecodable item: %s", exc)
     return items
 
 
+def load_stored(store: WorklistStore) -> list[Dataset]:
+    """Cached RIS answers and local items, decoded (blocking)."""
+    return one_per_step(load_stored_dated(store))
+
+
+def step_key(item: Dataset) -> tuple[str, ...] | None:
+    """What makes two items the same Scheduled Procedure Step (module invariants), or None."""
+    ref = step_ref(item)
+    if ref.study_uid:
+        return ("study", ref.study_uid, ref.requested_procedure_id, ref.sps_id)
+    if ref.accession:
+        return ("accession", ref.accession, ref.requested_procedure_id, ref.sps_id)
+    return None
+
+
+def one_per_step(items: Sequence[Dated]) -> list[Dataset]:
+    """One item per step, the freshest; on a tie the earlier in `items`. Order of first appearance."""
+    chosen: dict[tuple[str, ...], int] = {}
+    out: list[Dated] = []
+    for at, item in items:
+        key = step_key(item)
+        if key is None:
+            out.append((at, item))
+            continue
+        index = chosen.get(key)
+        if index is None:
+            chosen[key] = len(out)
+            out.append((at, item))
+        elif at > out[index][0]:
+            out[index] = (at, item)
+    return [item for _at, item in out]
+
+
 def served_items(store: WorklistStore, folder: Path | None) -> list[Dataset]:
     """Everything the MWL SCP serves right now (blocking; for the CLI)."""
-    items = load_stored(store)
+    items = load_stored_dated(store)
     if folder is not None:
-        items += read_folder(folder, scan_folder(folder))
-    return not_performed(items, store.performed())
+        items += read_folder_dated(folder, scan_folder(folder))
+    return not_performed(one_per_step(items), store.performed())
 
 
 # ------------------------------------------------------------------ pre-filter
@@ -276,8 +323,8 @@ class WorklistService:
     timeouts: Timeouts
     clock: object = time.time
     _items: list[Dataset] = field(default_factory=list)
-    _stored: list[Dataset] = field(default_factory=list)
-    _folder_items: list[Dataset] = field(default_factory=list)
+    _stored: list[Dated] = field(default_factory=list)
+    _folder_items: list[Dated] = field(default_factory=list)
     _performed: list[StepRef] = field(default_factory=list)
     _summaries: list[StepSummary] = field(default_factory=list)
     _version: int = -1
@@ -336,12 +383,12 @@ class WorklistService:
         version = await self.blocking.run(self.store.version)
         folder_changed = await self._check_folder()
         if version != self._version:
-            stored = await self.blocking.run(lambda: (load_stored(self.store), self.store.performed()))
+            stored = await self.blocking.run(lambda: (load_stored_dated(self.store), self.store.performed()))
             self._stored, self._performed = stored
             self._version = version
             folder_changed = True
         if folder_changed:
-            self._items = not_performed(self._stored + self._folder_items, self._performed)
+            self._items = not_performed(one_per_step(self._stored + self._folder_items), self._performed)
             self._summaries = [summarize(i) for i in self._items]
         return self._items
 
@@ -360,7 +407,7 @@ class WorklistService:
         sig = await trio.to_thread.run_sync(scan_folder, folder)
         if sig == self._folder_sig:
             return False
-        self._folder_items = await trio.to_thread.run_sync(read_folder, folder, sig)
+        self._folder_items = await trio.to_thread.run_sync(read_folder_dated, folder, sig)
         self._folder_sig = sig
         log.info("worklist folder %s: %d item(s)", folder, len(self._folder_items))
         return True
@@ -425,4 +472,5 @@ def _comment(text: str) -> str:
 
 
 __all__ = ["MWL_FIND", "WorklistError", "WorklistService", "build_query", "load_stored", "not_performed",
-           "query_worklist", "query_date", "read_folder", "scan_folder", "served_items", "step_ref"]
+           "one_per_step", "query_worklist", "query_date", "read_folder", "scan_folder", "served_items",
+           "step_key", "step_ref"]

@@ -164,6 +164,15 @@ class WorklistStore:
                 ).fetchall()
         return [bytes(r[0]) for r in rows]
 
+    def cached_entries(self) -> list[tuple[float, bytes]]:
+        """Every cached answer with the time its source last answered (to tell the freshest copy)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT COALESCE(f.fetched_at, 0), c.data FROM worklist_cache AS c "
+                "LEFT JOIN worklist_fetch AS f ON f.source = c.source ORDER BY c.id"
+            ).fetchall()
+        return [(float(r[0]), bytes(r[1])) for r in rows]
+
     # -- local items -------------------------------------------------------------------------------
 
     def add_local(self, name: str, data: bytes) -> None:
@@ -178,6 +187,12 @@ class WorklistStore:
     def remove_local(self, name: str) -> bool:
         with self._write() as conn:
             return conn.execute("DELETE FROM worklist_local WHERE name = ?", (name,)).rowcount > 0
+
+    def local_entries(self) -> list[tuple[float, bytes]]:
+        """Every local item with the time it was added."""
+        with self._lock:
+            rows = self._conn.execute("SELECT added_at, data FROM worklist_local ORDER BY id").fetchall()
+        return [(float(r[0]), bytes(r[1])) for r in rows]
 
     def local(self) -> list[tuple[str, bytes]]:
         with self._lock:

@@ -137,3 +137,26 @@ def test_prefilter_never_drops_a_match() -> None:
         dropped_any |= len(kept) < len(items)
         assert [i.AccessionNumber for i in kept if matcher.matches(i)] == expected
     assert dropped_any
+
+
+def test_one_answer_per_step_the_freshest_source_wins(tmp_path: Path, store: WorklistStore, clock: Clock) -> None:
+    import os
+
+    study = "1.2.826.0.1.3680043.8.498.7002"
+    store.replace_cache("ris", [encode(make_item("A1", "RIS^OLD", study_uid=study, sps_id="S1"), EXPLICIT_VR_LE)],
+                        at=1000.0)
+    clock.now = 2000.0
+    store.add_local("same", encode(make_item("A1", "LOCAL^NEWER", study_uid=study, sps_id="S1"), EXPLICIT_VR_LE))
+    # No Study Instance UID: the accession number identifies the step instead.
+    bare = make_item("A9", "NO^STUDY", sps_id="S9")
+    del bare.StudyInstanceUID
+    store.add_local("bare", encode(bare, EXPLICIT_VR_LE))
+    path = write_wl(tmp_path / "wl" / "f.wl", make_item("A1", "FOLDER^NEWEST", study_uid=study, sps_id="S1"))
+    os.utime(path, (3000.0, 3000.0))
+    write_wl(tmp_path / "wl" / "g.wl", bare)  # same accession, no study: the same step
+    os.utime(tmp_path / "wl" / "g.wl", (1500.0, 1500.0))
+    served = served_items(store, tmp_path / "wl")
+    assert sorted(str(i.PatientName) for i in served) == ["FOLDER^NEWEST", "NO^STUDY"]
+    # The folder file older than both stored copies: the newer of those (the local item) wins.
+    os.utime(path, (500.0, 500.0))
+    assert sorted(str(i.PatientName) for i in served_items(store, tmp_path / "wl")) == ["LOCAL^NEWER", "NO^STUDY"]
