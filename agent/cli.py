@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -37,12 +38,46 @@ def _profile(path: str | None) -> Profile:
     return load_default_profile() if path is None else load_profile(path)
 
 
+def _ae_title(text: str) -> str:
+    from agent.ul.vr import AE_TITLE_RULE, is_ae_title  # the profile's rule, not a second copy
+
+    if not is_ae_title(text):
+        raise argparse.ArgumentTypeError(f"{AE_TITLE_RULE}, got {text!r}")
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"a positive number of seconds, got {text!r}")
+    return value
+
+
+def _tcp_port(text: str) -> int:
+    if not (text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"a TCP port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def _max_pdu(text: str) -> int:
+    # The profile's rule for max_pdu_length: 0 (no limit, PS3.8 D.1) or at least 1024 bytes.
+    if not (text.isdigit() and (int(text) == 0 or 1024 <= int(text) <= 2**32 - 1)):
+        raise argparse.ArgumentTypeError(f"0 (no limit) or a number of bytes from 1024 to {2**32 - 1}, got {text!r}")
+    return int(text)
+
+
 def _add_association_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--aet", default="DICOM_AGENT", help="our (calling) AE title [DICOM_AGENT]")
-    p.add_argument("--aec", default="ANY-SCP", help="the peer's (called) AE title [ANY-SCP]")
-    p.add_argument("--timeout", type=float, default=30.0, help="connect/ARTIM/DIMSE timeout in seconds [30]")
+    p.add_argument("--aet", type=_ae_title, default="DICOM_AGENT", help="our (calling) AE title [DICOM_AGENT]")
+    p.add_argument("--aec", type=_ae_title, default="ANY-SCP", help="the peer's (called) AE title [ANY-SCP]")
+    p.add_argument(
+        "--timeout", type=_seconds, default=30.0,
+        help="seconds for connecting and associating together, and for each response [30]",
+    )
     p.add_argument("host", help="peer host name or address")
-    p.add_argument("port", type=int, help="peer port")
+    p.add_argument("port", type=_tcp_port, help="peer port")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     store = sub.add_parser("store", help="send DICOM files and folders to a peer (Storage SCU)")
     _add_association_args(store)
     store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
-    store.add_argument("--max-pdu", type=int, default=262144, help="largest PDU we accept [262144]")
+    store.add_argument("--max-pdu", type=_max_pdu, default=262144, help="largest PDU we accept, 0 = no limit [262144]")
 
     from agent.cli_worklist import add_parsers as add_worklist_parsers
 
@@ -144,12 +179,17 @@ def describe_profile(profile: Profile) -> str:
 
 def _echo(args: argparse.Namespace) -> int:
     from agent.net.connection import Timeouts
-    from agent.services.verification import echo
+    from agent.services.verification import EchoResult, echo
 
     t = args.timeout
-    result = trio.run(
-        lambda: echo(args.host, args.port, calling_ae=args.aet, called_ae=args.aec,
-                     timeouts=Timeouts(artim=t, dimse=t, idle=t, connect=t))
-    )
+
+    async def echo_within_timeout() -> EchoResult:
+        # One deadline for the whole operation: connect, association and the response.
+        with trio.move_on_after(t):
+            return await echo(args.host, args.port, calling_ae=args.aet, called_ae=args.aec,
+                              timeouts=Timeouts(artim=t, dimse=t, idle=t, connect=t))
+        raise TimeoutExpired(f"{args.aec} at {args.host}:{args.port} did not complete the C-ECHO within {t:g} s")
+
+    result = trio.run(echo_within_timeout)
     print(f"C-ECHO {args.aec}@{args.host}:{args.port}: {result.describe()}")
     return 0 if result.ok else EX_FAILED

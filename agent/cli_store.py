@@ -40,9 +40,10 @@ async def _send_all(args: argparse.Namespace, summary: StoreSummary) -> None:
         sops = {p.abstract_syntax for p in group}
         batch = [i for i in items if i.meta.sop_class_uid in sops]
         items = [i for i in items if i.meta.sop_class_uid not in sops]
+        # --timeout bounds connecting and associating together, then each response.
         async with associate(
             args.host, args.port, calling_ae=args.aet, called_ae=args.aec, proposals=group,
-            timeouts=timeouts, max_pdu_receive=args.max_pdu,
+            timeouts=timeouts, max_pdu_receive=args.max_pdu, deadline=trio.current_time() + t,
         ) as conn:
             for item in batch:
                 try:

@@ -30,6 +30,7 @@ from typing import Literal, TypeVar, get_args
 from pydicom.uid import UID, UID_dictionary
 
 from agent.errors import ProfileError
+from agent.ul.vr import AE_TITLE_RULE, is_ae_title
 
 __all__ = [
     "AgentSettings",
@@ -400,18 +401,9 @@ class _Parser:
         raise self.fail(key, f'a size (bytes, or a string like "100MB", "2GiB"), got {_show(value)}')
 
     def ae_title(self, value: object, key: str) -> str:
-        # PS3.5 6.2 AE VR: up to 16 characters of the default repertoire, no backslash, not all spaces.
-        if (
-            isinstance(value, str)
-            and 1 <= len(value) <= 16
-            and all(0x20 <= ord(c) <= 0x7E for c in value)
-            and "\\" not in value
-            and value.strip() != ""
-        ):
-            return value
-        raise self.fail(
-            key, f"an AE title (1-16 printable ASCII characters, no backslash, not all spaces), got {_show(value)}"
-        )
+        if is_ae_title(value):  # the one AE title rule (PS3.5 6.2), shared with the command line
+            return value  # type: ignore[return-value]
+        raise self.fail(key, f"{AE_TITLE_RULE}, got {_show(value)}")
 
     def pdu_length(self, value: object, key: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and (value == 0 or 1024 <= value <= 2**32 - 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Sequence
 
 import trio
@@ -30,9 +31,34 @@ async def open_association(
     timeouts: Timeouts = Timeouts(),
     max_pdu_receive: int = 262144,
     stream: trio.abc.Stream | None = None,
+    deadline: float | None = None,
 ) -> DicomConnection:
     """Connect and negotiate. Raises ConnectionFailed, TimeoutExpired, AssociationRejected or
-    AssociationAborted; on success the connection is in Sta6 with its accepted contexts."""
+    AssociationAborted; on success the connection is in Sta6 with its accepted contexts.
+
+    Connecting is bounded by `timeouts.connect` and the wait for the A-ASSOCIATE-AC by
+    `timeouts.artim`; `deadline` (trio clock), when given, bounds both together."""
+    try:
+        with trio.fail_at(math.inf if deadline is None else deadline):
+            return await _open(
+                host, port, calling_ae=calling_ae, called_ae=called_ae, proposals=proposals,
+                timeouts=timeouts, max_pdu_receive=max_pdu_receive, stream=stream,
+            )
+    except trio.TooSlowError as exc:
+        raise TimeoutExpired(f"{called_ae} at {host}:{port}: no association within the time allowed") from exc
+
+
+async def _open(
+    host: str,
+    port: int,
+    *,
+    calling_ae: str,
+    called_ae: str,
+    proposals: Sequence[ProposedContext],
+    timeouts: Timeouts,
+    max_pdu_receive: int,
+    stream: trio.abc.Stream | None,
+) -> DicomConnection:
     rq = build_request(calling_ae, called_ae, proposals, max_pdu_receive=max_pdu_receive)
     assoc = Association(Role.REQUESTOR, max_pdu_receive=max_pdu_receive)
     assoc.request(rq)
@@ -56,23 +82,30 @@ async def open_association(
             reason=getattr(event, "reason", 0),
         )
     except trio.TooSlowError as exc:
-        await conn.abort()
-        raise TimeoutExpired(f"{called_ae} at {host}:{port} did not answer the association request") from exc
+        # We give up on a silent peer: A-ABORT and close now, no ARTIM wait for it to close.
+        with trio.CancelScope(shield=True):
+            await conn.abort(linger=0)
+        raise TimeoutExpired(
+            f"{called_ae} at {host}:{port} did not answer the association request within {timeouts.artim:g} s"
+        ) from exc
     except BaseException:
-        await conn.aclose()
+        with trio.CancelScope(shield=True):
+            await conn.abort(linger=0)
         raise
 
 
 @contextlib.asynccontextmanager
 async def associate(host: str, port: int, **kwargs: object) -> AsyncIterator[DicomConnection]:
-    """`async with associate(...) as conn:` releases on normal exit and aborts on an exception."""
+    """`async with associate(...) as conn:` releases on normal exit and aborts on an exception.
+
+    Aborting after a cancellation (a caller's deadline passed) does not wait for the peer to close."""
     conn = await open_association(host, port, **kwargs)  # type: ignore[arg-type]
     try:
         yield conn
-    except BaseException:
+    except BaseException as exc:
+        linger = 0.0 if isinstance(exc, (trio.Cancelled, trio.TooSlowError)) else None
         with trio.CancelScope(shield=True):
-            await conn.abort()
+            await conn.abort(linger=linger)
         raise
     else:
         await conn.release()
-

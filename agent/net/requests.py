@@ -21,8 +21,8 @@ from agent.dimse import CommandReceived, DataSetFragment, MessageComplete
 from agent.dimse.messages import Message
 from agent.dimse.status import StatusCategory, category
 from agent.errors import AssociationAborted, TimeoutExpired
-from agent.net.connection import DicomConnection, _unexpected
-from agent.net.server import Handler, _refuse
+from agent.net.connection import DicomConnection, unexpected_event
+from agent.net.server import Handler, refuse_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +85,13 @@ async def _next_response(conn: DicomConnection, message_id: int, incoming: Handl
             if not isinstance(event, CommandReceived):
                 if isinstance(event, (DataSetFragment, MessageComplete)):
                     continue
-                raise _unexpected(event, "a DIMSE response")
+                raise unexpected_event(event, "a DIMSE response")
             msg = event.message
             responding_to = getattr(msg, "message_id_being_responded_to", None)
             if responding_to is None:  # a request from the peer
                 ctx = conn.contexts[event.context_id]
                 if incoming is None:
-                    await _refuse(conn, ctx, msg)
+                    await refuse_request(conn, ctx, msg)
                 else:
                     await incoming(conn, ctx, msg)
                 continue
@@ -104,5 +104,5 @@ async def _next_response(conn: DicomConnection, message_id: int, incoming: Handl
             return Reply(msg, data)
     assert scope.cancelled_caught
     with trio.CancelScope(shield=True):
-        await conn.abort()
+        await conn.abort(linger=0)  # giving up on a silent peer: no ARTIM wait for it to close
     raise TimeoutExpired(f"{conn.remote} sent no DIMSE response within {conn.timeouts.dimse:g} s")

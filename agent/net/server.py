@@ -262,7 +262,7 @@ async def serve_association(conn: DicomConnection, registry: ServiceRegistry) ->
             message = event.message
             handler = registry.handler(ctx.abstract_syntax, type(message))
             if handler is None:
-                await _refuse(conn, ctx, message)
+                await refuse_request(conn, ctx, message)
             else:
                 await handler(conn, ctx, message)
         elif isinstance(event, ReleaseRequested):
@@ -278,7 +278,7 @@ async def serve_association(conn: DicomConnection, registry: ServiceRegistry) ->
             continue  # the tail of a message whose handler chose not to read it
 
 
-async def _refuse(conn: DicomConnection, ctx: PresentationContext, message: Message) -> None:
+async def refuse_request(conn: DicomConnection, ctx: PresentationContext, message: Message) -> None:
     """A request we have no handler for: drain its data set and answer 'unrecognized operation'."""
     if message.has_dataset:
         await conn.read_dataset(ctx.id)
@@ -289,4 +289,9 @@ async def _refuse(conn: DicomConnection, ctx: PresentationContext, message: Mess
     await conn.send_message(ctx.id, respond(Status.UNRECOGNIZED_OPERATION))
 
 
-__all__ = ["AcceptorPolicy", "Handler", "Listener", "ServiceRegistry", "serve_association"]
+__all__ = [
+    "AcceptorPolicy", "Handler", "Listener", "ServiceRegistry", "refuse_request", "serve_association",
+]
+
+#: The former private name; new code uses `refuse_request`.
+_refuse = refuse_request
