@@ -31,6 +31,7 @@ from agent.services.commitment import (
     route_pending_reports,
 )
 from agent.services.forward import STORE_JOB, StorePerformer, enqueue_forwards
+from agent.services.print.scu import PRINT_JOB_KIND, PrintPerformer
 from agent.services.mpps import WorkflowServices, build_workflow_services, housekeeping as mpps_housekeeping
 from agent.services.outbound import Outbound
 from agent.services.storage import StorageSCP
@@ -102,6 +103,8 @@ class Agent:
             max_pdu_receive=p.agent.max_pdu_length,
         )
         self.outbound.performers[STORE_JOB] = StorePerformer(self.store, self.blocking)
+        # Print SCU: `print` jobs (queued by `dicom-agent print` or a workflow) to any printer peer.
+        self.outbound.performers[PRINT_JOB_KIND] = PrintPerformer(p.agent.data_dir)
         self._build_commitment()
         assert self.db is not None and self.worklist_store is not None and self.mpps_store is not None
         self.workflow = build_workflow_services(
