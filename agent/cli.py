@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_queue import add_parsers as add_queue_parsers
 
     add_queue_parsers(sub)
+    from agent.cli_print import add_parsers as add_print_parsers
+
+    add_print_parsers(sub)  # print, printer
     return parser
 
 
@@ -160,6 +163,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli_worklist import run_mpps, run_worklist
 
         return run_worklist(args) if args.command == "worklist" else run_mpps(args)
+    if args.command in ("print", "printer"):
+        from agent.cli_print import run_print, run_printer
+
+        return run_print(args) if args.command == "print" else run_printer(args)
     raise AssertionError(args.command)
 
 
