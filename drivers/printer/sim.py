@@ -2,12 +2,13 @@
 
 Its state (film supply, jam, cover, offline) lives in `data_dir/sim-printer.json`, written atomically
 under a lock (`sim-printer.lock`), so another process (the `dicom-agent printer sim` command, a test)
-can change it while the agent runs: `get_state(data_dir)`, `set_state(data_dir, supply=..., jam=...)`.
-The file outlives the agent: a restarted agent finds the printer as it was left (still empty, still
-jammed). Options set the state only when the file does not exist yet.
+can change it while the agent runs: `get_state(data_dir)`, `set_state(options, data_dir, supply=...,
+jammed=...)`. The file outlives the agent: a restarted agent finds the printer as it was left (still
+empty, still jammed). The options `supply` and `supply_low` seed the state only when the file does not
+exist yet.
 
-Status, first match wins (PS3.3 C.13.9.1 terms): offline -> FAILURE "PRINTER OFFLINE"; cover open ->
-FAILURE "COVER OPEN"; jam -> FAILURE "FILM JAM"; supply 0 -> FAILURE "SUPPLY EMPTY"; supply <=
+Status, first match wins (PS3.3 C.13.9.1 terms): not online -> FAILURE "PRINTER OFFLINE"; cover open ->
+FAILURE "COVER OPEN"; jammed -> FAILURE "FILM JAM"; supply 0 -> FAILURE "SUPPLY EMPTY"; supply <=
 supply_low -> WARNING "SUPPLY LOW"; else NORMAL.
 
 submit() raises DriverError while the printer is in FAILURE, and when the supply holds fewer films
@@ -46,17 +47,17 @@ class SimState:
 
     supply: int = 100
     supply_low: int = 10
-    jam: bool = False
+    jammed: bool = False
     cover_open: bool = False
-    offline: bool = False
+    online: bool = True
     printed: int = 0
 
     def status(self) -> PrinterStatus:
-        if self.offline:
+        if not self.online:
             return PrinterStatus(PrinterState.FAILURE, "PRINTER OFFLINE")
         if self.cover_open:
             return PrinterStatus(PrinterState.FAILURE, "COVER OPEN")
-        if self.jam:
+        if self.jammed:
             return PrinterStatus(PrinterState.FAILURE, "FILM JAM")
         if self.supply <= 0:
             return PrinterStatus(PrinterState.FAILURE, "SUPPLY EMPTY")
@@ -70,7 +71,7 @@ def _check(state: SimState) -> SimState:
         value = getattr(state, name)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
             raise DriverOptionError(name, f"an integer from 0 to {high}, not {value!r}")
-    for name in ("jam", "cover_open", "offline"):
+    for name in ("jammed", "cover_open", "online"):
         if not isinstance(getattr(state, name), bool):
             raise DriverOptionError(name, f"true or false, not {getattr(state, name)!r}")
     return state
@@ -105,23 +106,28 @@ def _write(data_dir: Path, state: SimState) -> None:
     write_durably(data_dir / STATE_FILE, (json.dumps(asdict(state), indent=1) + "\n").encode())
 
 
-def get_state(data_dir: Path) -> SimState:
-    """The simulated printer's state in `data_dir` (the defaults if it was never written)."""
+def get_state(data_dir: Path) -> dict[str, object]:
+    """The simulated printer's state in `data_dir` as a dict of the SimState fields (the defaults if
+    it was never written)."""
     with _locked(data_dir):
-        return _read(data_dir, SimState())
+        return asdict(_read(data_dir, SimState()))
 
 
-def set_state(data_dir: Path, **changes: object) -> SimState:
-    """Change fields of the state (supply, supply_low, jam, cover_open, offline, printed) and return
-    the new state. DriverOptionError names a wrong field or value; the file is left as it was."""
+def set_state(options: Mapping[str, object], data_dir: Path, **changes: object) -> dict[str, object]:
+    """Change fields of the state (supply, supply_low, jammed, cover_open, online, printed) and return
+    the new state as a dict. A change given as None is no change. `options` are the driver's options
+    (they seed a state that was never written). DriverOptionError names a wrong option, field or value;
+    the file is then left as it was."""
+    seed, _ = _parse(options)
     known = {f.name for f in fields(SimState)}
     for key in changes:
         if key not in known:
             raise DriverOptionError(key, f"a field of the simulated printer: {', '.join(sorted(known))}")
+    given = {k: v for k, v in changes.items() if v is not None}
     with _locked(data_dir):
-        state = _check(replace(_read(data_dir, SimState()), **changes))  # type: ignore[arg-type]
+        state = _check(replace(_read(data_dir, seed), **given))  # type: ignore[arg-type]
         _write(data_dir, state)
-        return state
+        return asdict(state)
 
 
 class SimPrinter:
@@ -135,7 +141,8 @@ class SimPrinter:
         return self.folder.caps
 
     def status(self) -> PrinterStatus:
-        return get_state(self.data_dir).status()
+        with _locked(self.data_dir):
+            return _read(self.data_dir, SimState()).status()
 
     def submit(self, film: Film) -> str:
         copies = max(1, film.copies)
@@ -162,17 +169,22 @@ class SimPrinter:
         pass
 
 
-def open_driver(options: Mapping[str, object], data_dir: Path) -> SimPrinter:
-    """Factory of `printer.sim`. Options: supply (films loaded when the state file is first made,
-    default 100), supply_low (WARNING at or below this many, default 10), and the common film_sizes,
-    dpi, min_density, max_density, color, curve."""
+def _parse(options: Mapping[str, object]) -> tuple[SimState, PrinterCapabilities]:
     opts = Options(options, CAPABILITY_KEYS | {"supply", "supply_low"})
     supply = opts.integer("supply", SimState.supply, 0, MAX_SUPPLY)
     supply_low = opts.integer("supply_low", SimState.supply_low, 0, MAX_SUPPLY)
     caps = opts.capabilities(model_name="simulated film printer", drive_bits=(8, 16))
+    return SimState(supply=supply, supply_low=supply_low), caps
+
+
+def open_driver(options: Mapping[str, object], data_dir: Path) -> SimPrinter:
+    """Factory of `printer.sim`. Options: supply (films loaded when the state file is first made,
+    default 100), supply_low (WARNING at or below this many, default 10), and the common film_sizes,
+    dpi, min_density, max_density, color, drive_bits (8 or 16), curve."""
+    seed, caps = _parse(options)
     with _locked(data_dir):
         if not (data_dir / STATE_FILE).exists():
-            _write(data_dir, SimState(supply=supply, supply_low=supply_low))
+            _write(data_dir, seed)
     return SimPrinter(data_dir, caps)
 
 
