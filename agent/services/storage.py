@@ -1,12 +1,19 @@
-"""Storage Service Class SCP (PS3.4 Annex B; seed Table 2, statuses Table 67 / S-24).
+"""Storage Service Class SCP (PS3.4 Annex B; statuses PS3.4 Table B.2-1 and the general ones of PS3.7 Annex C).
 
-Invariants (DESIGN.md "Storage path"):
-- The data set streams from P-DATA fragments straight into the store's temporary file; memory stays
-  bounded whatever the object's size.
+Invariants:
+- Memory stays bounded whatever the object's size: data set fragments are gathered up to `FLUSH_SIZE`
+  and then appended to the store's temporary file; an object smaller than that is held once and written
+  with its commit.
+- Nothing that can block for milliseconds runs on the event loop: file creation and writes go through a
+  worker thread (`io_limiter`), and the check, fsync, rename and index commit through `Blocking.run`
+  (the one thread allowed on the SQLite connection). A commit that waits for the database's write lock
+  (a CLI command holding it) therefore stalls only its own association; the others keep being served.
 - C-STORE-RSP Success (or a warning) is sent only after the file and its directory are fsynced, renamed
   and the index row committed; forwarding jobs are queued in that same transaction.
-- A request we refuse (invalid UID, out of space) still has its data set drained, so the association
-  stays usable; an association that breaks mid-object leaves no file and no row.
+- A request we refuse (command SOP Class not the context's, invalid UID, out of space, unreadable data
+  set, a store failure) still has its data set drained and gets a status, so the association stays
+  usable; an association that breaks mid-object leaves no file and no row.
+- One info line per C-STORE: calling AE, SOP Class name, SOP Instance UID, size, status.
 """
 
 from __future__ import annotations
@@ -14,19 +21,24 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import trio
 from pydicom.uid import UID_dictionary
 
 from agent.dimse import CStoreRQ, DataSetFragment, MessageComplete
 from agent.dimse.status import Status
+from agent.errors import StoreError
 from agent.net.connection import DicomConnection, _unexpected
 from agent.net.server import ServiceRegistry
 from agent.services.blocking import Blocking
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES, sop_class_name
-from agent.store.dicomfile import DataSetError, InvalidUID
+from agent.store.dicomfile import DataSetError, InvalidUID, validate_uid
 from agent.store.instances import (
-    SOP_MISMATCH_WARNING,
+    SOP_CLASS_MISMATCH_WARNING,
+    SOP_INSTANCE_MISMATCH_WARNING,
+    CommitResult,
+    Incoming,
     InstanceStore,
     OutOfResources,
     StoredInstance,
@@ -35,7 +47,6 @@ from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, SyntaxSuppor
 
 log = logging.getLogger("agent.storage")
 
-
 #: Every standard transfer syntax other than the three uncompressed ones.
 COMPRESSED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
     uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax" and uid not in UNCOMPRESSED
@@ -43,11 +54,17 @@ COMPRESSED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
 
 OnCommit = Callable[[sqlite3.Connection, StoredInstance], None]
 
-#: Objects up to this size are committed (checked, fsynced, indexed) on the event loop itself. Measured
-#: here: a 0.5 MB commit takes ~3 ms inline but ~7 ms through trio.to_thread, which halves the small-image
-#: rate; an fsync of a few MiB blocks the loop for about a millisecond. Larger objects, whose fsync can
-#: take seconds, always go through the thread so other associations keep being served.
-INLINE_COMMIT_LIMIT = 4 * 1024 * 1024
+#: Data set bytes gathered in memory before they are appended to the temporary file in a worker thread:
+#: bounds memory per association, and a typical image (well under this) costs one thread hop in all.
+FLUSH_SIZE = 1 << 20
+
+
+@dataclass
+class _Outcome:
+    status: int
+    comment: str = ""
+    size: int = 0
+    note: str = ""
 
 
 @dataclass
@@ -58,6 +75,8 @@ class StorageSCP:
     #: Called in trio context after each instance is durably stored (e.g. to wake forwarders).
     after_commit: Callable[[StoredInstance], None] | None = None
     received: int = 0
+    #: Threads for temp-file creation and writes, which never touch the database.
+    io_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
     def register(
         self,
@@ -74,75 +93,138 @@ class StorageSCP:
         registry.add(sop_classes, support, {CStoreRQ: self.handle})  # type: ignore[dict-item]
 
     async def handle(self, conn: DicomConnection, ctx: PresentationContext, rq: CStoreRQ) -> None:
-        status, comment = await self._receive(conn, ctx, rq)
-        kw = {"error_comment": comment[:64]} if comment and status != Status.SUCCESS else {}
-        await conn.send_message(ctx.id, rq.response(status, **kw))
+        outcome = await self._receive(conn, ctx, rq)
+        log.info(
+            "C-STORE from %s: %s %s, %d bytes: %04X %s%s",
+            conn.calling_ae or conn.remote, sop_class_name(rq.affected_sop_class_uid),
+            rq.affected_sop_instance_uid, outcome.size, outcome.status,
+            outcome.comment or "stored", f" ({outcome.note})" if outcome.note else "",
+        )
+        kw = {"error_comment": outcome.comment[:64]} if outcome.comment and outcome.status != Status.SUCCESS else {}
+        await conn.send_message(ctx.id, rq.response(outcome.status, **kw))
 
-    async def _receive(self, conn: DicomConnection, ctx: PresentationContext, rq: CStoreRQ) -> tuple[int, str]:
+    async def _receive(self, conn: DicomConnection, ctx: PresentationContext, rq: CStoreRQ) -> _Outcome:
         uid = rq.affected_sop_instance_uid
+        if rq.affected_sop_class_uid != ctx.abstract_syntax:
+            # A presentation context carries messages of its abstract syntax only (PS3.8 7.1.1.13); a
+            # C-STORE naming another SOP Class asks for one that was not negotiated here: "Refused: SOP
+            # Class not supported" (PS3.7 Annex C, general status 0122H), and nothing is stored.
+            size = await _drain(conn)
+            log.warning(
+                "%s: C-STORE %s refused: command SOP Class %s on presentation context %d of %s",
+                conn.remote, uid, rq.affected_sop_class_uid, ctx.id, ctx.abstract_syntax,
+            )
+            return _Outcome(Status.SOP_CLASS_NOT_SUPPORTED, "SOP Class not negotiated on this context", size)
         try:
-            incoming = self.store.begin(
+            for value in (rq.affected_sop_class_uid, uid, ctx.transfer_syntax):
+                validate_uid(value)
+        except InvalidUID as exc:
+            size = await _drain(conn)
+            log.warning("%s: C-STORE refused, invalid UID: %s", conn.remote, exc)
+            return _Outcome(Status.CANNOT_UNDERSTAND, "invalid SOP Instance UID", size)
+
+        def begin() -> Incoming:
+            return self.store.begin(
                 rq.affected_sop_class_uid, uid, ctx.transfer_syntax,
                 calling_ae=conn.calling_ae, called_ae=conn.called_ae,
             )
-        except InvalidUID as exc:
-            await _drain(conn)
-            log.warning("%s: C-STORE refused, invalid UID: %s", conn.remote, exc)
-            return Status.CANNOT_UNDERSTAND, f"invalid SOP Instance UID"
-        except OutOfResources as exc:
-            await _drain(conn)
-            log.error("%s: C-STORE refused: %s", conn.remote, exc)
-            return Status.OUT_OF_RESOURCES, "out of resources: not enough storage space"
+
+        incoming: Incoming | None = None
+        pending = bytearray()
+        size = 0
+        failure: _Outcome | None = None
+        committed = False
         try:
-            failure: tuple[int, str] | None = None
             while True:
                 event = await conn.next_event()
                 if isinstance(event, DataSetFragment):
-                    if failure is None:
-                        try:
-                            incoming.write(event.data)
-                        except OutOfResources as exc:
-                            log.error("%s: disk full while receiving %s: %s", conn.remote, uid, exc)
-                            incoming.abort()
-                            failure = (Status.OUT_OF_RESOURCES, "out of resources: disk full")
+                    size += len(event.data)
+                    if failure is not None:
+                        continue
+                    pending += event.data
+                    if len(pending) < FLUSH_SIZE:
+                        continue
+                    chunk, pending = bytes(pending), bytearray()
+                    try:
+                        incoming = await trio.to_thread.run_sync(_append, incoming, begin, chunk,
+                                                                 limiter=self.io_limiter)
+                    except OutOfResources as exc:
+                        log.error("%s: out of space while receiving %s: %s", conn.remote, uid, exc)
+                        failure = _Outcome(Status.OUT_OF_RESOURCES, "out of resources: not enough storage space")
+                    except StoreError as exc:
+                        log.error("%s: cannot write %s: %s", conn.remote, uid, exc)
+                        failure = _Outcome(Status.PROCESSING_FAILURE, "processing failure: cannot write")
                 elif isinstance(event, MessageComplete):
                     break
                 else:
                     raise _unexpected(event, "the C-STORE data set")
             if failure is not None:
+                failure.size = size
                 return failure
+            rest = bytes(pending)
             try:
-                if incoming.bytes_received <= INLINE_COMMIT_LIMIT and self.blocking.limiter.borrowed_tokens == 0:
-                    result = incoming.commit(on_commit=self.on_commit)
-                else:
-                    result = await self.blocking.run(lambda: incoming.commit(on_commit=self.on_commit))
+                result = await self.blocking.run(_finish, incoming, begin, rest, self.on_commit)
+                committed = True
+            except OutOfResources as exc:
+                log.error("%s: C-STORE %s refused: %s", conn.remote, uid, exc)
+                return _Outcome(Status.OUT_OF_RESOURCES, "out of resources: not enough storage space", size)
             except DataSetError as exc:
                 log.warning("%s: C-STORE %s refused, data set unreadable: %s", conn.remote, uid, exc)
-                return Status.CANNOT_UNDERSTAND, "cannot understand: data set unreadable"
-            except OutOfResources as exc:
+                return _Outcome(Status.CANNOT_UNDERSTAND, "cannot understand: data set unreadable", size)
+            except StoreError as exc:
                 log.error("%s: C-STORE %s failed: %s", conn.remote, uid, exc)
-                return Status.OUT_OF_RESOURCES, "out of resources"
+                return _Outcome(Status.PROCESSING_FAILURE, "processing failure: cannot store", size)
         finally:
-            incoming.abort()  # idempotent; after a commit it only closes what is left
+            if incoming is not None and not committed:
+                # Removing a large partial file can take a while: in a thread, even when cancelled.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(incoming.abort, limiter=self.io_limiter)
         self.received += 1
         if self.after_commit is not None:
             self.after_commit(result.stored)
+        return self._outcome(result, size)
+
+    @staticmethod
+    def _outcome(result: CommitResult, size: int) -> _Outcome:
+        note = ""
         if result.duplicate:
-            log.info("%s: %s received again (%s)", conn.remote, uid,
-                     "kept the first copy" if result.kept_existing else "replaced")
-        if SOP_MISMATCH_WARNING in result.warnings:
-            return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "data set does not match SOP class"
-        return Status.SUCCESS, ""
+            note = "received again, kept the first copy" if result.kept_existing else "received again, replaced"
+        # B007 "Data Set does not match SOP Class" (PS3.4 Table B.2-1): stored, but say which UID differs.
+        if SOP_CLASS_MISMATCH_WARNING in result.warnings:
+            return _Outcome(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "data set SOP Class UID differs from command", size, note)
+        if SOP_INSTANCE_MISMATCH_WARNING in result.warnings:
+            return _Outcome(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "data set SOP Instance UID differs from command", size, note)
+        return _Outcome(Status.SUCCESS, "", size, note)
 
 
-async def _drain(conn: DicomConnection) -> None:
-    """Read and discard the rest of the current message's data set."""
+def _append(incoming: Incoming | None, begin: Callable[[], Incoming], chunk: bytes) -> Incoming:
+    """Worker thread: create the temporary file on first use and append `chunk`."""
+    if incoming is None:
+        incoming = begin()
+    incoming.write(chunk)
+    return incoming
+
+
+def _finish(incoming: Incoming | None, begin: Callable[[], Incoming], rest: bytes,
+            on_commit: OnCommit | None) -> CommitResult:
+    """Worker thread (the database's): write what is left, then check, fsync, rename and index."""
+    incoming = _append(incoming, begin, rest)
+    try:
+        return incoming.commit(on_commit=on_commit)
+    finally:
+        incoming.abort()  # idempotent; after a commit it does nothing
+
+
+async def _drain(conn: DicomConnection) -> int:
+    """Read and discard the rest of the current message's data set; returns how many bytes it had."""
+    size = 0
     while True:
         event = await conn.next_event()
         if isinstance(event, MessageComplete):
-            return
+            return size
         if not isinstance(event, DataSetFragment):
             raise _unexpected(event, "the rest of a refused data set")
+        size += len(event.data)
 
 
-__all__ = ["ALL_STORAGE_SOP_CLASSES", "COMPRESSED_TRANSFER_SYNTAXES", "StorageSCP"]
+__all__ = ["ALL_STORAGE_SOP_CLASSES", "COMPRESSED_TRANSFER_SYNTAXES", "FLUSH_SIZE", "StorageSCP"]

@@ -68,16 +68,18 @@ __all__ = [
     "InvalidUID",
     "NotDicom",
     "OutOfResources",
-    "SOP_MISMATCH_WARNING",
+    "SOP_CLASS_MISMATCH_WARNING",
+    "SOP_INSTANCE_MISMATCH_WARNING",
     "StoredInstance",
     "read_meta",
 ]
 
 log = logging.getLogger(__name__)
 
-#: The warning `commit()` reports when the data set's SOP Class / Instance UID differ from the
-#: command's; the Storage SCP answers B007 (PS3.4 Table B.2-1) but the instance is stored.
-SOP_MISMATCH_WARNING = "dataset does not match SOP class"
+#: The warnings `commit()` reports when the data set's SOP Class UID, or its SOP Instance UID, differs
+#: from the command's; the Storage SCP answers B007 (PS3.4 Table B.2-1) but the instance is stored.
+SOP_CLASS_MISMATCH_WARNING = "data set SOP Class UID differs from the command's"
+SOP_INSTANCE_MISMATCH_WARNING = "data set SOP Instance UID differs from the command's"
 
 
 class OutOfResources(StoreError):
@@ -352,13 +354,16 @@ class Incoming:
         except Exception as exc:  # pydicom raises many types for malformed input
             raise DataSetError(f"cannot parse data set of {self.sop_instance_uid}: {exc}") from exc
         warnings = []
-        if ds_class != self.sop_class_uid or ds_instance != self.sop_instance_uid:
+        if ds_class != self.sop_class_uid:
+            warnings.append(SOP_CLASS_MISMATCH_WARNING)
+        if ds_instance != self.sop_instance_uid:
+            warnings.append(SOP_INSTANCE_MISMATCH_WARNING)
+        if warnings:
             log.warning(
                 "%s from %s: data set has SOP Class %s / Instance %s, command has %s / %s",
                 self.sop_instance_uid, self.calling_ae, ds_class, ds_instance,
                 self.sop_class_uid, self.sop_instance_uid,
             )
-            warnings.append(SOP_MISMATCH_WARNING)
         return index, warnings
 
     def _discard(self) -> None:

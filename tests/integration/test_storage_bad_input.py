@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
 from agent.dimse import CStoreRQ, encode_message
 from agent.dimse.status import Status
@@ -207,11 +207,36 @@ async def test_sop_instance_mismatch_answers_b007_and_stores(tmp_path: Path, sta
     async with _assoc(running.port) as conn:
         reply = await store(conn, command_uid, data)
     assert reply.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS == 0xB007
+    assert "Instance UID" in (reply.message.error_comment or "")  # says which UID differs, not "SOP class"
     stored = running.data_dir / object_relpath(command_uid)
     assert stored.is_file()
     assert dcmread(stored).SOPInstanceUID == ds_uid  # the data set is kept as received
     assert index_row(running.data_dir, command_uid) is not None
     assert temp_files(running.data_dir) == []
+
+
+async def test_command_sop_class_not_the_contexts_is_refused_0122_and_nothing_stored(
+    tmp_path: Path, start_agent, image: Path
+) -> None:
+    """A CT data set sent with Affected SOP Class CT on the presentation context negotiated for MR: the
+    SOP Class was not negotiated there, so "Refused: SOP Class not supported" (0122) and nothing kept."""
+    running = await start_agent(write_profile(tmp_path / "agent", STORAGE))
+    uid, data = dataset_of(image)
+    proposals = [ProposedContext(MRImageStorage, (ExplicitVRLittleEndian,)), *CONTEXTS]
+    async with associate("127.0.0.1", running.port, calling_ae="BADSCU", called_ae="AGENT",
+                         proposals=proposals, timeouts=FAST) as conn:
+        mr = conn.context_for(MRImageStorage)
+        assert mr is not None
+        rq = CStoreRQ(message_id=conn.next_message_id(), affected_sop_class_uid=CTImageStorage,
+                      affected_sop_instance_uid=uid)
+        with trio.fail_after(20):
+            await conn.send_message(mr.id, rq, data)
+            reply = await await_response(conn, rq.message_id)
+        assert reply.status == Status.SOP_CLASS_NOT_SUPPORTED == 0x0122
+        assert_nothing_stored(running.data_dir)
+        # The association still serves: the same object on its own context is stored.
+        assert (await store(conn, uid, data)).status == Status.SUCCESS
+    assert index_count(running.data_dir) == 1
 
 
 @pytest.mark.parametrize("bad_uid", ["1.2.abc", "1.2..3", "../../etc/passwd", "1.02.3"])

@@ -23,7 +23,8 @@ from agent import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from agent.store.db import open_database
 from agent.store.dicomfile import validate_uid
 from agent.store.instances import (
-    SOP_MISMATCH_WARNING,
+    SOP_CLASS_MISMATCH_WARNING,
+    SOP_INSTANCE_MISMATCH_WARNING,
     DataSetError,
     InstanceNotFound,
     InstanceStore,
@@ -225,14 +226,14 @@ def test_bad_data_set_leaves_nothing(store: InstanceStore, case: str) -> None:
 def test_sop_instance_mismatch_warns_but_stores(store: InstanceStore) -> None:
     data = encode(make_dataset(uid="1.2.3.999"), EXPLICIT)
     result = receive(store, data)
-    assert result.warnings == [SOP_MISMATCH_WARNING]
+    assert result.warnings == [SOP_INSTANCE_MISMATCH_WARNING]
     assert store.get(UID) == result.stored and result.stored.path.is_file()
     assert read_meta(result.stored.path).sop_instance_uid == UID
 
 
 def test_sop_class_mismatch_warns(store: InstanceStore) -> None:
     result = receive(store, encode(make_dataset(sop_class=PDF), EXPLICIT))
-    assert result.warnings == [SOP_MISMATCH_WARNING]
+    assert result.warnings == [SOP_CLASS_MISMATCH_WARNING]
     assert store.count() == 1
 
 
