@@ -165,7 +165,6 @@ def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
 async def run_print_job(profile: Profile, queue: Any, job_id: int, say: Any = print) -> dict[str, Any]:
     """Claim queued print job `job_id` and run it now, in this process; the job ends done, dead or
     pending (due after the peer's backoff). Returns the outcome with the exit status under "exit"."""
-    from agent.app import timeouts_of
     from agent.errors import AssociationAborted, AssociationRejected, ConnectionFailed, TimeoutExpired
     from agent.net.client import open_association
     from agent.net.connection import Timeouts
@@ -179,8 +178,8 @@ async def run_print_job(profile: Profile, queue: Any, job_id: int, say: Any = pr
         return {"job": job_id, "state": "queued", "exit": EX_OK}
     peer = profile.peers[job.destination]
     performer = PrintPerformer(profile.agent.data_dir, progress=say)
-    t = timeouts_of(profile)
-    timeouts = Timeouts(artim=t.artim, dimse=peer.dimse_timeout, idle=t.idle, connect=t.connect)
+    a = profile.agent
+    timeouts = Timeouts(artim=a.artim_timeout, dimse=peer.dimse_timeout, idle=a.idle_timeout, connect=a.connect_timeout)
     error, permanent = "", False
     try:
         conn = await open_association(
@@ -354,7 +353,12 @@ def _sim(args: argparse.Namespace, profile: Profile) -> int:
         changes["cover_open"] = args.cover == "open"
     if args.offline or args.online:
         changes["online"] = bool(args.online)
-    state = sim.set_state(profile.print.options, profile.agent.data_dir, **changes)
+    from drivers.base import DriverOptionError
+
+    try:
+        state = sim.set_state(profile.print.options, profile.agent.data_dir, **changes)
+    except DriverOptionError as exc:
+        return _fail(f"printer sim: {exc}", EX_USAGE)
     driver = _open_driver(profile)
     try:
         status = driver.status()

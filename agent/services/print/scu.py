@@ -17,9 +17,11 @@ Invariants:
   Grayscale or Color Image Box, Printer), as PS3.4 H.3 / H.4 require.
 - A job with any color image runs under Basic Color Print Management Meta (grayscale images of it go as
   RGB); an all-grayscale job under Basic Grayscale Print Management Meta.
-- An optional film box or film session attribute the printer refuses (a failure naming the attribute)
-  is dropped and the N-CREATE repeated once without it, with a warning: printers differ in what they
-  support, and the film matters more than, say, its border density.
+- An optional attribute the printer refuses (a failure naming it, or a 0105/0106/0116 naming nothing)
+  is dropped and the request repeated without it, with a warning: printers differ in what they support
+  (DCMTK's refuses anything its configuration does not list), and the film matters more than, say, its
+  border density. Only `DROPPABLE` attributes are dropped; film size, orientation, format, copies and
+  medium never are: their refusal fails the job.
 - N-EVENT-REPORTs (Printer, Print Job) arriving during the session are answered Success and logged.
 - Failures: printer FAILURE, refused or dropped connection, timeouts: transient; a C6xx/Cxxx failure,
   a missing SOP class, unreadable spooled files: permanent (dead, with the printer's reason).
@@ -69,8 +71,28 @@ PRINTER = "1.2.840.10008.5.1.1.16"
 PRINTER_INSTANCE = "1.2.840.10008.5.1.1.17"  # the well-known Printer SOP Instance
 
 _SYNTAXES = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
-#: Attributes the SCU must send; everything else in an N-CREATE is optional and may be dropped.
-_REQUIRED = {0x20100010, 0x20100500, 0x20500500}
+#: Optional attributes the SCU may leave out when a printer refuses them, least important first.
+#: Never dropped: Image Display Format, Film Size ID, Film Orientation, Number of Copies, Medium Type,
+#: the references and the pixels: without them the film would not be what was asked for.
+DROPPABLE = (
+    0x20100140,  # Trim
+    0x20100100,  # Border Density
+    0x20100110,  # Empty Image Density
+    0x20100120,  # Min Density
+    0x20100130,  # Max Density
+    0x20100080,  # Smoothing Type
+    0x20200050,  # Requested Resolution ID
+    0x20100150,  # Configuration Information
+    0x2010015E,  # Illumination
+    0x20100160,  # Reflected Ambient Light
+    0x20200040,  # Requested Decimate/Crop Behavior
+    0x20000050,  # Film Session Label
+    0x20000020,  # Print Priority
+    0x20000040,  # Film Destination
+    0x20100060,  # Magnification Type
+    0x20100030,  # Annotation Display Format ID
+    0x20200020,  # Polarity
+)
 _PRINTER_EVENTS = {1: "NORMAL", 2: "WARNING", 3: "FAILURE"}
 _JOB_EVENTS = {1: "PENDING", 2: "PRINTING", 3: "DONE", 4: "FAILURE"}
 
@@ -212,6 +234,7 @@ class PrintSession:
                  progress: Callable[[str], None] | None = None) -> None:
         self.conn = conn
         self.progress = progress or (lambda line: None)
+        self._tell = progress is not None  # the CLI shows progress lines; the agent logs instead
         meta = COLOR_META if color else GRAYSCALE_META
         ctx = conn.context_for(meta)
         if ctx is None:
@@ -235,9 +258,7 @@ class PrintSession:
                 raise JobFailed(f"{self.conn.called_ae} answered a data set we cannot read: {exc}",
                                 permanent=True) from exc
         if category(reply.status) is StatusCategory.WARNING:
-            note = f"{type(message).__name__[:-2]}: {describe(reply.status)}"
-            self.outcome.warnings.append(note)
-            log.warning("%s: %s", self.conn.called_ae, note)
+            self._warn(f"{type(message).__name__[:-2]}: {describe(reply.status)}")
         return reply, answer
 
     async def _incoming(self, conn: DicomConnection, ctx: PresentationContext, msg: Message) -> None:
@@ -264,6 +285,13 @@ class PrintSession:
         log.info("%s: event: %s", conn.called_ae, description)
         await conn.send_message(ctx.id, msg.response(Status.SUCCESS))
 
+    def _warn(self, note: str) -> None:
+        self.outcome.warnings.append(note)
+        if self._tell:
+            self.progress(f"warning: {note}")
+        else:
+            log.warning("%s: %s", self.conn.called_ae, note)
+
     def _id(self) -> int:
         return self.conn.next_message_id()
 
@@ -284,8 +312,8 @@ class PrintSession:
         return status
 
     async def _create(self, ctx: PresentationContext, sop_class: str, attrs: Dataset, what: str) -> tuple[str, Dataset | None]:
-        """N-CREATE; a failure naming optional attributes is repeated once without them."""
-        for attempt in (1, 2):
+        """N-CREATE, dropping refused optional attributes (see `_refused`)."""
+        while True:
             rq = NCreateRQ(message_id=self._id(), affected_sop_class_uid=sop_class)
             reply, answer = await self._request(ctx, rq, attrs)
             if category(reply.status) in (StatusCategory.SUCCESS, StatusCategory.WARNING):
@@ -293,32 +321,44 @@ class PrintSession:
                 if not uid:
                     raise JobFailed(f"{what} N-CREATE: the printer assigned no SOP Instance UID", permanent=True)
                 return uid, answer
-            named = set(getattr(reply.message, "attribute_identifier_list", None) or ())
-            named |= set(getattr(reply.message, "offending_element", None) or ())
-            optional = {t for t in named if t in attrs and t not in _REQUIRED}
-            if attempt == 1 and optional and optional == named:
-                note = (f"{what}: the printer refused {', '.join(f'({t >> 16:04X},{t & 0xFFFF:04X})' for t in sorted(optional))}"
-                        f" ({describe(reply.status)}); sent again without")
-                self.outcome.warnings.append(note)
-                log.warning("%s: %s", self.conn.called_ae, note)
-                for tag in optional:
-                    del attrs[tag]
-                continue
-            check_status(reply.status, f"{what} N-CREATE")
-        raise AssertionError("unreachable")
+            self._refused(reply, attrs, f"{what} N-CREATE")
 
     async def _set(self, ctx: PresentationContext, sop_class: str, uid: str, attrs: Dataset, what: str) -> None:
-        rq = NSetRQ(message_id=self._id(), requested_sop_class_uid=sop_class, requested_sop_instance_uid=uid)
-        reply, _ = await self._request(ctx, rq, attrs)
-        check_status(reply.status, f"{what} N-SET")
+        while True:
+            rq = NSetRQ(message_id=self._id(), requested_sop_class_uid=sop_class, requested_sop_instance_uid=uid)
+            reply, _ = await self._request(ctx, rq, attrs)
+            if category(reply.status) in (StatusCategory.SUCCESS, StatusCategory.WARNING):
+                return
+            self._refused(reply, attrs, f"{what} N-SET")
+
+    def _refused(self, reply: Reply, attrs: Dataset, what: str) -> None:
+        """After a failure: drop what the printer refused from `attrs` (so the caller sends it again), or
+        raise JobFailed. Only attributes in `DROPPABLE` are ever dropped: those the printer named
+        (Attribute Identifier List / Offending Element), or, when a 0105/0106/0116 names none (DCMTK's
+        print SCP names none), the least important one still present, one per attempt."""
+        named = set(getattr(reply.message, "attribute_identifier_list", None) or ())
+        named |= set(getattr(reply.message, "offending_element", None) or ())
+        present = [t for t in DROPPABLE if t in attrs]
+        if named:
+            drop = [t for t in present if t in named]
+            if not drop or len(drop) != len(named):
+                check_status(reply.status, what)
+        elif reply.status in (0x0105, 0x0106, 0x0116) and present:
+            drop = present[:1]
+        else:
+            check_status(reply.status, what)
+            raise JobFailed(f"{what}: {describe(reply.status)}", permanent=True)
+        for tag in drop:
+            keyword = attrs[tag].keyword
+            del attrs[tag]
+            note = f"{what}: the printer refused it ({describe(reply.status)}); sent again without {keyword}"
+            self._warn(note)
 
     async def _delete(self, ctx: PresentationContext, sop_class: str, uid: str, what: str) -> None:
         rq = NDeleteRQ(message_id=self._id(), requested_sop_class_uid=sop_class, requested_sop_instance_uid=uid)
         reply, _ = await self._request(ctx, rq, None)
         if category(reply.status) not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
-            note = f"{what} N-DELETE: {describe(reply.status)}"  # the film printed; only tidying failed
-            self.outcome.warnings.append(note)
-            log.warning("%s: %s", self.conn.called_ae, note)
+            self._warn(f"{what} N-DELETE: {describe(reply.status)}")  # the film printed; only tidying failed
 
     async def run(self, images: Sequence[PrintImage], options: FilmOptions) -> PrintOutcome:
         """The whole film session (see the module invariants)."""
@@ -341,7 +381,7 @@ class PrintSession:
         remaining = list(images)
         annot_ctx = self.conn.context_for(ANNOTATION_BOX) if options.annotations else None
         if options.annotations and annot_ctx is None:
-            self.outcome.warnings.append("the printer did not accept Basic Annotation Box: annotations not printed")
+            self._warn("the printer did not accept Basic Annotation Box: annotations not printed")
         while remaining:
             remaining = await self._film(remaining, options, session_uid, plut_uid, annot_ctx)
         await self._delete(self.meta, FILM_SESSION, session_uid, "Film Session")
@@ -378,7 +418,7 @@ class PrintSession:
                 await self._set(annot_ctx, ANNOTATION_BOX, str(box.ReferencedSOPInstanceUID), ann,
                                 f"Annotation Box {position}")
             if len(options.annotations) > len(annotation_boxes):
-                self.outcome.warnings.append(
+                self._warn(
                     f"{len(options.annotations)} annotations, the printer offers {len(annotation_boxes)} boxes")
         rq = NActionRQ(message_id=self._id(), requested_sop_class_uid=FILM_BOX, requested_sop_instance_uid=film_uid,
                        action_type_id=1, has_dataset=False)
