@@ -18,6 +18,7 @@ from agent.ul.association import (
     AssociationRejected as Rejected,
     Role,
 )
+from agent.ul import pdu as P
 from agent.ul.negotiation import ProposedContext, build_request
 
 
@@ -72,6 +73,12 @@ async def _open(
         with trio.fail_after(timeouts.artim):
             event = await conn.next_event()
         if isinstance(event, AssociationAccepted):
+            if 0 < conn.peer_max_pdu < P.MIN_USABLE_MAX_LENGTH:
+                # Nothing could be sent within it (PS3.8 D.1, 9.3.5.1): end it now, not mid-message.
+                raise AssociationAborted(
+                    f"{called_ae} at {host}:{port} accepted with a maximum PDU length of "
+                    f"{conn.peer_max_pdu}, too small to carry a PDV", local=True,
+                )
             return conn  # the connection recorded the accepted contexts and the peer's max PDU
         if isinstance(event, Rejected):
             raise AssociationRejected(event.reject.result, event.reject.source, event.reject.reason)

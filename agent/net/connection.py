@@ -34,6 +34,7 @@ from agent.dimse import (
     MessageAssembler,
     MessageComplete,
     encode_message,
+    fragment,
 )
 from agent.dimse.messages import Message
 from agent.errors import AssociationAborted
@@ -117,7 +118,9 @@ class DicomConnection:
 
     @property
     def max_pdv_data(self) -> int:
-        return self.peer_max_pdu - 6 if self.peer_max_pdu else UNLIMITED_PDV_CHUNK
+        """Message bytes per PDV under the peer's Maximum Length (PS3.8 D.1); commands and data sets
+        are both cut to it. The association is refused for a maximum that cannot carry a PDV."""
+        return P.max_pdv_data(self.peer_max_pdu) or UNLIMITED_PDV_CHUNK
 
     @property
     def is_open(self) -> bool:
@@ -271,13 +274,17 @@ class DicomConnection:
         self._parts.append(chunk)
         self._out_pending += len(chunk) + 12
 
+    def _queue_command(self, context_id: int, message: Message) -> None:
+        """The command set, in as many PDVs as the peer's Maximum Length needs (PS3.7 6.3.1)."""
+        for chunk, last in fragment(encode_message(message), self.max_pdv_data):
+            self._queue_pdv(context_id, True, last, chunk)
+
     async def send_message(
         self, context_id: int, message: Message, dataset: bytes | memoryview | None = None
     ) -> None:
         """Send a DIMSE message (command and optional data set) on `context_id`."""
         self._check_can_send()
-        command = encode_message(message)
-        self._queue_pdv(context_id, True, True, command)
+        self._queue_command(context_id, message)
         if dataset is not None:
             view = memoryview(dataset)
             step = self.max_pdv_data
@@ -294,7 +301,7 @@ class DicomConnection:
     ) -> None:
         """Send a command and then `length` data-set bytes read from `fileobj` at `offset`, streaming."""
         self._check_can_send()
-        self._queue_pdv(context_id, True, True, encode_message(message))
+        self._queue_command(context_id, message)
         fd = fileobj.fileno()
         step = self.max_pdv_data
         block_size = max(step, READ_BLOCK)

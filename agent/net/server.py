@@ -224,16 +224,21 @@ class Listener:
         conn.remote = f"{rq.calling_ae}@{conn.remote}"
         policy = self.policy
         rj: P.AAssociateRJ | None = None
+        why = ""
         if self.active >= policy.max_associations:
             rj = P.AAssociateRJ(P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED)
         elif rq.application_context != P.APPLICATION_CONTEXT_NAME:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED)
+        elif 0 < (rq.max_length or 0) < P.MIN_USABLE_MAX_LENGTH:
+            # No DIMSE message could ever be sent to this peer (PS3.8 D.1, 9.3.5.1).
+            why = f": its maximum PDU length {rq.max_length} cannot carry a PDV"
+            rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_NO_REASON)
         elif policy.called_ae_check and rq.called_ae != policy.ae_title:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLED_AE_NOT_RECOGNIZED)
         elif policy.allowed_calling_aes and rq.calling_ae not in policy.allowed_calling_aes:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED)
         if rj is not None:
-            log.warning("%s: %s (called %r)", conn.remote, rj.describe(), rq.called_ae)
+            log.warning("%s: %s%s (called %r)", conn.remote, rj.describe(), why, rq.called_ae)
             await conn.reject(rj)
             return False
         result = negotiate_acceptor(rq, self.registry.support)

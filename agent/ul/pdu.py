@@ -45,6 +45,23 @@ ABORT_INVALID_PARAMETER_VALUE = 6
 # Sanity cap for PDUs other than P-DATA-TF (an A-ASSOCIATE-RQ with hundreds of contexts is ~100 KB).
 MAX_CONTROL_PDU = 4 * 1024 * 1024
 
+# Bytes of a P-DATA-TF's variable field that one PDV item takes before its data: item length (4),
+# presentation context ID (1), message control header (1) (PS3.8 9.3.5.1).
+PDV_OVERHEAD = 6
+# The smallest Maximum Length (PS3.8 D.1, the limit on a P-DATA-TF's variable field) that can carry a
+# PDV with at least one byte of a message; a peer announcing less (but not 0, "no limit") cannot be
+# sent any DIMSE message, so the association is refused rather than accepted and then exceeded.
+MIN_USABLE_MAX_LENGTH = PDV_OVERHEAD + 1
+
+
+def max_pdv_data(max_length: int) -> int:
+    """Message bytes that fit one PDV under the peer's Maximum Length; 0 when it has no limit."""
+    if max_length == 0:
+        return 0
+    if max_length < MIN_USABLE_MAX_LENGTH:
+        raise ValueError(f"maximum length {max_length} cannot carry a PDV (at least {MIN_USABLE_MAX_LENGTH})")
+    return max_length - PDV_OVERHEAD
+
 _HEADER = struct.Struct(">BBI")
 _ITEM_HEADER = struct.Struct(">BBH")
 _PDV_HEADER = struct.Struct(">IBB")
