@@ -36,6 +36,7 @@ from agent.services.mpps import WorkflowServices, build_workflow_services, house
 from agent.services.outbound import Outbound
 from agent.services.storage import StorageSCP
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES
+from agent.data_dir import DatabaseUnusable, prepare_data_dir
 from agent.store.db import DB_FILENAME, open_database
 from agent.store.commitment import CommitmentStore
 from agent.store.instances import InstanceStore
@@ -73,8 +74,13 @@ class Agent:
     def open_persistence(self) -> None:
         """Database, instance store and crash recovery; blocking, runs before the listener binds."""
         p = self.profile
-        p.agent.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = open_database(p.agent.data_dir / DB_FILENAME)
+        prepare_data_dir(p.agent.data_dir)  # or DataDirUnusable: one line naming the folder, exit 78
+        db_path = p.agent.data_dir / DB_FILENAME
+        try:
+            self.db = open_database(db_path)
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the schema pages
+        except sqlite3.Error as exc:
+            raise DatabaseUnusable(db_path, str(exc)) from None  # exit 73: a restart cannot fix it
         s = p.storage
         self.store = InstanceStore(
             p.agent.data_dir, self.db,

@@ -1,8 +1,9 @@
 """The `dicom-agent` command line.
 
 Exit statuses (sysexits.h where one fits): 0 success; 1 the DICOM operation failed (a failure status,
-a rejection, an abort); 2 usage; 69 the peer could not be reached (EX_UNAVAILABLE); 78 bad profile
-(EX_CONFIG, also told to systemd through RestartPreventExitStatus).
+a rejection, an abort), or a read-only command found no database; 2 usage; 69 the peer could not be
+reached (EX_UNAVAILABLE); 73 the database exists but cannot be opened (EX_CANTCREAT); 78 bad profile or
+a data_dir that cannot be used (EX_CONFIG, also told to systemd through RestartPreventExitStatus).
 """
 
 from __future__ import annotations
@@ -119,17 +120,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except ProfileError as exc:
-        print(f"dicom-agent: bad profile: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    except (ConnectionFailed, TimeoutExpired) as exc:
-        print(f"dicom-agent: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
     except AgentError as exc:
-        print(f"dicom-agent: {exc}", file=sys.stderr)
-        return EX_FAILED
+        return _report(exc)
+    except BaseExceptionGroup as group:
+        # trio wraps an error raised inside a nursery (the agent's start-up) in a group: one AgentError
+        # inside is still one line on stderr and its exit status, not a traceback.
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], AgentError):
+            return _report(leaves[0])
+        if leaves and all(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return 130
+        raise
     except KeyboardInterrupt:
         return 130
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
+def _report(exc: AgentError) -> int:
+    """One line on stderr and the exit status for an error the agent raised on purpose."""
+    if isinstance(exc, ProfileError):
+        print(f"dicom-agent: bad profile: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    print(f"dicom-agent: {exc}", file=sys.stderr)
+    if isinstance(exc, ConnectionFailed | TimeoutExpired):
+        return EX_UNAVAILABLE
+    status = getattr(exc, "exit_status", EX_FAILED)  # agent.data_dir's errors carry theirs (78, 73, 1)
+    return status if isinstance(status, int) else EX_FAILED
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -145,7 +167,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         trio.run(run_until_signalled, Agent(profile))
         return 0
     if args.command == "check-profile":
+        from agent.data_dir import check_data_dir, check_database
+        from agent.store.db import DB_FILENAME
+
         profile = _profile(args.profile)
+        check_data_dir(profile.agent.data_dir)  # creates nothing; exit 78 when the folder cannot be used
+        check_database(profile.agent.data_dir / DB_FILENAME)  # an existing one must pass a quick check (73)
         print(describe_profile(profile))
         return 0
     setup_logging("debug" if args.verbose else "warning")

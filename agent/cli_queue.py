@@ -7,13 +7,18 @@ Invariants:
   write lock with `BEGIN IMMEDIATE` and wait for the agent's transaction, never the other way round.
 - A retried job is due at once; the running agent's worker for that destination picks it up within its
   idle poll (5 s).
-- Exit status: 0 done; 1 no such job / nothing to do on it (e.g. `drop` of a claimed job).
+- Exit status: 0 done; 1 no such job / nothing to do on it (e.g. `drop` of a claimed job), or no
+  database at the profile's data_dir (these commands never create one: "has the agent run?").
+- `drop` refuses a job whose group still has unfinished jobs (an MPPS N-CREATE and its N-SET) unless
+  `--force`, which drops the job and those partners together in one transaction.
+- Messages about a refusal go to stderr; `--json` output always goes to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +26,8 @@ from typing import Any
 
 from agent.errors import QueueError
 from agent.store.commitment import CommitmentStore
-from agent.store.db import DB_FILENAME, open_database
+from agent.data_dir import existing_database
+from agent.store.db import DB_FILENAME, transaction
 from agent.store.queue import Job, JobQueue, JobState
 
 EX_FAILED = 1
@@ -52,18 +58,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     drop = qsub.add_parser("drop", help="delete a job that is not being worked on")
     common(drop)
     drop.add_argument("id", type=int)
+    drop.add_argument("--force", action="store_true",
+                      help="drop the job together with the unfinished jobs of its group (an MPPS's N-CREATE and N-SET)")
 
     status = sub.add_parser("status", help="queue depth per destination, dead jobs, commitment state")
     common(status)
 
 
-def _open(profile_path: str) -> tuple[JobQueue, CommitmentStore]:
+def _open(profile_path: str) -> tuple[JobQueue, CommitmentStore, sqlite3.Connection]:
     from agent.profile import load_profile  # pydicom comes with it: only commands that run pay for it
 
     profile = load_profile(profile_path)
-    db = open_database(profile.agent.data_dir / DB_FILENAME)
+    # Every queue command works on jobs the agent made: no database means nothing to show or change,
+    # and creating an empty one would answer "queue: empty" for the wrong folder (NoDatabase, exit 1).
+    db = existing_database(profile.agent.data_dir / DB_FILENAME)
     queue = JobQueue(db)
-    return queue, CommitmentStore(db)
+    return queue, CommitmentStore(db), db
 
 
 def _job_dict(job: Job) -> dict[str, Any]:
@@ -99,7 +109,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def run_queue(args: argparse.Namespace) -> int:
-    queue, _ = _open(args.profile)
+    queue, _, db = _open(args.profile)
     now = time.time()
     cmd = args.queue_command
     if cmd == "list":
@@ -146,17 +156,60 @@ def run_queue(args: argparse.Namespace) -> int:
         return 0 if ok else EX_FAILED
     if cmd == "drop":
         try:
-            ok = queue.drop(args.id)
+            dropped = _drop(queue, db, args.id, force=args.force)
         except QueueError as exc:
-            _say(args, {"dropped": 0, "id": args.id, "error": str(exc)}, str(exc))
+            _say(args, {"dropped": 0, "id": args.id, "error": str(exc)}, f"dicom-agent: {exc}", error=True)
             return EX_FAILED
-        _say(args, {"dropped": int(ok), "id": args.id}, f"job {args.id} dropped" if ok else f"no job {args.id}")
-        return 0 if ok else EX_FAILED
+        if not dropped:
+            _say(args, {"dropped": 0, "id": args.id}, f"no job {args.id}", error=True)
+            return EX_FAILED
+        text = (f"job {args.id} dropped" if len(dropped) == 1
+                else f"dropped jobs {', '.join(map(str, dropped))} together (--force)")
+        _say(args, {"dropped": len(dropped), "id": args.id, "ids": dropped}, text)
+        return 0
     raise AssertionError(cmd)
 
 
-def _say(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    print(json.dumps(data) if args.json else text)
+def _say(args: argparse.Namespace, data: dict[str, Any], text: str, *, error: bool = False) -> None:
+    if args.json:
+        print(json.dumps(data))
+    else:
+        print(text, file=sys.stderr if error else sys.stdout)
+
+
+def _partners(db: sqlite3.Connection, job: Job) -> list[tuple[int, str, str]]:
+    """(id, kind, state) of the unfinished jobs that go in order with `job`: its group (one MPPS
+    instance at one destination: N-CREATE, then N-SET) and the jobs it waits for or that wait for it."""
+    rows = db.execute(
+        "SELECT id, kind, state FROM queue_jobs WHERE id != :id AND state != 'done' AND ("
+        " (:group IS NOT NULL AND group_key = :group) OR after_job = :id OR id = :after) ORDER BY id",
+        {"id": job.id, "group": job.group_key, "after": job.after_job},
+    ).fetchall()
+    return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def _drop(queue: JobQueue, db: sqlite3.Connection, job_id: int, *, force: bool) -> list[int]:
+    """Drop one job, or with `force` it and its unfinished partners in one transaction; ids dropped.
+
+    A job is refused alone while partners are unfinished: the queue sends a group in order and treats a
+    missing predecessor as done, so dropping an MPPS N-CREATE would send its N-SET for an instance the
+    peer never created (0112), and dropping the N-SET would leave the procedure IN PROGRESS there.
+    """
+    with transaction(db):
+        job = queue.get(job_id)
+        if job is None:
+            return []
+        partners = _partners(db, job)
+        if partners and not force:
+            others = ", ".join(f"job {i} ({kind}, {state})" for i, kind, state in partners)
+            raise QueueError(
+                f"job {job_id} ({job.kind}) goes in order with {others}: dropping it alone would leave "
+                f"{'them' if len(partners) > 1 else 'that job'} orphaned (an MPPS N-SET without its N-CREATE, "
+                f"or an N-CREATE never completed); use --force to drop them together")
+        ids = sorted([job_id] + [i for i, _k, _s in partners])
+        for i in ids:
+            queue.drop(i)  # QueueError if one is claimed by a worker: the transaction rolls back
+        return ids
 
 
 def status_data(queue: JobQueue, commitments: CommitmentStore, now: float) -> dict[str, Any]:
@@ -177,7 +230,7 @@ def status_data(queue: JobQueue, commitments: CommitmentStore, now: float) -> di
 
 
 def run_status(args: argparse.Namespace) -> int:
-    queue, commitments = _open(args.profile)
+    queue, commitments, _db = _open(args.profile)
     data = status_data(queue, commitments, time.time())
     if args.json:
         print(json.dumps(data, indent=1))

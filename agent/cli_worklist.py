@@ -4,9 +4,16 @@ Both work on the agent's database beside a running agent (SQLite WAL, `BEGIN IMM
 - `worklist [--refresh] [--json]` prints what the MWL SCP serves (cache, local items, folder, minus
   performed steps) under a header saying fresh/stale and when the RIS answered last; `--refresh` runs the
   C-FIND itself first (exit 69 when the RIS cannot be reached: the cache is still printed).
-- `worklist add FILE.wl...` adds local items (Part 10 worklist files, as dump2dcm writes them).
+- `worklist add FILE.wl...` adds local items (Part 10 worklist files, as dump2dcm writes them). Every
+  file is checked first (a data set with a Scheduled Procedure Step Sequence, PS3.4 K.6.1.2.2); one that
+  is empty or not DICOM is refused by name and nothing is added.
 - `mpps start` / `mpps end` queue N-CREATE / N-SET jobs; the running agent sends them within its idle
-  poll (5 s). `mpps list` shows the instances.
+  poll (5 s). `mpps list [--json]` shows the instances; JSON: a list of objects with the keys uid,
+  origin, status, created_at, updated_at, expires_at (times in seconds since the epoch).
+- Without the command's section in the profile (`[worklist]`, `[mpps]`): a profile error, exit 78.
+- Read-only commands (`worklist` without --refresh, `mpps list`) never create the database: without
+  one they say "no database at PATH" and exit 1. Commands that write (`worklist add`, `--refresh`,
+  `mpps start/end`) create the data folder and database, which the agent then uses.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ def add_parsers(sub: Any) -> None:
                      help="a performed series (repeatable)")
     lst = mp_sub.add_parser("list", help="list MPPS instances")
     lst.add_argument("--profile", help="profile file (TOML)")
+    lst.add_argument("--json", action="store_true",
+                     help="JSON: [{uid, origin, status, created_at, updated_at, expires_at}] (epoch seconds)")
 
 
 def _profile(path: str | None) -> Profile:
@@ -70,36 +79,65 @@ def _profile(path: str | None) -> Profile:
     return load_default_profile() if path is None else load_profile(path)
 
 
-def _open(profile: Profile) -> Any:
+def _open(profile: Profile, *, write: bool) -> Any:
+    """The agent's database; a read-only command never creates it (NoDatabase, exit 1)."""
+    import sqlite3
+
+    from agent.data_dir import DatabaseUnusable, existing_database, prepare_data_dir
     from agent.store.db import DB_FILENAME, open_database
 
-    profile.agent.data_dir.mkdir(parents=True, exist_ok=True)
-    return open_database(profile.agent.data_dir / DB_FILENAME)
+    path = profile.agent.data_dir / DB_FILENAME
+    if not write:
+        return existing_database(path)
+    prepare_data_dir(profile.agent.data_dir)
+    try:
+        return open_database(path)
+    except sqlite3.Error as exc:
+        raise DatabaseUnusable(path, str(exc)) from None
+
+
+def _no_section(profile: Profile, section: str, command: str) -> ProfileError:
+    return ProfileError(profile.source, f"[{section}]",
+                        f"no such section in this profile; `dicom-agent {command}` needs it (the service is off without it)")
+
+
+def _worklist_item(name: str) -> Dataset:
+    """The data set of a worklist file, or AgentError naming the file when it is not a worklist item."""
+    from agent.services.dataset import DataSetError, read_part10
+
+    try:
+        ds = read_part10(name)
+    except DataSetError as exc:
+        raise AgentError(f"{name}: not a DICOM worklist item: {exc.__cause__ or exc}") from None
+    # read_part10 reads leniently (files without File Meta), so an empty or text file reads as an empty or
+    # nonsense data set: a worklist item has a Scheduled Procedure Step Sequence (PS3.4 K.6.1.2.2, type 1).
+    sps = ds.get("ScheduledProcedureStepSequence") if len(ds) else None
+    if not sps:
+        what = "an empty file" if Path(name).stat().st_size == 0 else "no Scheduled Procedure Step Sequence (0040,0100)"
+        raise AgentError(f"{name}: not a DICOM worklist item ({what}); nothing was added")
+    return ds
 
 
 # ------------------------------------------------------------------ worklist
 
 
 def run_worklist(args: argparse.Namespace) -> int:
-    from agent.services.dataset import EXPLICIT_VR_LE, DataSetError, encode, read_part10
+    from agent.services.dataset import EXPLICIT_VR_LE, encode
     from agent.services.worklist import served_items
     from agent.store.worklist import WorklistStore
 
     profile = _profile(args.profile)
     settings = profile.worklist
     if settings is None:
-        raise ProfileError(f"{profile.source}: no [worklist] section")
-    store = WorklistStore(_open(profile))
+        raise _no_section(profile, "worklist", "worklist")
     if args.worklist_command == "add":
-        for name in args.files:
-            try:
-                ds = read_part10(name)
-            except DataSetError as exc:
-                print(f"dicom-agent: {exc}", file=sys.stderr)
-                return EX_FAILED
+        items = [(name, _worklist_item(name)) for name in args.files]  # all checked before any is added
+        store = WorklistStore(_open(profile, write=True))
+        for name, ds in items:
             store.add_local(Path(name).name, encode(ds, EXPLICIT_VR_LE))
             print(f"added {Path(name).name}: {ds.get('PatientName', '')} {ds.get('AccessionNumber', '')}")
         return 0
+    store = WorklistStore(_open(profile, write=args.refresh))
     status = 0
     if args.refresh:
         status = _refresh(profile, store)
@@ -206,15 +244,20 @@ def run_mpps(args: argparse.Namespace) -> int:
     profile = _profile(args.profile)
     m = profile.mpps
     if m is None:
-        raise ProfileError(f"{profile.source}: no [mpps] section")
-    db = _open(profile)
+        raise _no_section(profile, "mpps", f"mpps {args.mpps_command}")
+    db = _open(profile, write=args.mpps_command != "list")
     store = MppsStore(db, lifetime=m.instance_lifetime)
     worklist = WorklistStore(db)
     w = profile.worklist
     scu = MppsSCU(db, store, JobQueue(db), worklist, m.send_to,
                   w.station_ae if w else profile.agent.ae_title, w.modality if w else None)
     if args.mpps_command == "list":
-        for inst in store.list():
+        instances = store.list()
+        if args.json:
+            print(json.dumps([{"uid": i.uid, "origin": i.origin, "status": str(i.status), "created_at": i.created_at,
+                               "updated_at": i.updated_at, "expires_at": i.expires_at} for i in instances], indent=1))
+            return 0
+        for inst in instances:
             print(f"{inst.uid}  {inst.origin:6}  {inst.status:12}  created {_when(inst.created_at)}")
         return 0
     if args.mpps_command == "start":

@@ -7,7 +7,10 @@ Invariants this module keeps:
 - Every problem raises `ProfileError(file, key, expected)` with the dotted key (`peers.pacs.port`) and
   what was expected, including the value found. Unknown keys and sections are errors: a typo must never
   silently leave a service on its default.
-- Durations are float seconds, sizes are int bytes, paths are absolute `Path`s, UIDs are strings.
+- Durations are float seconds, sizes are int bytes, paths are absolute `Path`s (a relative one is taken
+  from the profile file's folder), UIDs are strings.
+- A section whose service this version does not implement (`[device]`, `[tls]`, `[security]`) is an
+  error even when empty.
 - A section that is absent is `None` (the service is off), except `[agent]`, which always exists.
 - Every peer name referenced anywhere exists in `[peers]`.
 """
@@ -179,7 +182,8 @@ class PrintSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeviceSettings:
-    """`[device]`: the acquisition driver and its free-form options."""
+    """`[device]`: the acquisition driver and its free-form options (refused in this version: no
+    acquisition service yet, so `Profile.device` is always None)."""
 
     driver: str
     options: Mapping[str, object] = field(default_factory=_no_options)
@@ -212,7 +216,7 @@ def load_profile(path: str | Path) -> Profile:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ProfileError(source, "(file)", f"a readable TOML file, got: {reason}") from None
-    return _parse_bytes(raw, source)
+    return _parse_bytes(raw, source, Path(os.path.abspath(path)).parent)
 
 
 def load_default_profile() -> Profile:
@@ -221,12 +225,16 @@ def load_default_profile() -> Profile:
     return _parse_bytes(raw, EMBEDDED_SOURCE)
 
 
-def parse_profile(data: Mapping[str, object], *, source: str) -> Profile:
-    """Validate the output of `tomllib` and turn it into a `Profile`."""
-    return _Parser(source).profile(data)
+def parse_profile(data: Mapping[str, object], *, source: str, base_dir: Path | None = None) -> Profile:
+    """Validate the output of `tomllib` and turn it into a `Profile`.
+
+    Relative paths resolve against `base_dir` (the profile file's folder); without one (the embedded
+    default profile, which has no folder) against the working directory.
+    """
+    return _Parser(source, base_dir).profile(data)
 
 
-def _parse_bytes(raw: bytes, source: str) -> Profile:
+def _parse_bytes(raw: bytes, source: str, base_dir: Path | None = None) -> Profile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -236,7 +244,7 @@ def _parse_bytes(raw: bytes, source: str) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message ends with "(at line L, column C)".
         raise ProfileError(source, "(syntax)", f"valid TOML: {exc}") from None
-    return parse_profile(data, source=source)
+    return parse_profile(data, source=source, base_dir=base_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,7 +288,13 @@ def parse_size(value: object) -> int | None:
 # The parser
 
 _SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "print", "device", "tls", "security")
-_RESERVED = ("tls", "security")
+# Sections of services this version does not implement: refused even when empty, because a profile
+# that names them expects something to happen (an acquisition driver to run, TLS to protect the wire).
+_UNSUPPORTED = {
+    "device": "the acquisition service (device drivers) is not supported in this version; remove the section",
+    "tls": "TLS is not supported in this version; remove the section (the agent speaks plain TCP only)",
+    "security": "[security] is not supported in this version; remove the section",
+}
 _PEER_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
 _T = TypeVar("_T")
@@ -317,8 +331,9 @@ def _is_storage_class(uid: str) -> bool:
 class _Parser:
     """Holds the file name so every error can name it; no state beyond that."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, base_dir: Path | None = None) -> None:
         self.source = source
+        self.base_dir = base_dir
 
     def fail(self, key: str, expected: str) -> ProfileError:
         return ProfileError(self.source, key, expected)
@@ -411,9 +426,12 @@ class _Parser:
         raise self.fail(key, f"0 (unlimited) or an integer from 1024 to {2**32 - 1}, got {_show(value)}")
 
     def path(self, value: object, key: str) -> Path:
-        # Relative paths resolve against the working directory at load time; "~" expands.
-        text = self.string(value, key)
-        return Path(os.path.abspath(os.path.expanduser(text)))
+        # "~" expands; a relative path is the profile file's folder's (so `status --profile site/p.toml`
+        # run from anywhere finds the database the agent uses), or the working directory's for a
+        # profile that has no file (the embedded default).
+        text = os.path.expanduser(self.string(value, key))
+        base = self.base_dir if self.base_dir is not None else Path.cwd()
+        return Path(os.path.abspath(base / text))
 
     def list_of(self, item: Callable[[object, str], _T]) -> Callable[[object, str], tuple[_T, ...]]:
         def convert(value: object, key: str) -> tuple[_T, ...]:
@@ -433,10 +451,9 @@ class _Parser:
             if name not in _SECTIONS:
                 hint = _suggest(name, list(_SECTIONS))
                 raise self.fail(name, f"a known section ({hint}allowed: {', '.join(_SECTIONS)})")
-        for name in _RESERVED:
+        for name, why in _UNSUPPORTED.items():
             if name in data:
-                for key in self.table(data[name], name):
-                    raise self.fail(f"{name}.{key}", f"nothing: [{name}] is not supported in this version")
+                raise self.fail(name, f"no [{name}] section: {why}")
 
         agent = self.agent(self.table(data.get("agent", {}), "agent"))
         peers = self.peers(self.table(data.get("peers", {}), "peers"), agent)
@@ -453,7 +470,6 @@ class _Parser:
             worklist=section("worklist", lambda t: self.worklist(t, agent)),
             mpps=section("mpps", self.mpps),
             print=section("print", self.print_),
-            device=section("device", self.device),
         )
         self.check_references(profile)
         return profile
@@ -652,14 +668,6 @@ class _Parser:
             options=g(t, "print", "options", self.frozen_options, MappingProxyType({})),
             printer=g(t, "print", "printer", self.string, None),
             serve=g(t, "print", "serve", self.boolean, False),
-        )
-
-    def device(self, t: dict[str, object]) -> DeviceSettings:
-        self.check_keys(t, "device", _keys(DeviceSettings))
-        g = self.get
-        return DeviceSettings(
-            driver=g(t, "device", "driver", self.string),
-            options=g(t, "device", "options", self.frozen_options, MappingProxyType({})),
         )
 
     # --- cross-checks ------------------------------------------------------------------------------

@@ -73,7 +73,10 @@ def test_embedded_default_parses_and_matches_profiles_default() -> None:
     assert embedded.agent.port == 11112
     assert embedded.storage is not None and embedded.storage.accept_all
     shipped = load_profile(ROOT / "profiles" / "default.toml")
-    assert dataclasses.replace(shipped, source=EMBEDDED_SOURCE) == embedded
+    # The only difference: a relative data_dir is the file's folder's, the embedded copy's is the cwd's.
+    assert shipped.agent.data_dir == ROOT / "profiles" / "dicom-agent-data"
+    agent = dataclasses.replace(shipped.agent, data_dir=embedded.agent.data_dir)
+    assert dataclasses.replace(shipped, source=EMBEDDED_SOURCE, agent=agent) == embedded
     packaged = ROOT / "agent" / "default_profile.toml"
     assert packaged.read_text() == (ROOT / "profiles" / "default.toml").read_text()
 
@@ -148,12 +151,24 @@ def test_durations_and_sizes_in_a_profile(tmp_path: Path) -> None:
     assert (p.storage.free_space_floor, p.storage.retention, p.storage.commit_idle) == (2 * 2**30, 2592000.0, 90.0)
 
 
-def test_relative_data_dir_resolves_against_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, MINIMAL.replace('port = 0', 'port = 0\ndata_dir = "store/here"'))
+def test_relative_paths_resolve_against_the_profiles_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    path = write(site, MINIMAL.replace('port = 0', 'port = 0\ndata_dir = "store/here"')
+                 + '[worklist]\nfolder = "../incoming"\n')
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
-    assert load_profile(path).agent.data_dir == work / "store" / "here"
+    p = load_profile(Path("..") / "site" / "p.toml")  # a relative profile path, too
+    assert p.agent.data_dir == site / "store" / "here"
+    assert p.worklist is not None and p.worklist.folder == tmp_path / "incoming"
+
+
+def test_embedded_default_relative_data_dir_is_the_working_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_default_profile().agent.data_dir == tmp_path / "dicom-agent-data"
 
 
 def test_home_in_data_dir_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,9 +260,15 @@ def test_missing_file(tmp_path: Path) -> None:
     assert info.value.expected.startswith("a readable TOML file")
 
 
-def test_tls_keys_rejected_as_unsupported(tmp_path: Path) -> None:
-    err = error_for(tmp_path, MINIMAL + '[tls]\ncertificate = "/etc/ssl/agent.pem"\n')
-    assert err.key == "tls.certificate" and "not supported in this version" in err.expected
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [('[tls]\ncertificate = "/etc/ssl/agent.pem"\n', "tls"), ("[tls]\n", "tls"), ("[security]\n", "security"),
+     ('[device]\ndriver = "simulator"\n', "device"), ("[device]\n", "device")],
+    ids=["tls", "tls-empty", "security-empty", "device", "device-empty"],
+)
+def test_unimplemented_sections_rejected_even_empty(tmp_path: Path, body: str, key: str) -> None:
+    err = error_for(tmp_path, MINIMAL + body)
+    assert err.key == key and "not supported in this version" in err.expected
 
 
 @pytest.mark.parametrize(
