@@ -100,7 +100,9 @@ class FilmRequest:
 
 class RenderError(ValueError):
     """The request cannot be rendered as asked. `status` is the Annex H status to answer
-    (e.g. 0xC603 image larger than its box with FAIL, 0xC613 color on a grayscale printer)."""
+    (e.g. 0xC603 image larger than its box with FAIL; 0x0106 for a value the printer cannot honour,
+    such as a color image on a grayscale printer: PS3.4 H.4 has no status of its own for that, and
+    0xC613 means a combined print image larger than its box)."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
