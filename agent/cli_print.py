@@ -241,9 +241,9 @@ def run_printer(args: argparse.Namespace) -> int:
     from agent.store.db import DB_FILENAME, open_database
     from agent.store.printjobs import PrintJobError, PrintJobStore
 
-    data_dir = profile.agent.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = PrintJobStore(open_database(data_dir / DB_FILENAME))
+    db_path = profile.agent.data_dir / DB_FILENAME
+    # Read-only commands create nothing: without a database the agent has not run, so there are no jobs.
+    store: Any = PrintJobStore(open_database(db_path)) if db_path.exists() else _NoDatabase(db_path)
     if args.printer_command == "jobs":
         jobs = store.list(args.state, limit=args.limit)
         rows = [_job_dict(j) for j in jobs]
@@ -270,6 +270,27 @@ def run_printer(args: argparse.Namespace) -> int:
         return EX_OK
     assert args.printer_command == "status"
     return _status(args, profile, store)
+
+
+class _NoDatabase:
+    """The print job store of an agent that has never run: empty."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def list(self, state: str | None = None, limit: int = 100) -> list[Any]:
+        return []
+
+    def retry(self, job_id: str) -> Any:
+        from agent.store.printjobs import PrintJobError
+
+        raise PrintJobError(f"no print job {job_id}: no database at {self.path} (has the agent run?)")
+
+    def counts(self) -> dict[str, int]:
+        return {}
+
+    def printer_status(self) -> None:
+        return None
 
 
 def _job_dict(job: Any) -> dict[str, Any]:

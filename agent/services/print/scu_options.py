@@ -120,7 +120,7 @@ class FilmOptions:
 
     def validated(self) -> FilmOptions:
         """A copy with every term upper-cased and checked; raises PrintOptionError."""
-        image_boxes(self.display_format)
+        image_boxes(self.display_format.upper())
         if self.copies is not None and not 1 <= int(self.copies) <= 99:
             raise PrintOptionError(f"number of copies must be 1-99, got {self.copies}")
         if self.film_size is not None and self.film_size.upper() not in FILM_SIZES_MM:
