@@ -1,5 +1,12 @@
 """`dicom-agent store`: send files over one association per group of presentation contexts,
-with a progress line on a terminal and a summary at the end."""
+with progress on stderr and a summary at the end.
+
+- Exit status: 0 when every file given was sent; 1 when any was skipped (missing, unreadable, not
+  DICOM) or failed; 69 when the peer cannot be reached.
+- Progress: on a terminal one line rewritten in place (carriage return, erase to end of line); otherwise
+  (a log, CI) a plain `progress: N/M files (P%), X MB/s` line every PROGRESS_FILES files or
+  PROGRESS_SECONDS seconds, whichever comes first.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +19,64 @@ import trio
 from agent.errors import AssociationAborted, ConnectionFailed, TimeoutExpired
 from agent.net.client import associate
 from agent.net.connection import Timeouts
-from agent.services.storage_scu import StoreFailed, StoreSummary, proposals_for, scan, send_file
+from agent.services.storage_scu import SendItem, StoreFailed, StoreSummary, proposals_for, scan, send_file
 
 
-def _progress(done: int, total: int, nbytes: int, start: float) -> None:
-    if not sys.stderr.isatty():
-        return
-    elapsed = max(time.monotonic() - start, 1e-6)
-    sys.stderr.write(
-        f"\\r  {done}/{total} files ({100 * done // max(total, 1)}%)  {nbytes / 1e6 / elapsed:.1f} MB/s "
-    )
-    sys.stderr.flush()
+PROGRESS_FILES = 100
+PROGRESS_SECONDS = 10.0
 
 
-async def _send_all(args: argparse.Namespace, summary: StoreSummary) -> None:
+class _Progress:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.start = self.last = time.monotonic()
+        self.last_done = 0
+        self.on_screen = False  # a rewritten line is showing and needs its newline
+
+    def update(self, done: int, nbytes: int) -> None:
+        now = time.monotonic()
+        text = (f"{done}/{self.total} files ({100 * done // max(self.total, 1)}%), "
+                f"{nbytes / 1e6 / max(now - self.start, 1e-6):.1f} MB/s")
+        if self.tty:
+            sys.stderr.write(f"\r  {text}\x1b[K")  # ESC [ K: erase what a longer previous line left
+            self.on_screen = True
+        elif done < self.total and (done - self.last_done >= PROGRESS_FILES or now - self.last >= PROGRESS_SECONDS):
+            sys.stderr.write(f"progress: {text}\n")  # the last file's count is the summary's
+            self.last, self.last_done = now, done
+        else:
+            return
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.on_screen:  # end the rewritten line, also when the association broke mid-way
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+async def _send_all(args: argparse.Namespace, summary: StoreSummary, skipped: list[object]) -> None:
     found = scan(args.paths)
     for path, why in found.skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
+    skipped += found.skipped
     items = found.items
     if not items:
         return
     t = args.timeout
     timeouts = Timeouts(artim=t, dimse=t, idle=t, connect=t)
     start = time.monotonic()
+    progress = _Progress(len(items))
+    try:
+        await _send_groups(args, items, timeouts, summary, progress)
+    finally:
+        progress.end()
+    summary.seconds = time.monotonic() - start
+
+
+async def _send_groups(
+    args: argparse.Namespace, items: list[SendItem], timeouts: Timeouts, summary: StoreSummary, progress: _Progress
+) -> None:
+    t = args.timeout
     done = 0
     for group in proposals_for(items):
         sops = {p.abstract_syntax for p in group}
@@ -52,28 +94,26 @@ async def _send_all(args: argparse.Namespace, summary: StoreSummary) -> None:
                 except StoreFailed as exc:
                     summary.record(item, None, str(exc))
                 done += 1
-                _progress(done, len(found.items), summary.bytes, start)
-    summary.seconds = time.monotonic() - start
-    if sys.stderr.isatty():
-        sys.stderr.write("\\n")
+                progress.update(done, summary.bytes)
 
 
 def run_store(args: argparse.Namespace) -> int:
     summary = StoreSummary()
     start = time.monotonic()
     error: Exception | None = None
+    skipped: list[object] = []
     try:
-        trio.run(_send_all, args, summary)
+        trio.run(_send_all, args, summary, skipped)
     except (ConnectionFailed, TimeoutExpired, AssociationAborted) as exc:
         error = exc
     summary.seconds = summary.seconds or time.monotonic() - start
     for path, why in summary.failures:
         print(f"failed {path}: {why}", file=sys.stderr)
     print(
-        f"sent {summary.sent} ({summary.warnings} with warnings), failed {summary.failed}, "
+        f"sent {summary.sent} ({summary.warnings} with warnings), failed {summary.failed}, skipped {len(skipped)}, "
         f"{summary.bytes / 1e6:.1f} MB in {summary.seconds:.2f} s ({summary.mb_per_s:.1f} MB/s)"
     )
     if error is not None:
         print(f"dicom-agent: {error}", file=sys.stderr)
         return 69 if isinstance(error, (ConnectionFailed, TimeoutExpired)) else 1
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or skipped else 0

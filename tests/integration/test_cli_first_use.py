@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -278,3 +281,102 @@ def test_database_written_by_cli_is_an_sqlite_database(tmp_path: Path) -> None:
     path, _uid = _mpps_started(tmp_path)
     with sqlite3.connect(tmp_path / "data" / "agent.db") as conn:
         assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+# --- 14: store: skipped files fail the run; progress on a terminal and in a log --------------------------
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[int]:
+    """DCMTK's storescp on a free loopback port, receiving into tmp_path/received."""
+    from tests.conftest import require_tool
+    from tests.interop.storage_helpers import PEER_ENV
+
+    exe = require_tool("storescp")
+    out = tmp_path / "received"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen([exe, "-od", str(out), "-aet", "STORESCP", str(port)], env=PEER_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"storescp exited with {proc.returncode}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "storescp did not listen within 30 s"
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def images(folder: Path, count: int) -> list[Path]:
+    from tests.interop.storage_helpers import make_image
+
+    return [make_image(folder / f"img{i:04}.dcm", rows=8, columns=8, seed=i, instance_number=i + 1)
+            for i in range(count)]
+
+
+def test_store_with_only_missing_files_fails(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-file.dcm"
+    result = cli("store", "127.0.0.1", str(free_port()), str(missing))
+    assert result.returncode == EX_FAILED, (result.stdout, result.stderr)
+    assert f"skipped {missing}: no such file or folder" in result.stderr
+    assert "skipped 1" in result.stdout
+    no_traceback(result)
+
+
+def test_store_exits_1_when_files_were_skipped(tmp_path: Path, storescp: int) -> None:
+    [good] = images(tmp_path / "in", 1)
+    text = tmp_path / "in" / "notes.txt"
+    text.write_text("not DICOM")
+    missing = tmp_path / "gone.dcm"
+    result = cli("store", "--aec", "STORESCP", "127.0.0.1", str(storescp), str(tmp_path / "in"), str(missing))
+    assert result.returncode == EX_FAILED, (result.stdout, result.stderr)
+    assert result.stdout.startswith("sent 1 (0 with warnings), failed 0, skipped 2"), result.stdout
+    assert f"skipped {text}: not a DICOM file" in result.stderr and f"skipped {missing}" in result.stderr
+    assert len(list((tmp_path / "received").iterdir())) == 1
+    no_traceback(result)
+
+
+def test_store_progress_in_a_log_is_one_line_every_so_many_files(tmp_path: Path, storescp: int) -> None:
+    images(tmp_path / "in", 101)
+    result = cli("store", "--aec", "STORESCP", "127.0.0.1", str(storescp), str(tmp_path / "in"), timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "\\r" not in result.stderr and "\r" not in result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("progress: ")]
+    assert "progress: 100/101 files (99%)" in [line.split(",")[0] for line in progress], result.stderr
+    assert result.stdout.startswith("sent 101 (0 with warnings), failed 0, skipped 0")
+
+
+def test_store_progress_on_a_terminal_rewrites_one_line(tmp_path: Path, storescp: int) -> None:
+    import pty
+
+    images(tmp_path / "in", 5)
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen([*DICOM_AGENT, "store", "--aec", "STORESCP", "127.0.0.1", str(storescp),
+                                 str(tmp_path / "in")], cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal)
+        os.close(terminal)
+        out, _ = proc.communicate(timeout=120)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the child side closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(controller)
+    assert proc.returncode == 0, seen
+    assert b"\\r" not in seen  # no literal backslash-r
+    frames = seen.replace(b"\r\n", b"\n").split(b"\r")
+    assert len(frames) >= 5 and b"5/5 files (100%)" in frames[-1], seen
+    assert seen.count(b"\n") == 1  # one line rewritten in place, ended once
+    assert out.startswith(b"sent 5 (0 with warnings), failed 0, skipped 0")
