@@ -235,13 +235,7 @@ class CommitmentRequester:
 
     def _studies_in_flight(self) -> set[str]:
         """Studies with an uncommitted instance whose C-STORE to a gating destination is unfinished."""
-        marks = ", ".join("?" * len(self.gating))
-        with self.commitments._lock:  # same connection, same thread: a consistent read
-            rows = self.queue._conn.execute(
-                f"SELECT DISTINCT json_extract(payload, '$.study') FROM queue_jobs WHERE kind = ? "
-                f"AND destination IN ({marks}) AND state != 'done'", (STORE_JOB, *self.gating)
-            ).fetchall()
-        return {r[0] or "" for r in rows}
+        return self.queue.unfinished_payload_values(STORE_JOB, self.gating, "study")
 
     def create(self, batch: list[Candidate]) -> str:
         tuid = generate_uid(prefix=None)

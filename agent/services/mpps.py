@@ -28,11 +28,11 @@ import binascii
 import datetime
 import logging
 import sqlite3
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
 from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.datadict import tag_for_keyword
@@ -64,6 +64,8 @@ MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 MPPS_CREATE_JOB = "mpps-create"
 MPPS_SET_JOB = "mpps-set"
 NO_LONGER_UPDATABLE = "Performed Procedure Step Object may no longer be updated"
+#: How many recent operations `MppsSCP.received` keeps (the instances themselves are in the database).
+RECEIVED_KEPT = 1000
 
 #: Type 1 attributes of the N-CREATE (PS3.4 Table F.7.2-1), by keyword.
 CREATE_TYPE1 = (
@@ -363,7 +365,8 @@ class MppsSCP:
     coerce: bool = True
     items: ItemsProvider | None = None
     after_commit: Callable[[], None] | None = None
-    received: list[tuple[str, str]] = field(default_factory=list)  # (operation, uid), for observability
+    #: The latest accepted (operation, uid) pairs, for observability; bounded, the oldest fall out.
+    received: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECEIVED_KEPT))
 
     def register(self, registry: ServiceRegistry) -> None:
         registry.add([MPPS_SOP_CLASS], SyntaxSupport(),
@@ -541,15 +544,6 @@ def _stored_items(blocking: Blocking, store: WorklistStore) -> ItemsProvider:
     return items
 
 
-async def housekeeping(store: MppsStore, blocking: Blocking, every: float = 3600.0) -> None:
-    """Purge expired MPPS instances now and then."""
-    while True:
-        n = await blocking.run(store.purge_expired)
-        if n:
-            log.info("MPPS: %d expired instance(s) purged", n)
-        await trio.sleep(every)
-
-
 __all__ = ["MPPS_CREATE_JOB", "MPPS_SET_JOB", "MPPS_SOP_CLASS", "MppsError", "MppsPerformer", "MppsSCP",
            "MppsSCU", "WorkflowServices", "build_workflow_services", "coerce_from_worklist",
-           "create_attributes", "housekeeping", "set_attributes", "step_refs"]
+           "create_attributes", "set_attributes", "step_refs"]

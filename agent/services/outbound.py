@@ -39,6 +39,7 @@ from agent.errors import (
     AssociationAborted,
     AssociationRejected,
     ConnectionFailed,
+    QueueError,
     TimeoutExpired,
 )
 from agent.net.client import open_association
@@ -261,7 +262,7 @@ class Outbound:
                 outcome = await self._run_job(name, peer, state, job)
                 if outcome is True:
                     with trio.CancelScope(shield=True):  # delivered: record it even while stopping
-                        await self.blocking.run(lambda: self.queue.complete(job.id))
+                        await self.blocking.run(lambda: self._complete(name, job))
                     untried.pop(0)
                     state.delivered += 1
                     continue
@@ -278,9 +279,20 @@ class Outbound:
             # The peer itself is unreachable: hold the whole destination, not just this job.
             await trio.sleep(pause)
 
+    def _complete(self, name: str, job: Job) -> None:
+        try:
+            self.queue.complete(job.id)
+        except QueueError as exc:
+            # Its lease was recovered (it ran longer than `lease`): it will be performed again, which
+            # the performers make harmless; nothing is lost.
+            log.warning("%s: job %d (%s) delivered, but %s", name, job.id, job.kind, exc)
+
     def _give_back(self, job_ids: list[int]) -> None:
         for job_id in job_ids:
-            self.queue.release(job_id)
+            try:
+                self.queue.release(job_id)
+            except QueueError:
+                pass  # its lease was recovered meanwhile: it is pending already
 
     async def _run_job(self, name: str, peer: Peer, state: DestinationState, job: Job) -> _Outcome:
         """True on success, otherwise what went wrong (recorded by the caller)."""
@@ -315,7 +327,10 @@ class Outbound:
     ) -> float:
         """Write the failure; return how long the destination should pause (0: go on)."""
         if isinstance(outcome, _Postponed):
-            await self.blocking.run(lambda: self.queue.release(job.id, delay=outcome.retry_in))
+            try:
+                await self.blocking.run(lambda: self.queue.release(job.id, delay=outcome.retry_in))
+            except QueueError:
+                pass  # its lease was recovered meanwhile: it is pending already
             return 0.0
         delay = await self._fail(name, peer, state, job, outcome.error, permanent=outcome.permanent)
         return delay if outcome.peer_down else 0.0
@@ -332,9 +347,13 @@ class Outbound:
         """Record a failed attempt; returns the delay until the job is due again (0 if it is dead)."""
         state.failures += 1
         state.last_error = error
-        new_state = await self.blocking.run(
-            lambda: self.queue.fail(job.id, error, permanent=permanent, policy=self._policy(peer))
-        )
+        try:
+            new_state = await self.blocking.run(
+                lambda: self.queue.fail(job.id, error, permanent=permanent, policy=self._policy(peer))
+            )
+        except QueueError as exc:  # its lease was recovered meanwhile: it is pending again already
+            log.warning("%s: job %d (%s) failed (%s), but %s", name, job.id, job.kind, error, exc)
+            return 0.0
         if new_state is JobState.DEAD:
             log.error("%s: job %d (%s) is dead: %s", name, job.id, job.kind, error)
             return 0.0

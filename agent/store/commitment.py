@@ -346,6 +346,36 @@ class CommitmentStore:
                     "SELECT COUNT(*) FROM instances WHERE committed_at IS NULL").fetchone()[0]
         return out
 
+    # ================================================================== housekeeping
+
+    def purge_finished(self, older_than: float) -> tuple[int, int]:
+        """Delete requests DONE or EXPIRED (with their items) and reports SENT more than `older_than`
+        seconds ago; returns (requests, reports). A report for a purged Transaction UID is then
+        acknowledged as unknown, and failures counted toward `max_rerequests` are forgotten with it."""
+        cutoff = self._clock() - older_than
+        with self._lock, transaction(self._conn) as conn:
+            conn.execute(
+                "DELETE FROM commit_items WHERE transaction_uid IN (SELECT transaction_uid FROM commit_requests "
+                "WHERE state IN ('done', 'expired') AND updated_at < ?)", (cutoff,))
+            requests = conn.execute(
+                "DELETE FROM commit_requests WHERE state IN ('done', 'expired') AND updated_at < ?", (cutoff,)
+            ).rowcount
+            reports = conn.execute(
+                "DELETE FROM commit_reports WHERE state = 'sent' AND updated_at < ?", (cutoff,)).rowcount
+        return requests, reports
+
+    def purge_settled_store_jobs(self, older_than: float) -> int:
+        """Delete DONE `store` jobs finished more than `older_than` seconds ago whose instance is
+        committed or no longer stored. Those of an instance still awaiting commitment are kept: they
+        are how `candidates` knows it was forwarded."""
+        cutoff = self._clock() - older_than
+        with self._lock, transaction(self._conn) as conn:
+            return conn.execute(
+                "DELETE FROM queue_jobs WHERE kind = 'store' AND state = 'done' AND updated_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM instances AS i WHERE i.committed_at IS NULL "
+                "AND i.sop_instance_uid = json_extract(queue_jobs.payload, '$.uid'))", (cutoff,)
+            ).rowcount
+
     # ================================================================== performer (SCP) side
 
     def add_report(

@@ -15,7 +15,7 @@ Invariants:
   predecessor blocks its group until an operator retries or drops it).
 - A CLAIMED job whose process died returns to PENDING: all of them at start-up (`recover`), those whose
   lease expired while the agent runs (`recover_expired`). Neither counts an attempt.
-- DONE rows are kept (they satisfy `after_job`) until `purge_done`.
+- DONE rows are kept until `purge_done` (a deleted `after_job` counts as DONE).
 - Time comes only from the injected `clock`, randomness only from the injected `rng`.
 - One JobQueue serialises its own calls with a lock, so trio workers may call it through
   `trio.to_thread.run_sync` from several threads; a second process uses its own connection.
@@ -490,13 +490,30 @@ class JobQueue:
             conn.execute("DELETE FROM queue_jobs WHERE id = ?", (job_id,))
             return True
 
-    def purge_done(self, older_than: float) -> int:
-        """Delete DONE jobs finished more than `older_than` seconds ago. Returns the count."""
+    def purge_done(self, older_than: float, *, except_kinds: Iterable[str] = ()) -> int:
+        """Delete DONE jobs finished more than `older_than` seconds ago, except those of `except_kinds`
+        (whose owner prunes them itself). Returns the count."""
         cutoff = self._clock() - older_than
+        kept = sorted(set(except_kinds))
+        sql = "DELETE FROM queue_jobs WHERE state = 'done' AND updated_at < ?"
+        if kept:
+            sql += f" AND kind NOT IN ({', '.join('?' * len(kept))})"
         with self._write() as conn:
-            return conn.execute(
-                "DELETE FROM queue_jobs WHERE state = 'done' AND updated_at < ?", (cutoff,)
-            ).rowcount
+            return conn.execute(sql, (cutoff, *kept)).rowcount
+
+    def unfinished_payload_values(self, kind: str, destinations: Iterable[str], key: str) -> set[str]:
+        """The distinct values of payload field `key` ('' when absent) over the jobs of `kind` to any
+        of `destinations` that are not DONE (e.g. the studies whose C-STOREs are still in flight)."""
+        dests = list(destinations)
+        if not dests:
+            return set()
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT json_extract(payload, '$.' || ?) FROM queue_jobs WHERE kind = ? "
+                f"AND destination IN ({', '.join('?' * len(dests))}) AND state != 'done'",
+                (key, kind, *dests),
+            ).fetchall()
+        return {"" if r[0] is None else str(r[0]) for r in rows}
 
     def stats(self) -> dict[str, DestinationStats]:
         with self._read() as conn:

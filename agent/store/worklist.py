@@ -220,9 +220,25 @@ class WorklistStore:
             ).fetchall()
         return [StepRef(*r) for r in rows]
 
-    def purge_performed(self, older_than: float) -> int:
+    def performed_entries(self) -> list[tuple[int, StepRef, float]]:
+        """(row id, step, when it was performed) of every performed step."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, study_uid, accession, requested_procedure_id, sps_id, at FROM worklist_done ORDER BY id"
+            ).fetchall()
+        return [(int(r[0]), StepRef(r[1], r[2], r[3], r[4]), float(r[5])) for r in rows]
+
+    def forget_performed(self, ids: Iterable[int]) -> int:
+        """Delete performed-step rows by id (once no source lists their step any more)."""
+        rows = [(i,) for i in ids]
+        if not rows:
+            return 0
         with self._write() as conn:
-            return conn.execute("DELETE FROM worklist_done WHERE at < ?", (older_than,)).rowcount
+            return conn.executemany("DELETE FROM worklist_done WHERE id = ?", rows).rowcount
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     # -- change detection --------------------------------------------------------------------------
 

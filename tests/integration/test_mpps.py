@@ -179,4 +179,16 @@ async def test_repeated_create_counts_as_created(tmp_path: Path, start_agent) ->
         while len(await _jobs(agent, JobState.DONE)) < 2:
             await trio.sleep(0.02)
     assert await _jobs(agent, JobState.DEAD) == []
-    assert peer.agent.workflow.mpps_scp.received == [("N-CREATE", uid)]
+    assert list(peer.agent.workflow.mpps_scp.received) == [("N-CREATE", uid)]
+
+
+async def test_the_scp_keeps_a_bounded_list_of_recent_operations(tmp_path: Path, start_agent, monkeypatch) -> None:
+    from agent.services import mpps
+
+    monkeypatch.setattr(mpps, "RECEIVED_KEPT", 3)
+    agent = await start_agent(write_profile(tmp_path / "ris", "[mpps]\nserve = true\n"))
+    uids = [generate_uid() for _ in range(5)]
+    async with connect(agent.port) as conn:
+        for uid in uids:
+            assert (await n_create(conn, uid, unscheduled())).status == 0
+    assert list(agent.agent.workflow.mpps_scp.received) == [("N-CREATE", u) for u in uids[-3:]]
