@@ -99,6 +99,9 @@ class DicomConnection:
         self._closed = False
         self._ended: ConnectionEvent | None = None
         self._message_id = 0
+        # Another task may send on this association while its serving task answers (a Print SCP's
+        # N-EVENT-REPORTs): writes are taken from the state machine in order and sent one at a time.
+        self._send_lock = trio.Lock()
         self._artim_generation = -1  # the ARTIM start that `_artim_deadline` belongs to
         self._artim_deadline = math.inf
 
@@ -136,7 +139,8 @@ class DicomConnection:
         self._out_pending = 0
         if data and not self._closed:
             try:
-                await self.stream.send_all(data)
+                async with self._send_lock:
+                    await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 await self._close_transport()
                 raise AssociationAborted(f"connection to {self.remote} broke: {exc}", local=False) from exc
