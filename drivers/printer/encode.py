@@ -58,12 +58,11 @@ def _channels(film: Film) -> tuple[Any, int, int, int]:
 
 
 def _pillow(film: Film) -> Image.Image:
-    pixels, _, _, comps = _channels(film)
-    if comps == 3:
-        return Image.fromarray(pixels, "RGB")
+    pixels, _, _, _ = _channels(film)
+    # Pillow picks the mode from the array: uint8 -> L, (rows, cols, 3) uint8 -> RGB, <u2 -> I;16.
     if pixels.dtype == np.uint16:
-        return Image.fromarray(pixels.astype("<u2", copy=False), "I;16")
-    return Image.fromarray(pixels, "L")
+        pixels = pixels.astype("<u2", copy=False)
+    return Image.fromarray(np.ascontiguousarray(pixels))
 
 
 def encode_png(film: Film) -> bytes:

@@ -39,14 +39,16 @@ STATE_FILE = "sim-printer.json"
 LOCK_FILE = "sim-printer.lock"
 FILMS_DIR = "sim-films"
 MAX_SUPPLY = 100_000
+DEFAULT_SUPPLY = 100
+DEFAULT_SUPPLY_LOW = 10
 
 
 @dataclass(frozen=True, slots=True)
 class SimState:
     """The simulated printer's state. `printed` counts films taken from the supply since creation."""
 
-    supply: int = 100
-    supply_low: int = 10
+    supply: int = DEFAULT_SUPPLY
+    supply_low: int = DEFAULT_SUPPLY_LOW
     jammed: bool = False
     cover_open: bool = False
     online: bool = True
@@ -171,8 +173,8 @@ class SimPrinter:
 
 def _parse(options: Mapping[str, object]) -> tuple[SimState, PrinterCapabilities]:
     opts = Options(options, CAPABILITY_KEYS | {"supply", "supply_low"})
-    supply = opts.integer("supply", SimState.supply, 0, MAX_SUPPLY)
-    supply_low = opts.integer("supply_low", SimState.supply_low, 0, MAX_SUPPLY)
+    supply = opts.integer("supply", DEFAULT_SUPPLY, 0, MAX_SUPPLY)
+    supply_low = opts.integer("supply_low", DEFAULT_SUPPLY_LOW, 0, MAX_SUPPLY)
     caps = opts.capabilities(model_name="simulated film printer", drive_bits=(8, 16))
     return SimState(supply=supply, supply_low=supply_low), caps
 
