@@ -77,11 +77,16 @@ async def test_offline_ris_cache_served_and_stale(tmp_path: Path, start_agent) -
         source = "ris"
         date = "any"
         refresh = "1h"
-        stale_after = "1s"
+        stale_after = "1h"
         """)
+    # Staleness without a race against start-up: the agent and the first CLI run use stale_after = 1h
+    # (fresh however slow the machine), a copy of the profile with stale_after = 1s (same data_dir) reads
+    # the cache once the RIS is gone; from 1 s after the last fetch on, it is STALE for good.
+    stale_soon = Path(profile.source).with_name("stale-soon.toml")
+    stale_soon.write_text(Path(profile.source).read_text().replace('stale_after = "1h"', 'stale_after = "1s"'))
     agent = await start_agent(profile)
     service = agent.agent.workflow.worklist
-    with trio.fail_after(10):
+    with trio.fail_after(30):
         while (await service.fetch_state()).fetched_at is None:
             await trio.sleep(0.02)
     out = await trio.to_thread.run_sync(cli, str(profile.source), "worklist")
@@ -90,19 +95,19 @@ async def test_offline_ris_cache_served_and_stale(tmp_path: Path, start_agent) -
     ris.cancel_scope.cancel()
     refreshes_failed = (await service.fetch_state()).last_attempt
     service.request_refresh()
-    with trio.fail_after(10):
+    with trio.fail_after(30):
         while (await service.fetch_state()).last_error is None or (await service.fetch_state()).last_attempt == refreshes_failed:
             await trio.sleep(0.02)
-    with trio.fail_after(10):
+    with trio.fail_after(60):
         while True:
-            out = await trio.to_thread.run_sync(cli, str(profile.source), "worklist")
+            out = await trio.to_thread.run_sync(cli, str(stale_soon), "worklist")
             if "STALE" in out.stdout.splitlines()[0]:
                 break
             await trio.sleep(0.1)
     assert ISO_IR_100_NAME in out.stdout and "ACC004" in out.stdout
     assert "cannot connect" in out.stdout.splitlines()[0]
     # --refresh: exit 69, still prints the stale cache
-    out = await trio.to_thread.run_sync(cli, str(profile.source), "worklist", "--refresh", "--json")
+    out = await trio.to_thread.run_sync(cli, str(stale_soon), "worklist", "--refresh", "--json")
     assert out.returncode == 69
     import json
 

@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from tests.conftest import free_port, require_pynetdicom, write_profile
 from tests.interop.worklist_items import ISO_IR_192_NAME, make_wlmscpfs_db, standard_items
 
-pytestmark = pytest.mark.trio
+pytestmark = [pytest.mark.trio, pytest.mark.interop]
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 

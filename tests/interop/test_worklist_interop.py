@@ -21,7 +21,7 @@ from tests.interop.worklist_items import (
     standard_items,
 )
 
-pytestmark = pytest.mark.trio
+pytestmark = [pytest.mark.trio, pytest.mark.interop]
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 

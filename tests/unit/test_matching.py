@@ -403,8 +403,11 @@ def test_compiled_matcher_is_reusable() -> None:
 # -- validation ---------------------------------------------------------------------------------------
 
 
-def test_matching_error_is_an_agent_error() -> None:
-    assert issubclass(MatchingError, AgentError)
+def test_refused_identifier_is_an_agent_error_carrying_its_status() -> None:
+    with pytest.raises(AgentError) as caught:  # what the SCP's and the CLI's handlers catch
+        validate_identifier(make(StudyDate="abc-"))
+    assert isinstance(caught.value, MatchingError) and caught.value.status == A900
+    assert str(caught.value).endswith("(status A900H)")
 
 
 def test_valid_identifiers_pass() -> None:
