@@ -143,7 +143,10 @@ def run_print(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     queue = JobQueue(open_database(data_dir / DB_FILENAME))
     try:
-        job_id = queue_print(queue, data_dir, printer, args.images, options)
+        # Run now: not due for the running agent for a minute, time enough for this command to claim it
+        # (a command that dies before that leaves it to the agent).
+        hold = None if args.queue_only else time.time() + 60
+        job_id = queue_print(queue, data_dir, printer, args.images, options, not_before=hold)
     except ImageError as exc:
         return _fail(str(exc), EX_DATAERR)
     peer = profile.peers[printer]

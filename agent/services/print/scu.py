@@ -134,9 +134,10 @@ def spool_images(data_dir: Path, paths: Sequence[Path]) -> tuple[str, list[str]]
 
 
 def queue_print(queue: JobQueue, data_dir: Path, printer: str, paths: Sequence[Path | str],
-                options: FilmOptions) -> int:
+                options: FilmOptions, *, not_before: float | None = None) -> int:
     """Check the request, spool the images and queue a `print` job for peer `printer`; returns its id.
-    Raises PrintOptionError (bad option) or ImageError (a file is not a printable image). Blocking."""
+    `not_before` keeps a running agent's worker off the job until then (a command about to claim and
+    run it itself). Raises PrintOptionError (bad option) or ImageError (not a printable image). Blocking."""
     options = options.validated()
     files = [Path(p) for p in paths]
     if not files:
@@ -145,7 +146,7 @@ def queue_print(queue: JobQueue, data_dir: Path, printer: str, paths: Sequence[P
     rel, names = spool_images(data_dir, files)
     payload = {"spool": rel, "files": names, "color": any(kinds), "options": options.to_payload()}
     try:
-        return queue.enqueue(PRINT_JOB_KIND, printer, payload)
+        return queue.enqueue(PRINT_JOB_KIND, printer, payload, not_before=not_before)
     except BaseException:
         shutil.rmtree(data_dir / rel, ignore_errors=True)
         raise
