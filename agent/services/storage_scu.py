@@ -5,6 +5,7 @@ Invariants:
   decoding (`send_message_from_file`), so memory stays bounded for any object size.
 - Otherwise an uncompressed file is transcoded with pydicom into the accepted uncompressed syntax;
   a compressed file with no matching context fails for that file only (we do not decompress).
+  Transcoding reads and encodes a whole object, so it runs in a worker thread, never on the event loop.
 - Presentation contexts come from the files: one per (SOP class, transfer syntax) seen, plus one per
   SOP class offering all uncompressed syntaxes for transcoding; more than 128 are split across
   associations.
@@ -17,6 +18,9 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
 
 from agent.dimse import CStoreRQ
 from agent.dimse.status import StatusCategory, category
@@ -31,6 +35,9 @@ from agent.ul.negotiation import (
     PresentationContext,
     ProposedContext,
 )
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 log = logging.getLogger("agent.storage")
 
@@ -96,18 +103,48 @@ def choose_context(conn: DicomConnection, meta: FileMeta) -> PresentationContext
 
 
 def transcode(path: Path, transfer_syntax: str) -> bytes:
-    """The data set of an uncompressed file re-encoded in another uncompressed transfer syntax."""
+    """The data set of an uncompressed file re-encoded in another uncompressed transfer syntax.
+
+    Blocking (a whole-object read and encode): call it in a worker thread. pydicom writes OW/OL/OF/OD/OV
+    values as the bytes it read, so when the byte order changes they are swapped here, word by word
+    (PS3.5 7.3: these VRs are encoded in the transfer syntax's byte order).
+    """
     from pydicom import dcmread
     from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
+    from pydicom.filewriter import correct_ambiguous_vr, write_dataset
 
     ds = dcmread(path)
+    source_little = ds.file_meta.TransferSyntaxUID != EXPLICIT_VR_BE
+    target_little = transfer_syntax != EXPLICIT_VR_BE
     buffer = DicomBytesIO()
-    buffer.is_little_endian = transfer_syntax != EXPLICIT_VR_BE
+    buffer.is_little_endian = target_little
     buffer.is_implicit_VR = transfer_syntax == IMPLICIT_VR_LE
     ds.file_meta = None  # type: ignore[assignment]
+    if source_little != target_little:
+        correct_ambiguous_vr(ds, source_little)  # "OB or OW" and the like: the width decides the swap
+        _swap_binary_words(ds)
     write_dataset(buffer, ds)
     return buffer.getvalue()
+
+
+#: Binary VRs made of fixed-width words, by word width (PS3.5 Table 6.2-1).
+_WORD_WIDTH = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _swap_binary_words(ds: Dataset) -> None:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or ():
+                _swap_binary_words(item)
+            continue
+        width = _WORD_WIDTH.get(elem.VR)
+        value = elem.value
+        if width is None or not isinstance(value, bytes | bytearray) or len(value) % width:
+            continue
+        swapped = bytearray(len(value))
+        for i in range(width):
+            swapped[i::width] = value[width - 1 - i :: width]
+        elem.value = bytes(swapped)
 
 
 class StoreFailed(AgentError):
@@ -138,7 +175,7 @@ async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: t
             await conn.send_message_from_file(ctx.id, rq, f, meta.dataset_offset, size)
     else:
         try:
-            data = transcode(item.path, ctx.transfer_syntax)
+            data = await trio.to_thread.run_sync(transcode, item.path, ctx.transfer_syntax)
         except Exception as exc:  # pydicom raises many kinds for odd files
             raise StoreFailed(f"{item.path}: cannot transcode to {ctx.transfer_syntax}: {exc}") from exc
         await conn.send_message(ctx.id, rq, data)
