@@ -116,3 +116,15 @@ async def test_printer_out_of_film_holds_the_job_until_loaded(tmp_path: Path, st
     sim.set_state(printer.profile.print.options, printer.data_dir, supply=5)  # film loaded
     await _wait_done(modality, job_id)
     assert len(await _films(printer, 1)) == 1
+
+
+async def test_color_image_to_a_grayscale_printer_is_dead_with_the_reason(tmp_path: Path, start_agent) -> None:
+    printer, modality = await _agents(tmp_path, start_agent, color=False)
+    c = write_image(tmp_path / "c.dcm", rgb(60, 40))
+    job_id = await _print(modality, [c], FilmOptions(film_size="8INX10IN"))
+    with trio.fail_after(30):
+        while await _job_state(modality, job_id) is not JobState.DEAD:
+            await trio.sleep(0.1)
+    job = await modality.agent.blocking.run(lambda: modality.agent.queue.get(job_id))
+    assert "Basic Color Print Management Meta" in (job.last_error or "")
+    assert not (printer.data_dir / "sim-films").exists() or not list((printer.data_dir / "sim-films").glob("*.png"))
