@@ -31,7 +31,7 @@ async def test_pdata_in_the_same_segment_as_the_ac_reaches_the_caller() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(acceptor)
-        with trio.fail_after(5):
+        with trio.fail_after(30):
             conn = await open_association(
                 "memory", 0, calling_ae="AGENT", called_ae="PEER",
                 proposals=[ProposedContext(VERIFICATION)], timeouts=Timeouts(), stream=ours,

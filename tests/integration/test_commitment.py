@@ -117,7 +117,7 @@ async def test_archive_reports_missing_and_mismatched_instances(tmp_path: Path, 
                         requested_sop_instance_uid=WELL_KNOWN_INSTANCE, action_type_id=1)
         reply = await request(conn, ctx.id, msg, encode(ds, ctx.transfer_syntax), incoming=on_report)
         assert reply.status == 0
-        with trio.fail_after(5):
+        with trio.fail_after(30):
             while not reports:
                 from agent.net.requests import _next_response  # read the report as an incoming request
                 with trio.move_on_after(0.2):

@@ -122,7 +122,7 @@ async def test_queue_waits_for_peer_across_restart(tmp_path: Path, start_agent) 
     scu = first.agent.workflow.mpps_scu
     uid = await scu.started(None, patient={"PatientName": "DOE^JANE", "PatientID": "P2"}, modality="US")
     await scu.ended(uid, "DISCONTINUED")
-    with trio.fail_after(10):  # the N-CREATE has been tried and failed; the N-SET waits behind it
+    with trio.fail_after(30):  # the N-CREATE has been tried and failed; the N-SET waits behind it
         while not any(j.attempts > 0 for j in await _jobs(first)):
             await trio.sleep(0.02)
     assert {j.kind for j in await _jobs(first, JobState.DONE)} == set()
@@ -167,7 +167,7 @@ async def test_repeated_create_counts_as_created(tmp_path: Path, start_agent) ->
     agent = await start_agent(profile)
     scu = agent.agent.workflow.mpps_scu
     uid = await scu.started(None, patient={"PatientName": "X^Y", "PatientID": "P4"})
-    with trio.fail_after(10):
+    with trio.fail_after(30):
         while len(await _jobs(agent, JobState.DONE)) < 1:
             await trio.sleep(0.02)
     # as if the response had been lost: the same N-CREATE job again
@@ -175,7 +175,7 @@ async def test_repeated_create_counts_as_created(tmp_path: Path, start_agent) ->
     job = (await _jobs(agent, JobState.DONE))[0]
     await agent.agent.blocking.run(lambda: queue.enqueue(job.kind, job.destination, job.payload, group_key=job.group_key))
     agent.agent.outbound.wake("ris")
-    with trio.fail_after(10):
+    with trio.fail_after(30):
         while len(await _jobs(agent, JobState.DONE)) < 2:
             await trio.sleep(0.02)
     assert await _jobs(agent, JobState.DEAD) == []

@@ -111,7 +111,7 @@ async def test_max_associations_rejects_transiently_then_admits(tmp_path: Path, 
 
         await trio.to_thread.run_sync(held.pop().release)
         # The agent frees the slot once the released peer has closed its socket: allow a moment.
-        with trio.fail_after(5):
+        with trio.fail_after(30):
             while True:
                 rc, out = await run([echoscu, "-aec", "AGENT", "127.0.0.1", str(running.port)])
                 if rc == 0 or "Local Limit Exceeded" not in out:
