@@ -32,6 +32,8 @@ from agent.services.commitment import (
 )
 from agent.services.forward import STORE_JOB, StorePerformer, enqueue_forwards
 from agent.services.print.scu import PRINT_JOB_KIND, PrintPerformer
+from agent.services.print.service import PrintService, build_print_service, open_printer_driver
+from drivers.base import PrinterDriver
 from agent.services.maintenance import Maintenance
 from agent.services.mpps import WorkflowServices, build_workflow_services
 from agent.services.outbound import Outbound
@@ -71,6 +73,8 @@ class Agent:
     worklist_store: WorklistStore | None = None  # MWL cache, local items, performed steps
     mpps_store: MppsStore | None = None
     workflow: WorkflowServices | None = None  # MWL SCU/SCP, MPPS SCU/SCP (agent.services.mpps)
+    printer: PrinterDriver | None = None  # `[print] serve`: the printer behind the Print SCP
+    print_service: PrintService | None = None
 
     def open_persistence(self) -> None:
         """Database, instance store and crash recovery; blocking, runs before the listener binds."""
@@ -97,6 +101,8 @@ class Agent:
         self.mpps_store = MppsStore(self.db, lifetime=(p.mpps or MppsSettings()).instance_lifetime)
         if p.commitment is not None:
             route_pending_reports(self.commitments, self.queue, p.peers, p.commitment)
+        if p.print is not None and p.print.serve:
+            self.printer = open_printer_driver(p)  # a bad [print.options] value: ProfileError, exit 78
         report = self.store.startup_cleanup()
         if report.temp_files_removed or report.rows_removed or report.orphan_files_removed:
             log.warning("start-up recovery: %s", report)
@@ -118,6 +124,10 @@ class Agent:
             p, self.registry, self.outbound, self.queue, self.blocking, self.db, self.worklist_store,
             self.mpps_store, timeouts_of(p),
         )
+        if self.printer is not None:
+            assert p.print is not None
+            self.print_service = build_print_service(p.print, p.agent.data_dir, self.db, self.blocking,
+                                                     self.registry, driver=self.printer)
         if p.storage is not None:
             self.storage_scp = StorageSCP(self.store, self.blocking)
             if p.storage.forward_to:
@@ -184,6 +194,8 @@ class Agent:
             nursery.start_soon(Maintenance(
                 self.blocking, self.queue, self.commitments, self.worklist_store, w.folder if w else None,
                 self.mpps_store, commitment_requested=s is not None and s.commit_with is not None).run)
+            if self.print_service is not None:  # held and interrupted print jobs resume before we listen
+                await nursery.start(self.print_service.run)
             listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
             self.bound_ports = [l.socket.getsockname()[1] for l in listeners]
             log.info(

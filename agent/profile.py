@@ -178,6 +178,10 @@ class PrintSettings:
     options: Mapping[str, object] = field(default_factory=_no_options)
     printer: str | None = None
     serve: bool = False
+    # Print SCP: Image Display Format kinds accepted (PS3.3 C.13.3), and how often the printer's status
+    # is polled (jobs held by a FAILURE go out within this time of the printer being NORMAL again).
+    formats: tuple[str, ...] = ("STANDARD", "ROW", "COL")
+    poll_interval: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -664,11 +668,30 @@ class _Parser:
         self.check_keys(t, "print", _keys(PrintSettings))
         g = self.get
         return PrintSettings(
-            driver=g(t, "print", "driver", self.string, "file"),
+            driver=g(t, "print", "driver", self.printer_driver, "file"),
             options=g(t, "print", "options", self.frozen_options, MappingProxyType({})),
             printer=g(t, "print", "printer", self.string, None),
             serve=g(t, "print", "serve", self.boolean, False),
+            formats=g(t, "print", "formats", self.list_of(self.display_format_kind), PrintSettings().formats),
+            poll_interval=g(t, "print", "poll_interval", self.duration(), PrintSettings().poll_interval),
         )
+
+    def printer_driver(self, value: object, key: str) -> str:
+        from drivers.base import driver_names
+
+        known = driver_names("printer")
+        if isinstance(value, str) and value in known:
+            return value
+        hint = _suggest(value, known) if isinstance(value, str) else ""
+        raise self.fail(key, f"an installed printer driver ({hint}known: {', '.join(known) or 'none'}), got {_show(value)}")
+
+    def display_format_kind(self, value: object, key: str) -> str:
+        # Image Display Format kinds (PS3.3 C.13.3) the renderer lays out; SLIDE, SUPERSLIDE and CUSTOM\\i
+        # are printer-defined layouts this version does not have.
+        kinds = ("STANDARD", "ROW", "COL")
+        if isinstance(value, str) and value in kinds:
+            return value
+        raise self.fail(key, f"one of {', '.join(map(repr, kinds))}, got {_show(value)}")
 
     # --- cross-checks ------------------------------------------------------------------------------
 

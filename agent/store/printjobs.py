@@ -17,10 +17,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -132,6 +133,12 @@ class PrintJobStore:
         job = self.get(job_id)
         assert job is not None
         return job
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several `add`s in one transaction: all recorded or none."""
+        with self._lock, transaction(self._conn):
+            yield
 
     # ------------------------------------------------------------ the CLI
 

@@ -1,0 +1,205 @@
+"""The agent's Print SCP against pynetdicom's print SCU (its documented example, with the meta SOP class
+and with the classes proposed one at a time), and bad input answered with the Annex H statuses while
+the association goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+from PIL import Image
+from pydicom import Dataset
+
+from tests.conftest import write_profile
+from tests.interop.print_scu_peer import (
+    FILM_BOX, FILM_SESSION, GRAY_BOX, PRINT_JOB, PRINTER, PrintSCU, gray_image, image_box, print_one,
+)
+
+pytestmark = [pytest.mark.trio, pytest.mark.interop]
+
+DPI = 100
+
+
+def printer_profile(tmp_path: Path, driver: str = "file", options: str = "") -> object:
+    return write_profile(tmp_path, f"""
+        [print]
+        serve = true
+        driver = "{driver}"
+        poll_interval = "0.5s"
+
+        [print.options]
+        film_sizes = ["8INX10IN", "14INX17IN"]
+        dpi = {DPI}
+        {'directory = "' + str(tmp_path / 'films') + '"' if driver == 'file' else ''}
+        {options}
+        """, ae_title="PRINTER")
+
+
+async def wait_files(folder: Path, pattern: str, count: int = 1, timeout: float = 30) -> list[Path]:
+    with trio.fail_after(timeout):
+        while True:
+            found = sorted(folder.glob(pattern)) if folder.exists() else []
+            if len(found) >= count:
+                return found
+            await trio.sleep(0.05)
+
+
+def tags(value: object) -> list[int]:
+    """An Attribute Identifier List as pynetdicom gives it (one tag, or several)."""
+    return [int(t) for t in value] if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, int) else [int(value)]
+
+
+def check_ramp_film(path: Path) -> None:
+    """An 8x10 in film at DPI with one image box: the image (a dark-to-light ramp, MONOCHROME2) fills the
+    box's width, centred; darker (lower drive level) on the left than on the right."""
+    film = np.asarray(Image.open(path))
+    assert film.shape[:2] == (10 * DPI, 8 * DPI)
+    row = film[film.shape[0] // 2].astype(int)
+    left, right = row[int(0.1 * DPI)], row[-int(0.1 * DPI)]
+    assert left < right - 100, (left, right)
+    assert np.all(np.diff(row[int(0.1 * DPI):-int(0.1 * DPI)]) >= 0), "ramp not monotonic across the box"
+
+
+@pytest.mark.parametrize("meta", [True, False], ids=["meta-class", "one-class-at-a-time"])
+async def test_pynetdicom_print_example(tmp_path: Path, start_agent, meta: bool) -> None:
+    agent = await start_agent(printer_profile(tmp_path))
+    out = await trio.to_thread.run_sync(lambda: print_one(agent.port, meta=meta, FilmSizeID="8INX10IN"))
+    status, attrs = out["printer"]
+    assert status == 0 and attrs.PrinterStatus == "NORMAL"
+    assert out["session"][0] == 0 and out["session"][1]
+    status, film_box, boxes, reply = out["film_box"]
+    assert status == 0 and len(boxes) == 1
+    assert reply.ReferencedImageBoxSequence[0].ReferencedSOPClassUID == GRAY_BOX
+    assert out["image"] == [0]
+    status, action = out["action"]
+    assert status == 0
+    job_uid = action[0x21000500].value[0].ReferencedSOPInstanceUID  # Referenced Print Job Sequence
+    assert out["delete"] == 0
+    films = await wait_files(tmp_path / "films", "*.png")
+    assert len(films) == 1
+    check_ramp_film(films[0])
+    done = await out["events"].wait_for(lambda e: e[0] == PRINT_JOB and e[2] == 3)
+    assert done[1] == job_uid
+
+
+async def test_bad_input_gets_annex_h_statuses_and_the_association_goes_on(tmp_path: Path, start_agent) -> None:
+    agent = await start_agent(printer_profile(tmp_path))
+
+    def session() -> dict[str, object]:
+        scu = PrintSCU(agent.port, meta=True)
+        out: dict[str, object] = {}
+        try:
+            out["session"] = scu.film_session()
+            status, film_box, boxes, _ = scu.film_box("STANDARD\\2,2", FilmSizeID="8INX10IN")
+            out["boxes"] = len(boxes)
+            # Empty film box: B603, nothing printed.
+            out["empty"] = scu.print_film_box(film_box)[0]
+            # An image box beyond the format's four: 0106 naming Image Box Position.
+            status, rsp = scu.set_image(boxes[0], image_box(5))
+            out["position"] = (status, rsp.get("AttributeIdentifierList"))
+            # Wrong pixel format: 12 bits stored in 8 allocated; a color sequence in a grayscale box.
+            bad = gray_image()
+            bad.BitsStored, bad.HighBit = 12, 11
+            status, rsp = scu.set_image(boxes[0], image_box(1, bad))
+            out["bits"] = (status, rsp.get("AttributeIdentifierList"))
+            wrong = Dataset()
+            wrong.ImageBoxPosition = 1
+            wrong.BasicColorImageSequence = [gray_image()]
+            out["color"] = scu.set_image(boxes[0], wrong)[0]
+            # Unknown SOP instances: 0112.
+            out["unknown_box"] = scu.set_image("1.2.3.4.5.6", image_box(1))[0]
+            out["unknown_action"] = scu.print_film_box("1.2.3.4.5.7")[0]
+            out["unknown_delete"] = scu.delete(FILM_BOX, "1.2.3.4.5.8")
+            # A film size the printer lacks: 0106 naming Film Size ID.
+            status, _, _, _ = scu.film_box("STANDARD\\1,1", FilmSizeID="A3")
+            out["film_size"] = status
+            # Still going: a good image and a print on the same association.
+            out["good"] = scu.set_image(boxes[0], image_box(1))[0]
+            out["print"] = scu.print_film_box(film_box)[0]
+            out["established"] = scu.assoc.is_established
+        finally:
+            scu.release()
+        return out
+
+    out = await trio.to_thread.run_sync(session)
+    assert out["boxes"] == 4
+    assert out["empty"] == 0xB603
+    assert out["position"][0] == 0x0106 and 0x20200010 in tags(out["position"][1])
+    assert out["bits"][0] == 0x0106 and 0x00280101 in tags(out["bits"][1])
+    assert out["color"] == 0x0106
+    assert out["unknown_box"] == 0x0112
+    assert out["unknown_action"] == 0x0112
+    assert out["unknown_delete"] == 0x0112
+    assert out["film_size"] == 0x0106
+    assert out["good"] == 0 and out["print"] == 0 and out["established"]
+    films = await wait_files(tmp_path / "films", "*.png")
+    assert len(films) == 1  # the empty film box printed nothing
+
+
+async def test_two_associations_each_with_its_own_session(tmp_path: Path, start_agent) -> None:
+    agent = await start_agent(printer_profile(tmp_path))
+
+    def two() -> tuple[int, int, int]:
+        a, b = PrintSCU(agent.port), PrintSCU(agent.port, meta=False)
+        try:
+            a.film_session()
+            b.film_session()
+            _, box_a, boxes_a, _ = a.film_box("STANDARD\\1,1", FilmSizeID="8INX10IN")
+            # b cannot touch a's boxes: they do not exist on b's association.
+            foreign = b.set_image(boxes_a[0], image_box(1))[0]
+            a.set_image(boxes_a[0], image_box(1))
+            _, box_b, boxes_b, _ = b.film_box("STANDARD\\1,2", FilmSizeID="8INX10IN")
+            for i, uid in enumerate(boxes_b):
+                b.set_image(uid, image_box(i + 1))
+            return foreign, a.print_film_box(box_a)[0], b.print_film_box(box_b)[0]
+        finally:
+            a.release()
+            b.release()
+
+    foreign, status_a, status_b = await trio.to_thread.run_sync(two)
+    assert foreign == 0x0112 and status_a == 0 and status_b == 0
+    assert len(await wait_files(tmp_path / "films", "*.png", 2)) == 2
+
+
+async def test_printer_events_reach_every_print_association(tmp_path: Path, start_agent) -> None:
+    from drivers.printer.sim import set_state
+
+    agent = await start_agent(printer_profile(tmp_path, "sim", "supply = 50"))
+    scus = await trio.to_thread.run_sync(lambda: [PrintSCU(agent.port), PrintSCU(agent.port, meta=False)])
+    try:
+        for scu in scus:  # each asks the printer first, as modalities do
+            status, attrs = await trio.to_thread.run_sync(scu.printer)
+            assert (status, attrs.PrinterStatus, attrs.PrinterStatusInfo) == (0, "NORMAL", "NORMAL")
+        await trio.to_thread.run_sync(lambda: set_state(agent.profile.print.options, agent.data_dir, online=False))
+        for scu in scus:
+            _, uid, event, info = await scu.events.wait_for(lambda e: e[0] == PRINTER and e[2] == 3)
+            assert info.PrinterStatusInfo == "PRINTER OFFLINE"
+        await trio.to_thread.run_sync(lambda: set_state(agent.profile.print.options, agent.data_dir, online=True))
+        for scu in scus:
+            await scu.events.wait_for(lambda e: e[0] == PRINTER and e[2] == 1)
+    finally:
+        await trio.to_thread.run_sync(lambda: [s.release() for s in scus])
+
+
+async def test_annotation_boxes_and_session_print(tmp_path: Path, start_agent) -> None:
+    agent = await start_agent(printer_profile(tmp_path))
+
+    def run() -> tuple[int, int, int, int]:
+        from tests.interop.print_scu_peer import ANNOTATION_BOX
+
+        scu = PrintSCU(agent.port, extra=(PRINT_JOB, ANNOTATION_BOX))
+        try:
+            scu.film_session()
+            status, box, boxes, reply = scu.film_box("STANDARD\\1,1", FilmSizeID="8INX10IN", AnnotationDisplayFormatID="2")
+            notes = [str(i.ReferencedSOPInstanceUID) for i in reply.ReferencedBasicAnnotationBoxSequence]
+            scu.set_image(boxes[0], image_box(1))
+            note = scu.set_annotation(notes[0], 1, "PATIENT^TEST")
+            return status, len(notes), note, scu.print_session()[0]
+        finally:
+            scu.release()
+
+    status, n, note, printed = await trio.to_thread.run_sync(run)
+    assert (status, n, note, printed) == (0, 2, 0, 0)
+    await wait_files(tmp_path / "films", "*.png")
