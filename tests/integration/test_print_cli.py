@@ -122,3 +122,24 @@ def test_printer_sim_needs_the_sim_driver(setup) -> None:
     profile, _ = setup
     r = cli("printer", "sim", "--profile", profile.source, "--jam")
     assert r.returncode == 2 and 'driver = "sim"' in r.stderr
+
+
+def test_images_of_a_dropped_job_are_removed_by_a_later_print(setup) -> None:
+    import os
+
+    profile, image = setup
+    r = cli("print", "--profile", profile.source, "--queue-only", str(image))
+    assert r.returncode == 0, r.stderr
+    (job,) = _jobs(profile)
+    spool = profile.agent.data_dir / job["payload"]["spool"]
+    assert spool.is_dir()
+    r = cli("queue", "drop", "--profile", profile.source, str(job["id"]))
+    assert r.returncode == 0, r.stderr
+    r = cli("print", "--profile", profile.source, "--queue-only", str(image))
+    assert spool.is_dir()  # young: it could belong to a request being queued right now
+    old = spool.stat().st_mtime - 7200
+    os.utime(spool, (old, old))
+    r = cli("print", "--profile", profile.source, "--queue-only", str(image))
+    assert r.returncode == 0, r.stderr
+    assert not spool.exists()
+    assert len(_jobs(profile)) == 2 and all((profile.agent.data_dir / j["payload"]["spool"]).is_dir() for j in _jobs(profile))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from agent.services.dataset import EXPLICIT_VR_LE, IMPLICIT_VR_LE, DataSetError,
 from agent.services.outbound import JobFailed, check_status
 from agent.services.print.scu_images import ImageError, PrintImage, image_box_attributes, read_image
 from agent.services.print.scu_options import FilmOptions, PrintOptionError, image_boxes
-from agent.store.queue import Job, JobQueue
+from agent.store.queue import Job, JobQueue, JobState
 from agent.ul.negotiation import PresentationContext, ProposedContext
 
 log = logging.getLogger("agent.print.scu")
@@ -133,6 +134,24 @@ def spool_images(data_dir: Path, paths: Sequence[Path]) -> tuple[str, list[str]]
     return rel, names
 
 
+def sweep_spool(queue: JobQueue, data_dir: Path, *, min_age: float = 3600.0) -> int:
+    """Remove spool folders no unfinished `print` job names (their job was dropped from the queue, or
+    its process died between spooling and queuing). Folders younger than `min_age` seconds are kept: a
+    request being queued right now by another process has its folder before its job. Returns the count."""
+    root = data_dir / SPOOL_DIR
+    if not root.is_dir():
+        return 0
+    live = {str(j.payload.get("spool", "")) for j in queue.list(
+        states=[JobState.PENDING, JobState.CLAIMED, JobState.DEAD], kind=PRINT_JOB_KIND, limit=1_000_000)}
+    now, removed = time.time(), 0
+    for folder in root.iterdir():
+        rel = f"{SPOOL_DIR}/{folder.name}"
+        if folder.is_dir() and rel not in live and now - folder.stat().st_mtime > min_age:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def queue_print(queue: JobQueue, data_dir: Path, printer: str, paths: Sequence[Path | str],
                 options: FilmOptions, *, not_before: float | None = None) -> int:
     """Check the request, spool the images and queue a `print` job for peer `printer`; returns its id.
@@ -143,6 +162,8 @@ def queue_print(queue: JobQueue, data_dir: Path, printer: str, paths: Sequence[P
     if not files:
         raise PrintOptionError("nothing to print: no image given")
     kinds = [read_image(p, bits=options.bits).color for p in files]  # every file must be printable now
+    if sweep_spool(queue, data_dir):
+        log.info("removed spooled images of print jobs no longer queued")
     rel, names = spool_images(data_dir, files)
     payload = {"spool": rel, "files": names, "color": any(kinds), "options": options.to_payload()}
     try:
@@ -511,5 +532,5 @@ __all__ = [
     "ANNOTATION_BOX", "COLOR_IMAGE_BOX", "COLOR_META", "FILM_BOX", "FILM_SESSION", "GRAYSCALE_IMAGE_BOX",
     "GRAYSCALE_META", "PRESENTATION_LUT", "PRINTER", "PRINTER_INSTANCE", "PRINT_JOB", "PRINT_JOB_KIND",
     "PrintOutcome", "PrintPerformer", "PrintSession", "PrinterUnavailable", "film_box_attributes",
-    "outcome_of", "proposals", "queue_print", "session_attributes", "spool_images",
+    "outcome_of", "proposals", "queue_print", "session_attributes", "spool_images", "sweep_spool",
 ]
