@@ -5,7 +5,10 @@ Requester (`[storage] commit_with`), `CommitmentRequester`:
   `commit_batch = "study"` sends a study once it has been idle `commit_idle` seconds with none of its
   instances still in flight; `commit_batch = N` sends every full batch of N at once and the remainder
   after `commit_idle` of quiet. Each request (Transaction UID 2.25.<uuid>) and its instance list are
-  persisted with a `commit-request` job before anything goes on the wire.
+  persisted with a `commit-request` job before anything goes on the wire. The batcher does not poll:
+  it is woken when a C-STORE to a gating destination completes and otherwise sleeps until the next
+  time-based event (a study becoming quiet, a report deadline, a retention pass), at most `poll` (5 s,
+  for changes made by a separate CLI process).
 - The `commit-request` performer sends the N-ACTION (Action Type 1). A report arriving before the
   N-ACTION-RSP is handled through `request(..., incoming=)`. After the response the worker keeps reading
   the same association for up to `commit_report_wait` seconds (or until the report came in on another
@@ -33,6 +36,7 @@ Performer (`[commitment]`), `CommitmentSCP`:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -52,7 +56,7 @@ from agent.profile import CommitmentSettings, Peer, StorageSettings
 from agent.services.blocking import Blocking
 from agent.services.dataset import DataSetError, decode, encode
 from agent.services.forward import STORE_JOB, store_payload
-from agent.services.outbound import JobFailed, check_status, payload_str
+from agent.services.outbound import JobFailed, WorkAvailable, check_status, payload_str
 from agent.store.commitment import Candidate, CommitmentStore, RequestState
 from agent.store.instances import InstanceStore
 from agent.store.queue import Job, JobQueue
@@ -70,6 +74,8 @@ EVENT_FAILURES = 2
 FAILURE_NO_SUCH_INSTANCE = 0x0112
 FAILURE_CLASS_INSTANCE_CONFLICT = 0x0119
 FAILURE_PROCESSING = 0x0110
+#: The batcher's shortest wait, so a time that has just come cannot make it spin.
+_MIN_WAIT = 0.01
 
 
 # ---------------------------------------------------------------------- data sets (PS3.4 J.3)
@@ -180,7 +186,11 @@ class CommitmentRequester:
     blocking: Blocking
     wake: object = None  # callable(destination) -> None: the Outbound's wake
     report_wait: float = 2.0
-    poll: float | None = None
+    #: Safety net only: how often the batcher looks without being told (changes made by another
+    #: process, e.g. `dicom-agent queue retry`). It is woken when a gating C-STORE completes and
+    #: sleeps until the next quiet period ends, report deadline passes or retention pass is due.
+    poll: float = 5.0
+    _work: WorkAvailable = field(default_factory=WorkAvailable)
     _reported: dict[str, trio.Event] = field(default_factory=dict)
     _last_retention: float = float("-inf")
 
@@ -193,26 +203,60 @@ class CommitmentRequester:
     # -- batching ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        poll = self.poll if self.poll is not None else min(1.0, max(0.1, self.settings.commit_idle / 2))
-        task_status.started()
-        while True:
-            created = await self.blocking.run(self.tick)
-            if created and callable(self.wake):
-                self.wake(self.destination)
-            await trio.sleep(poll)
+        token = trio.lowlevel.current_trio_token()
+        gating = set(self.gating)
 
-    def tick(self) -> int:
-        """Blocking: expire overdue requests, form new ones, apply retention. Returns requests created."""
+        def on_done(kind: str, destination: str) -> None:  # any thread: hop into trio to notify
+            if kind == STORE_JOB and destination in gating:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._work.notify)
+
+        remove = self.queue.add_listener(on_done)
+        task_status.started()
+        try:
+            while True:
+                self._work.clear()  # before looking: a completion from now on wakes the wait below
+                created, due = await self.blocking.run(self.tick)
+                if created and callable(self.wake):
+                    self.wake(self.destination)
+                wait = self.poll if due is None else min(self.poll, due - self.commitments.clock())
+                await self._work.wait(max(wait, _MIN_WAIT))
+        finally:
+            remove()
+
+    def tick(self) -> tuple[int, float | None]:
+        """Blocking: expire overdue requests, form new ones, apply retention. Returns the number of
+        requests created and when something next falls due by the clock alone (None: nothing does)."""
         for tuid in self.commitments.expire_overdue():
             log.warning("commitment %s to %s: no report within %g s, re-requesting", tuid, self.destination,
                         self.settings.commit_timeout)
+        candidates = self.commitments.candidates(self.destination, self.gating, self.settings.commit_max_rerequests)
         created = 0
-        for batch in self.batches(self.commitments.candidates(
-                self.destination, self.gating, self.settings.commit_max_rerequests)):
+        batched: set[str] = set()
+        for batch in self.batches(candidates):
             self.create(batch)
+            batched.update(c.sop_instance_uid for c in batch)
             created += 1
         self._retention()
-        return created
+        now = self.commitments.clock()
+        deadline = self.commitments.next_deadline()
+        times = [t for t in (self._quiet_at([c for c in candidates if c.sop_instance_uid not in batched]),
+                             None if deadline is None else deadline + _MIN_WAIT,
+                             self._retention_due()) if t is not None and t > now]
+        return created, min(times, default=None)
+
+    def _quiet_at(self, waiting: list[Candidate]) -> float | None:
+        """When the earliest group of not-yet-batched candidates has been quiet for `commit_idle`. A
+        group already quiet but held back (its study still in flight) waits for a completion instead."""
+        if not waiting:
+            return None
+        idle = self.settings.commit_idle
+        if self.settings.commit_batch == "study":
+            groups: dict[str, float] = {}
+            for c in waiting:
+                groups[c.study_instance_uid] = max(groups.get(c.study_instance_uid, c.last_activity), c.last_activity)
+            return min(groups.values()) + idle
+        return max(c.last_activity for c in waiting) + idle
 
     def batches(self, candidates: list[Candidate]) -> list[list[Candidate]]:
         s = self.settings
@@ -247,6 +291,10 @@ class CommitmentRequester:
         log.info("commitment %s to %s: %d instance(s) queued (re-request %d)", tuid, self.destination,
                  len(batch), rerequest)
         return tuid
+
+    def _retention_due(self) -> float | None:
+        retention = self.settings.retention
+        return None if retention is None else self._last_retention + min(60.0, retention / 10)
 
     def _retention(self) -> None:
         retention = self.settings.retention

@@ -211,6 +211,7 @@ class JobQueue:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._lock = threading.RLock()
+        self._listeners: builtins.list[Callable[[str, str], None]] = []
         with self._write():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -323,27 +324,42 @@ class JobQueue:
         if not ids:
             return
         now = self._clock()
+        finished: builtins.list[tuple[str, str]] = []
         with self._write() as conn:
             for job_id in ids:
-                cur = conn.execute(
+                row = conn.execute(
                     "UPDATE queue_jobs SET state = 'done', lease_until = NULL, updated_at = ? "
-                    "WHERE id = ? AND state = 'claimed'",
+                    "WHERE id = ? AND state = 'claimed' RETURNING kind, destination",
                     (now, job_id),
-                )
-                if cur.rowcount != 1:
+                ).fetchone()
+                if row is None:
                     raise self._not_claimed(job_id)
+                finished.append((row[0], row[1]))
+        for kind, destination in finished:
+            self._tell(kind, destination)
 
     def complete(self, job_id: int) -> None:
         """CLAIMED -> DONE."""
-        now = self._clock()
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE queue_jobs SET state = 'done', lease_until = NULL, updated_at = ? "
-                "WHERE id = ? AND state = 'claimed'",
-                (now, job_id),
-            )
-            if cur.rowcount != 1:
-                raise self._not_claimed(job_id)
+        self.complete_many([job_id])
+
+    def add_listener(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call `listener(kind, destination)` after each job this object completes (in the thread that
+        completed it; a hint to look again, never the only way to learn it). Returns the remover."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
+    def _tell(self, kind: str, destination: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(kind, destination)
 
     def fail(self, job_id: int, error: str, *, permanent: bool, policy: RetryPolicy) -> JobState:
         """Record a failed attempt of a CLAIMED job; it goes DEAD or back to PENDING after a backoff."""
