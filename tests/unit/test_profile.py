@@ -309,7 +309,7 @@ def test_unit_has_the_required_directives() -> None:
         "Type=notify",
         "NotifyAccess=main",
         "ExecStart=/usr/local/bin/dicom-agent run --profile /etc/dicom-agent/%i.toml",
-        "RestartPreventExitStatus=78",
+        "RestartPreventExitStatus=73 78",  # what `run` exits with for a bad profile/data_dir, a damaged database
         "Restart=on-failure",
         "StateDirectory=dicom-agent/%i",
         "ConfigurationDirectory=dicom-agent",
