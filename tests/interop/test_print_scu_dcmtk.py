@@ -146,3 +146,14 @@ async def test_film_size_refused_is_not_dropped(tmp_path: Path, dcmprscp) -> Non
     assert _stored(db) == []
     rc, listing = await _cli("queue", "list", "--profile", profile.source)
     assert "dead" in listing and "print" in listing
+
+
+async def test_refusal_learnt_once_per_session(tmp_path: Path, dcmprscp) -> None:
+    port, db = dcmprscp
+    profile = _profile(tmp_path, port)
+    images = [write_image(tmp_path / f"{i}.dcm", gradient8(20 + i, 30)) for i in range(3)]
+    rc, out = await _cli("print", "--profile", profile.source, "--border-density", "WHITE", *map(str, images))
+    assert rc == 0, out
+    assert out.count("sent again without BorderDensity") == 1  # three films, one refusal
+    assert "film 3 printed" in out
+    assert sorted(ds.Rows for ds in _stored(db)) == [20, 21, 22]

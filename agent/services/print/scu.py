@@ -266,6 +266,7 @@ class PrintSession:
         self.meta = ctx
         self.color = color
         self.outcome = PrintOutcome()
+        self.dropped: set[int] = set()  # refused once: not sent again in this session (next films, boxes)
 
     # -------------------------------------------------------- messaging
 
@@ -335,6 +336,7 @@ class PrintSession:
 
     async def _create(self, ctx: PresentationContext, sop_class: str, attrs: Dataset, what: str) -> tuple[str, Dataset | None]:
         """N-CREATE, dropping refused optional attributes (see `_refused`)."""
+        self._strip(attrs)
         while True:
             rq = NCreateRQ(message_id=self._id(), affected_sop_class_uid=sop_class)
             reply, answer = await self._request(ctx, rq, attrs)
@@ -346,12 +348,18 @@ class PrintSession:
             self._refused(reply, attrs, f"{what} N-CREATE")
 
     async def _set(self, ctx: PresentationContext, sop_class: str, uid: str, attrs: Dataset, what: str) -> None:
+        self._strip(attrs)
         while True:
             rq = NSetRQ(message_id=self._id(), requested_sop_class_uid=sop_class, requested_sop_instance_uid=uid)
             reply, _ = await self._request(ctx, rq, attrs)
             if category(reply.status) in (StatusCategory.SUCCESS, StatusCategory.WARNING):
                 return
             self._refused(reply, attrs, f"{what} N-SET")
+
+    def _strip(self, attrs: Dataset) -> None:
+        for tag in self.dropped:
+            if tag in attrs:
+                del attrs[tag]
 
     def _refused(self, reply: Reply, attrs: Dataset, what: str) -> None:
         """After a failure: drop what the printer refused from `attrs` (so the caller sends it again), or
@@ -373,6 +381,7 @@ class PrintSession:
         for tag in drop:
             keyword = attrs[tag].keyword
             del attrs[tag]
+            self.dropped.add(tag)
             note = f"{what}: the printer refused it ({describe(reply.status)}); sent again without {keyword}"
             self._warn(note)
 
