@@ -51,6 +51,8 @@ from agent.dimse.messages import (
     NSetRSP,
     Request,
     Response,
+    UnusableRequest,
+    decode_command,
     decode_message,
     encode_message,
 )
@@ -63,6 +65,6 @@ __all__ = [
     "Message", "MessageAssembler", "MessageComplete", "NActionRQ", "NActionRSP", "NCreateRQ",
     "NCreateRSP", "NDeleteRQ", "NDeleteRSP", "NEventReportRQ", "NEventReportRSP", "NGetRQ",
     "NGetRSP", "NSetRQ", "NSetRSP", "Priority", "Request", "Response", "Status", "StatusCategory",
-    "Tag", "category", "decode_command_set", "decode_message", "describe", "encode_command_set",
-    "encode_message", "fragment",
+    "Tag", "UnusableRequest", "category", "decode_command", "decode_command_set", "decode_message",
+    "describe", "encode_command_set", "encode_message", "fragment",
 ]

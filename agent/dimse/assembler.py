@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from agent.dimse.errors import DIMSEError
-from agent.dimse.messages import Message, decode_message
+from agent.dimse.messages import Message, UnusableRequest, decode_command
 
 __all__ = [
     "CommandReceived",
@@ -54,10 +54,13 @@ def fragment(data: bytes | bytearray | memoryview, max_pdv_data: int) -> Iterato
 
 @dataclass(frozen=True, slots=True)
 class CommandReceived:
-    """A whole command set arrived and decoded (its last command fragment was received)."""
+    """A whole command set arrived and decoded (its last command fragment was received).
+
+    `message` is an `UnusableRequest` for a request that must be answered with a failure status
+    rather than handled (see `agent.dimse.messages.decode_command`)."""
 
     context_id: int
-    message: Message
+    message: Message | UnusableRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +151,7 @@ class MessageAssembler:
         command = self._command
         self._command = bytearray()
         try:
-            message = decode_message(command)
+            message = decode_command(command)
         except DIMSEError as exc:
             raise self._fail(str(exc)) from None
         if message.has_dataset:

@@ -249,12 +249,14 @@ def _decode_value(tag: int, vr: str, raw: bytes | memoryview) -> CommandValue:
             raise DIMSEError(f"(0000,{tag & 0xFFFF:04X}) AT value length {n} is not a multiple of 4")
         words = struct.unpack_from(f"<{n // 2}H", raw)
         return tuple(words[i] << 16 | words[i + 1] for i in range(0, len(words), 2))
+    if vr == "UI":
+        # Carried even when it is not ASCII: whether it is a UID is the message layer's question,
+        # answered with a status rather than an abort (PS3.7 C.5).
+        return bytes(raw).decode("latin-1").rstrip("\0 ")
     try:
         text = bytes(raw).decode("ascii")
     except UnicodeDecodeError:
         raise DIMSEError(f"(0000,{tag & 0xFFFF:04X}) {vr} value is not ASCII") from None
-    if vr == "UI":
-        return text.rstrip("\0 ")
     if vr == "AE":
         return text.strip(" \0")
     return text.strip(" \0")  # LO: leading and trailing spaces are insignificant (PS3.5 6.2)

@@ -12,6 +12,14 @@ Invariants:
 - `decode_message(encode_message(m)) == m` for every valid message `m`.
 - `decode_message` raises `DIMSEError` naming the problem: an unknown Command Field, a mandatory element
   missing for that command, or a value out of range. Elements a command does not use are ignored.
+- `decode_command` (what the assembler uses) is the same, except for a *request* whose Message ID is
+  sound but whose SOP Class or Instance UID cannot be carried as one (over 64 characters, a NUL or a
+  space inside, non-ASCII bytes): such a command is still well formed and answerable, so it decodes to
+  an `UnusableRequest` carrying the failure response to send instead of a protocol error that would
+  abort the association: C000 Cannot understand for a C-STORE (PS3.4 B.2.3, what the Storage SCP
+  answers for any UID it cannot use), otherwise 0122 SOP Class Not Supported for a class UID and 0117
+  Invalid SOP Instance for an instance UID (PS3.7 C.5). Services never see such a value; a printable
+  value such as "1.2.abc" is carried and the service decides.
 """
 
 from __future__ import annotations
@@ -31,13 +39,14 @@ from agent.dimse.commands import (
     encode_command_set,
 )
 from agent.dimse.errors import DIMSEError
+from agent.ul.vr import is_ae_title
 
 __all__ = [
     "CCancelRQ", "CEchoRQ", "CEchoRSP", "CFindRQ", "CFindRSP", "CGetRQ", "CGetRSP", "CMoveRQ",
     "CMoveRSP", "CStoreRQ", "CStoreRSP", "DIMSEError", "Message", "NActionRQ", "NActionRSP",
     "NCreateRQ", "NCreateRSP", "NDeleteRQ", "NDeleteRSP", "NEventReportRQ", "NEventReportRSP",
-    "NGetRQ", "NGetRSP", "NSetRQ", "NSetRSP", "Request", "Response", "decode_message",
-    "encode_message",
+    "NGetRQ", "NGetRSP", "NSetRQ", "NSetRSP", "Request", "Response", "UnusableRequest", "decode_command",
+    "decode_message", "encode_message",
 ]
 
 # field name -> command element tag (PS3.7 Annex E)
@@ -78,22 +87,26 @@ _AE_FIELDS = frozenset({"move_destination", "move_originator_ae_title"})
 _TAG_LIST_FIELDS = frozenset({"offending_element", "attribute_identifier_list"})
 
 
+def _uid_fits(value: Any) -> bool:
+    """What a UI command element can carry: 1..64 printable ASCII characters, no space (PS3.5 6.2).
+    Whether the digits make a valid UID is the service's question (it may answer C000)."""
+    return (
+        isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable()
+        and " " not in value
+    )
+
+
 def _check(name: str, value: Any) -> None:
     """Raise ValueError unless `value` fits the command element behind field `name`."""
     if name in _US_FIELDS:
         if type(value) is bool or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
             raise ValueError(f"{name} must be an integer 0..65535, got {value!r}")
     elif name in _UID_FIELDS:
-        if (
-            not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isascii()
-            or not value.isprintable() or " " in value
-        ):
+        if not _uid_fits(value):
             raise ValueError(f"{name} must be a UID of 1..64 ASCII characters, got {value!r}")
     elif name in _AE_FIELDS:
-        if (
-            not isinstance(value, str) or not value.isascii() or not 0 < len(value) <= 16
-            or value != value.strip() or "\\" in value or not value.isprintable()
-        ):
+        # The one AE title rule; decoding strips the padding, so none may be left (PS3.5 6.2).
+        if not is_ae_title(value) or value != value.strip(" "):
             raise ValueError(f"{name} must be an AE title of 1..16 characters, got {value!r}")
     elif name == "error_comment":
         if (
@@ -491,3 +504,90 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
         return cls(has_dataset=data_set_type != NO_DATA_SET, **kwargs)  # type: ignore[return-value]
     except (ValueError, TypeError) as exc:
         raise DIMSEError(f"{cls.__name__}: {exc}") from None
+
+
+# --- requests that are well formed but name something that is not a UID -----------------------
+
+_RESPONSE_OF: dict[type[_Base], type[_Base]] = {
+    CEchoRQ: CEchoRSP, CStoreRQ: CStoreRSP, CFindRQ: CFindRSP, CGetRQ: CGetRSP, CMoveRQ: CMoveRSP,
+    NEventReportRQ: NEventReportRSP, NGetRQ: NGetRSP, NSetRQ: NSetRSP, NActionRQ: NActionRSP,
+    NCreateRQ: NCreateRSP, NDeleteRQ: NDeleteRSP,
+}
+_INSTANCE_FIELDS = ("affected_sop_instance_uid", "requested_sop_instance_uid")
+_CLASS_FIELDS = ("affected_sop_class_uid", "requested_sop_class_uid")
+_KEYWORD = {
+    "affected_sop_class_uid": "Affected SOP Class UID", "requested_sop_class_uid": "Requested SOP Class UID",
+    "affected_sop_instance_uid": "Affected SOP Instance UID",
+    "requested_sop_instance_uid": "Requested SOP Instance UID",
+}
+INVALID_SOP_INSTANCE = 0x0117  # PS3.7 C.5 "Invalid SOP Instance" (violates the UID rules)
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.5 "Refused: SOP Class not supported"
+CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3 Storage "Error: Cannot understand"
+
+
+@dataclass(frozen=True, slots=True)
+class UnusableRequest:
+    """A request that cannot be acted on but must be answered: `response` is the failure to send.
+
+    `has_dataset` says whether a data set follows (it is read and discarded); `problem` says why, for
+    the log. The bad value itself is kept only in `problem`, escaped."""
+
+    request_type: type
+    message_id: int
+    has_dataset: bool
+    response: Response
+    problem: str
+
+
+def decode_command(data: bytes | bytearray | memoryview) -> Message | UnusableRequest:
+    """`decode_message`, or an `UnusableRequest` for a request with a bad UID (module docstring)."""
+    try:
+        return decode_message(data)
+    except DIMSEError:
+        unusable = _unusable(data)
+        if unusable is None:
+            raise
+        return unusable
+
+
+def _unusable(data: bytes | bytearray | memoryview) -> UnusableRequest | None:
+    elements = decode_command_set(data)
+    cls = _BY_COMMAND_FIELD.get(elements.get(Tag.CommandField))  # type: ignore[arg-type]
+    response_cls = _RESPONSE_OF.get(cls)  # type: ignore[arg-type]
+    message_id = elements.get(Tag.MessageID)
+    data_set_type = elements.get(Tag.CommandDataSetType)
+    if cls is None or response_cls is None or data_set_type is None:
+        return None
+    if type(message_id) is not int or not 0 <= message_id <= 0xFFFF:
+        return None
+    kwargs = {name: elements[tag] for name, tag in cls._TAGS if tag in elements}
+    bad = [name for name in _INSTANCE_FIELDS + _CLASS_FIELDS if name in kwargs and not _uid_fits(kwargs[name])]
+    if not bad:
+        return None  # something else is wrong: a protocol error after all
+    for name in bad:
+        kwargs[name] = "1"  # a stand-in, only to check that nothing *else* is wrong
+    try:
+        cls(has_dataset=data_set_type != NO_DATA_SET, **kwargs)
+    except (ValueError, TypeError):
+        return None
+    if cls is CStoreRQ:
+        status = CANNOT_UNDERSTAND  # the Storage service's own failure (PS3.4 B.2.3), as for a bad UID in the data set
+    elif any(n in _CLASS_FIELDS for n in bad):
+        status = SOP_CLASS_NOT_SUPPORTED
+    else:
+        status = INVALID_SOP_INSTANCE
+    problem = "; ".join(f"{_KEYWORD[n]} is not a UID: {elements[_FIELD_TAGS[n]]!r}" for n in bad)
+    # Echo only values that are sound; a response is never built from the bad one.
+    good = {"affected_sop_class_uid": None, "affected_sop_instance_uid": None}
+    for name in ("affected_sop_class_uid", "affected_sop_instance_uid"):
+        requested = name.replace("affected", "requested")
+        for source in (name, requested):
+            if source in kwargs and source not in bad:
+                good[name] = kwargs[source]
+    fields = {f.name for f in dataclasses.fields(response_cls)}  # type: ignore[arg-type]
+    comment = f"{_KEYWORD[bad[0]]} is not a UID"
+    response = response_cls(
+        message_id_being_responded_to=message_id, status=status, error_comment=comment,
+        **{k: v for k, v in good.items() if k in fields and v is not None},
+    )
+    return UnusableRequest(cls, message_id, data_set_type != NO_DATA_SET, response, problem)  # type: ignore[arg-type]

@@ -270,6 +270,15 @@ class DicomConnection:
             else:
                 raise unexpected_event(event, "a data set")
 
+    async def discard_dataset(self) -> None:
+        """Read the data set that follows a command and throw it away, in constant memory."""
+        while True:
+            event = await self.next_event()
+            if isinstance(event, MessageComplete):
+                return
+            if not isinstance(event, DataSetFragment):
+                raise unexpected_event(event, "the rest of a refused data set")
+
     # ------------------------------------------------------------ sending
 
     def _queue_pdv(self, context_id: int, is_command: bool, is_last: bool, chunk: bytes | memoryview) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from agent.dimse import CommandReceived, DataSetFragment, MessageComplete
+from agent.dimse import CommandReceived, DataSetFragment, MessageComplete, UnusableRequest
 from agent.dimse.messages import Message
 from agent.dimse.status import Status
 from agent.errors import AssociationAborted
@@ -229,6 +229,10 @@ class Listener:
             rj = P.AAssociateRJ(P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION, P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED)
         elif rq.application_context != P.APPLICATION_CONTEXT_NAME:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED)
+        elif not rq.presentation_contexts:
+            # Nothing could ever be used on it (PS3.8 9.3.2 asks for one or more contexts).
+            why = ": it proposes no presentation context"
+            rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_NO_REASON)
         elif 0 < (rq.max_length or 0) < P.MIN_USABLE_MAX_LENGTH:
             # No DIMSE message could ever be sent to this peer (PS3.8 D.1, 9.3.5.1).
             why = f": its maximum PDU length {rq.max_length} cannot carry a PDV"
@@ -283,10 +287,23 @@ async def serve_association(conn: DicomConnection, registry: ServiceRegistry) ->
             continue  # the tail of a message whose handler chose not to read it
 
 
-async def refuse_request(conn: DicomConnection, ctx: PresentationContext, message: Message) -> None:
-    """A request we have no handler for: drain its data set and answer 'unrecognized operation'."""
+async def refuse_request(
+    conn: DicomConnection, ctx: PresentationContext, message: Message | UnusableRequest
+) -> None:
+    """A request we will not handle: discard its data set (whatever its size) and answer it.
+
+    An `UnusableRequest` (a UID in its command that is not one) gets the failure status the DIMSE
+    layer chose for it (PS3.7 C.5); a request with no handler gets 'unrecognized operation' (0211).
+    """
     if message.has_dataset:
-        await conn.read_dataset(ctx.id)
+        await conn.discard_dataset()
+    if isinstance(message, UnusableRequest):
+        log.warning(
+            "%s: %s refused with %04X: %s", conn.remote, message.request_type.__name__,
+            message.response.status, message.problem,
+        )
+        await conn.send_message(ctx.id, message.response)
+        return
     respond = getattr(message, "response", None)
     if respond is None:  # C-CANCEL and responses: nothing to answer
         return

@@ -1,13 +1,9 @@
-"""The value rules for AE titles and UIDs (PS3.5 6.2 and 9), in one place.
+"""The value rule for AE titles (PS3.5 6.2), in one place.
 
 Invariants:
 - `is_ae_title` is the one rule for an AE title a user configures or types (profile, command line)
   and for the AE titles a DIMSE command carries: 1 to 16 characters of the default repertoire
   (0x20-0x7E), no backslash (the value delimiter), not all spaces.
-- `is_uid` is the rule for a UID the agent acts on: 1 to 64 characters, digits and dots only
-  (PS3.5 9.1). It is deliberately lenient about the form of components (PS3.5 forbids leading
-  zeros, which some devices send anyway): refusing such an instance would lose it, while the
-  characters alone already keep a UID safe to name a file with.
 - Pure functions, no imports: every layer may use them.
 """
 
@@ -26,8 +22,4 @@ def is_ae_title(value: object) -> bool:
     )
 
 
-def is_uid(value: object) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= 64 and not value.strip("0123456789.")
-
-
-__all__ = ["AE_TITLE_RULE", "is_ae_title", "is_uid"]
+__all__ = ["AE_TITLE_RULE", "is_ae_title"]

@@ -186,12 +186,19 @@ def test_trailing_padding_variants_are_stripped() -> None:
          "out of order"),
         (_command_set(_element(Tag.CommandField, b"\x30\x00\x30\x00")), "US value has length 4"),
         (_command_set(_element(Tag.OffendingElement, b"\x10\x00\x10\x00\x01\x00")), "multiple of 4"),
-        (_command_set(_element(Tag.AffectedSOPClassUID, b"1.\xff\0")), "not ASCII"),
+        (_command_set(_element(Tag.MoveDestination, b"D\xffST")), "not ASCII"),
     ],
 )
 def test_strict_decoding_errors(data: bytes, match: str) -> None:
     with pytest.raises(DIMSEError, match=match):
         decode_command_set(data)
+
+
+def test_a_non_ascii_uid_is_carried_not_a_decoding_error() -> None:
+    """Whether a UID is valid is answered with a status by the message layer (PS3.7 C.5), so the
+    command set decoder carries the value instead of failing the whole command."""
+    decoded = decode_command_set(_command_set(_element(Tag.AffectedSOPClassUID, b"1.\xff\0")))
+    assert decoded[Tag.AffectedSOPClassUID] == "1.\xff"
 
 
 def test_dimse_error_is_a_local_protocol_error() -> None:
