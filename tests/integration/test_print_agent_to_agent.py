@@ -4,6 +4,8 @@ modality's job in its queue until film is loaded."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,13 @@ async def _agents(tmp_path: Path, start_agent, *, color: bool = False, supply: i
         printer = "film"
         """, ae_title="MODALITY"))
     return printer, modality
+
+
+async def _cli(*args: str) -> str:
+    proc = await trio.run_process([sys.executable, "-m", "agent", *args], capture_stdout=True, capture_stderr=True,
+                                  check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
 
 
 async def _print(modality, paths: list[Path], options: FilmOptions) -> int:
@@ -88,6 +97,11 @@ async def test_grayscale_agent_to_agent(tmp_path: Path, start_agent) -> None:
         assert im.mode in ("L", "I;16") and im.size == (400, 500)  # 8x10 in at 50 dpi, portrait
         pixels = np.asarray(im)
     assert pixels.min() < pixels.max()  # images printed, not an empty film
+    # the printer host's service engineer sees the job and the printer
+    jobs = json.loads(await _cli("printer", "jobs", "--profile", printer.profile.source, "--json"))
+    assert len(jobs) == 1 and jobs[0]["state"] == "done" and jobs[0]["calling_ae"] == "MODALITY"
+    status = json.loads(await _cli("printer", "status", "--profile", printer.profile.source, "--json"))
+    assert status["status"] == "NORMAL" and status["jobs"].get("done") == 1
 
 
 async def test_color_agent_to_agent(tmp_path: Path, start_agent) -> None:
