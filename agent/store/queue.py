@@ -135,7 +135,7 @@ class Job:
             id=id_,
             kind=kind,
             destination=destination,
-            payload=json.loads(payload),
+            payload=_payload_of(payload),
             state=JobState(state),
             attempts=attempts,
             next_attempt_at=next_attempt_at,
@@ -146,6 +146,18 @@ class Job:
             updated_at=updated_at,
             last_error=last_error,
         )
+
+
+def _payload_of(text: str) -> dict[str, Any]:
+    """A stored payload; one that is not a JSON object (written by hand, or damaged) is shown as
+    `{"unreadable_payload": <its start>}`, so its job fails on its own, visibly, and nothing else does."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(value, dict):
+        return value
+    return {"unreadable_payload": str(text)[:200]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ agent version would; the running agent picks them up within its idle poll.
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 
 import trio
@@ -62,6 +64,14 @@ async def test_bad_jobs_go_dead_and_the_agent_keeps_serving(tmp_path: Path, star
         agent = await start_agent(profile)
         other = JobQueue(open_database(profile.agent.data_dir / "agent.db"))
         ids = [other.enqueue(kind, "pacs", payload) for kind, payload, _ in BAD_JOBS]
+        # A row whose payload is not JSON at all (written by hand, or damaged; the database's JSON
+        # index refuses such a row for a store job, not for the others).
+        ids.append(other.enqueue("mpps-create", "pacs", {}))
+        raw = sqlite3.connect(profile.agent.data_dir / "agent.db")
+        with raw:
+            raw.execute("UPDATE queue_jobs SET payload = 'not json {' WHERE id = ?", (ids[-1],))
+        raw.close()
+        expected = [*BAD_JOBS, ("mpps-create", {}, "uid")]
 
         def dead() -> list[tuple]:
             marks = ", ".join("?" * len(ids))
@@ -69,8 +79,11 @@ async def test_bad_jobs_go_dead_and_the_agent_keeps_serving(tmp_path: Path, star
                                          "AND state = 'dead' ORDER BY id", ids)
 
         rows = await wait_until(lambda: len(dead()) == len(ids) and dead(), 30, "every bad job dead")
-        for (_, _, error), (kind, _, missing) in zip(rows, BAD_JOBS):
+        for (_, _, error), (kind, _, missing) in zip(rows, expected):
             assert kind in error and missing in error, error  # says which job and what is wrong with it
+        listed = await trio.run_process([sys.executable, "-m", "agent", "queue", "list", "--profile",
+                                         str(profile.source)], capture_stdout=True, capture_stderr=True, check=False)
+        assert listed.returncode == 0 and listed.stdout.decode().count("dead") >= len(ids), listed
 
         # Still serving: C-ECHO from a real peer, and a good image is forwarded.
         done = await trio.run_process([echoscu, "-aec", "AGENT", "127.0.0.1", str(agent.port)], check=False)
