@@ -130,6 +130,7 @@ class PrintWorker:
                 log.info("print job %s: the driver already has it (%s)", job.id, ref)
                 await self.blocking.run(self.jobs.mark_printing, job.id, ref)
                 await self._report(job, "PRINTING", "NORMAL")
+                await self._follow(job, ref)
                 return status
         if status.state is PrinterState.FAILURE:
             await self._hold(job, status.info)
