@@ -7,22 +7,22 @@ The job title carries the agent's job id.
 
 Exactly once: the CUPS request id that `lp` prints is recorded with the job id in a journal
 (`data_dir/cups-printer.journal`, fsync'ed before submit returns); `lookup(job_id)` answers from the
-journal, and for a job the journal lacks (a crash between `lp` and the journal write) from the queue's
-not-yet-completed jobs, whose titles `lpq -l` shows. A job that CUPS completed inside that window is
-the one case left that prints twice.
+journal, and for a job the journal lacks (a crash between `lp` and the journal write) asks the
+scheduler for the queue's jobs and finds the one whose title carries the job id. The CUPS clients show
+neither titles nor how a job ended, so those two questions go to the scheduler over IPP
+(drivers.printer.ipp: Get-Jobs, Get-Job-Attributes), on the same server the clients use.
 
-Status (`lpstat -p QUEUE -l` and `lpstat -a QUEUE`): a disabled (stopped) queue -> FAILURE "PRINTER
+Status (`lpstat -l -p QUEUE` and `lpstat -a QUEUE`): a disabled (stopped) queue -> FAILURE "PRINTER
 OFFLINE"; a queue that rejects jobs, or a scheduler that cannot be reached -> FAILURE "PRINTER DOWN";
 printer-state-reasons media-empty / media-jam / door-open (cover-open) -> FAILURE SUPPLY EMPTY /
 FILM JAM / COVER OPEN; media-low -> WARNING SUPPLY LOW; otherwise (idle, printing) NORMAL.
-Job status: a not-completed job (`lpstat -W not-completed`) is PRINTING while the printer says it is
-printing it, PENDING otherwise; a completed one is DONE, or FAILURE when CUPS says it was canceled,
-aborted or completed with errors. CUPS forgets only finished jobs, so a job in neither list is DONE.
+Job status (IPP job-state, RFC 8011 5.3.7): pending, held or stopped -> PENDING ("QUEUED");
+processing -> PRINTING; completed -> DONE; canceled, aborted, or completed with errors -> FAILURE
+("PRINTER DOWN"). CUPS forgets only finished jobs, so a job it no longer knows is DONE.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -34,7 +34,9 @@ from drivers.base import (
     DriverError, DriverOptionError, Film, PrinterCapabilities, PrinterState, PrinterStatus, PrintJobState,
     PrintJobStatus,
 )
+from drivers.printer import ipp
 from drivers.printer.encode import encode_pdf
+from drivers.printer.ipp import IppClient, IppError
 from drivers.printer.options import CAPABILITY_KEYS, Options
 from drivers.printer.raw import Journal
 
@@ -70,6 +72,7 @@ class CupsPrinter:
         self.spool = data_dir / SPOOL_DIR
         self.journal = Journal(data_dir / JOURNAL)
         self.timeout = timeout
+        self.ipp = IppClient(server, timeout)
 
     def capabilities(self) -> PrinterCapabilities:
         return self.caps
@@ -131,57 +134,44 @@ class CupsPrinter:
         known = self.journal.sent.get(job_id)
         if known is not None:
             return known
-        # `lpq -l` lists the not-completed jobs with their titles:
-        #   root: active                   [job 12 localhost]
-        #           dicom-agent JOB-ID                 11264 bytes
-        listing = self._run("lpq", "-l", "-P", self.queue)
-        number = None
-        for line in listing.stdout.splitlines():
-            job = re.search(r"\[job (\d+)", line)
-            if job:
-                number = job.group(1)
-            elif number and line.strip().startswith(TITLE_PREFIX + job_id + " "):
-                return f"{self.queue}-{number}"
+        try:
+            jobs = self.ipp.jobs(self.queue)
+        except IppError as exc:
+            # Unknown is not "not printed": the agent must ask again rather than print a second film.
+            raise DriverError(f"cannot list the jobs of CUPS queue {self.queue}: {exc}") from exc
+        for job in jobs:
+            if job.get("job-name") == [TITLE_PREFIX + job_id] and job.get("job-id"):
+                return f"{self.queue}-{job['job-id'][0]}"
         return None
 
     def job_status(self, ref: str) -> PrintJobStatus:
-        pending = self._run("lpstat", "-W", "not-completed", "-o", self.queue)
-        if _listed(pending.stdout, ref):
-            printer = self._run("lpstat", "-p", self.queue)
-            if f"now printing {ref}" in printer.stdout:
-                return PrintJobStatus(PrintJobState.PRINTING)
-            return PrintJobStatus(PrintJobState.PENDING, "QUEUED")
-        completed = self._run("lpstat", "-l", "-W", "completed", "-o", self.queue)
-        if pending.returncode != 0 and completed.returncode != 0:
-            raise DriverError(f"lpstat: {(completed.stderr or pending.stderr).strip()}")
-        alerts = _job_alerts(completed.stdout, ref)
-        if any(word in alerts for word in ("canceled", "aborted", "completed-with-errors")):
+        number = ref.rpartition("-")[2]
+        if not number.isdigit():
+            raise DriverError(f"not a CUPS job reference: {ref!r}")
+        try:
+            job = self.ipp.job(int(number))
+        except IppError as exc:
+            raise DriverError(f"cannot ask CUPS about job {ref}: {exc}") from exc
+        if job is None or not job.get("job-state"):
+            return PrintJobStatus(PrintJobState.DONE)
+        state = job["job-state"][0]
+        reasons = job.get("job-state-reasons", [])
+        if state == ipp.PROCESSING:
+            return PrintJobStatus(PrintJobState.PRINTING)
+        if state in (ipp.CANCELED, ipp.ABORTED) or "job-completed-with-errors" in reasons:
             return PrintJobStatus(PrintJobState.FAILURE, "PRINTER DOWN")
-        return PrintJobStatus(PrintJobState.DONE)
+        if state == ipp.COMPLETED:
+            return PrintJobStatus(PrintJobState.DONE)
+        return PrintJobStatus(PrintJobState.PENDING, "QUEUED")
 
     def close(self) -> None:
         pass
-
-
-def _listed(listing: str, ref: str) -> bool:
-    return any(line.split(maxsplit=1)[:1] == [ref] for line in listing.splitlines())
 
 
 def _field(text: str, name: str) -> str:
     for line in text.splitlines():
         if line.strip().startswith(name + ":"):
             return line.split(":", 1)[1].strip()
-    return ""
-
-
-def _job_alerts(listing: str, ref: str) -> str:
-    """The `Alerts:` of job `ref` in `lpstat -l -o` output (its indented lines follow its own line)."""
-    inside = False
-    for line in listing.splitlines():
-        if not line[:1].isspace():
-            inside = line.split(maxsplit=1)[:1] == [ref]
-        elif inside and line.strip().startswith("Alerts:"):
-            return line.split(":", 1)[1]
     return ""
 
 
