@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from drivers.base import (
     open_printer,
 )
 from drivers.printer import sim
+from tests.conftest import require_tool
 
 MM_PER_INCH = 25.4
 
@@ -177,9 +177,7 @@ def test_file_pdf_page_is_the_film_and_the_raster_fills_it(tmp_path: Path) -> No
 
 
 def test_file_pdf_renders_with_ghostscript_at_the_film_size(tmp_path: Path) -> None:
-    gs = shutil.which("gs")
-    if gs is None:
-        pytest.skip("ghostscript is not installed (it comes with printer-driver-cups-pdf)")
+    gs = require_tool("gs")  # Ghostscript, installed by .ci/run with cups-pdf
     driver = open_printer("file", {"format": "pdf"}, tmp_path)
     f = film(size_mm=(203.2, 254.0), dpi=40)
     path = tmp_path / "films" / driver.submit(f)
@@ -364,9 +362,7 @@ def test_raw_status_offline_when_the_device_cannot_be_opened(tmp_path: Path) -> 
 
 
 def test_raw_postscript_renders_with_ghostscript(tmp_path: Path) -> None:
-    gs = shutil.which("gs")
-    if gs is None:
-        pytest.skip("ghostscript is not installed (it comes with printer-driver-cups-pdf)")
+    gs = require_tool("gs")  # Ghostscript, installed by .ci/run with cups-pdf
     from drivers.printer.encode import encode_postscript
 
     f = film("gs", size_mm=(203.2, 254.0), dpi=40)
