@@ -191,14 +191,14 @@ async def run_print_job(profile: Profile, queue: Any, job_id: int, say: Any = pr
         )
         try:
             await performer.perform(conn, job)
+        except JobFailed:
+            await _release(conn)  # a verdict (printer in FAILURE, a refusal): the association itself is fine
+            raise
         except BaseException:
             with trio.CancelScope(shield=True):
                 await conn.abort()
             raise
-        try:
-            await conn.release()
-        except (AssociationAborted, TimeoutExpired, ConnectionFailed):
-            pass  # printed already: a release that goes wrong changes nothing
+        await _release(conn)
     except JobFailed as exc:
         error, permanent = str(exc), exc.permanent
     except AssociationRejected as exc:
@@ -232,6 +232,15 @@ async def run_print_job(profile: Profile, queue: Any, job_id: int, say: Any = pr
     return {**detail, "state": "queued", "retry_in": round(wait, 1), "exit": EX_TEMPFAIL}
 
 
+async def _release(conn: Any) -> None:
+    from agent.errors import AgentError
+
+    try:
+        await conn.release()
+    except AgentError:
+        pass  # the outcome is decided already: a release that goes wrong changes nothing
+
+
 # ------------------------------------------------------------------ printer
 
 
@@ -255,10 +264,10 @@ def run_printer(args: argparse.Namespace) -> int:
         elif not rows:
             print("no print jobs")
         else:
-            print(f"{'id':<40} {'state':<10} {'copies':>6} {'film size':<10} {'from':<16} {'age':>6}  info / error")
+            print(f"{'id':<64} {'state':<10} {'copies':>6} {'film size':<10} {'from':<16} {'age':>6}  info / error")
             for r in rows:
                 info = r["info"] + (f" / {r['last_error']}" if r["last_error"] else "")
-                print(f"{r['id']:<40} {r['state']:<10} {r['copies']:>6} {r['film_size_id']:<10} "
+                print(f"{r['id']:<64} {r['state']:<10} {r['copies']:>6} {r['film_size_id']:<10} "
                       f"{r['calling_ae']:<16} {_age(r['created_at']):>6}  {info}")
         return EX_OK
     if args.printer_command == "retry":
