@@ -41,6 +41,9 @@ The pipeline, per film (PS3.3 C.13, PS3.4 H.2, PS3.14 chapter 7):
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +72,7 @@ MAGNIFICATIONS = {
     "NONE": Image.Resampling.NEAREST,  # only ever used to decimate (DECIMATE with NONE)
 }
 TRIM_MM = 0.5
+MAX_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +108,7 @@ def render(request: FilmRequest, caps: PrinterCapabilities) -> Rendered:
     if color and not caps.color:
         raise RenderError("a color image on a grayscale printer", INVALID_ATTRIBUTE_VALUE)
     shape = (ctx.layout.height, ctx.layout.width) + ((3,) if color else ())
-    pixels = np.empty(shape, dtype=ctx.dtype)
-    pixels[...] = ctx.drive_of_density(ctx.border)
+    pixels = np.empty(shape, dtype=ctx.dtype)  # not written until nothing can refuse the film
     placed: dict[int, ImageRequest] = {}
     for img in request.images:
         if not 1 <= img.position <= len(ctx.layout.boxes):
@@ -115,22 +118,31 @@ def render(request: FilmRequest, caps: PrinterCapabilities) -> Rendered:
         if img.position in placed:
             raise RenderError(f"two images for Image Box Position {img.position}", INVALID_ATTRIBUTE_VALUE)
         placed[img.position] = img
-    empty_level = ctx.drive_of_density(ctx.empty)
+    jobs: list[Callable[[], None]] = []
+    empty: list[Rect] = []
+    frames: list[tuple[Rect, Rect]] = []
     for position, box in enumerate(ctx.layout.boxes, start=1):
         img = placed.get(position)
         if img is None:
-            x0, y0, x1, y1 = box
-            pixels[y0:y1, x0:x1] = empty_level
+            empty.append(box)
             continue
         where = _place(img, box, request, caps)
         if where.status:
             warnings.append((position, where.status))
         if img.color:
-            _draw_color(pixels, img, where, request, ctx)
+            jobs.append(_color_job(pixels, img, where, request, ctx))
         else:
-            _draw_gray(pixels, img, where, request, ctx, warnings)
-        if request.trim:
-            _draw_trim(pixels, box, where.dest, ctx.drive_of_density(ctx.contrast), mm_to_px(TRIM_MM, caps.dpi))
+            jobs.append(_gray_job(pixels, img, where, request, ctx, warnings))
+        frames.append((box, where.dest))
+    pixels[...] = ctx.drive_of_density(ctx.border)
+    empty_level = ctx.drive_of_density(ctx.empty)
+    for x0, y0, x1, y1 in empty:
+        pixels[y0:y1, x0:x1] = empty_level
+    if request.trim:
+        trim_level, trim_width = ctx.drive_of_density(ctx.contrast), mm_to_px(TRIM_MM, caps.dpi)
+        for box, dest in frames:
+            _draw_trim(pixels, box, dest, trim_level, trim_width)
+    _run(jobs)
     if request.annotations:
         _draw_annotations(pixels, request.annotations, ctx.layout, ctx.drive_of_density(ctx.contrast))
     film = Film(
@@ -363,43 +375,72 @@ def _resampled(arr: Any, where: _Placement, magnification: str) -> Any:
     return np.asarray(im.resize((w, h), MAGNIFICATIONS[magnification], box=(sx0, sy0, sx1, sy1)))
 
 
-def _draw_gray(pixels: Any, img: ImageRequest, where: _Placement, request: FilmRequest, ctx: _Context,
-               warnings: list[tuple[int, int]]) -> None:
+def _gray_job(pixels: Any, img: ImageRequest, where: _Placement, request: FilmRequest, ctx: _Context,
+              warnings: list[tuple[int, int]]) -> Callable[[], None]:
+    """Check a grayscale image and return the drawing of it (resample, then one LUT to drive levels)."""
     arr = np.asarray(img.pixels)
     if arr.ndim != 2:
         raise RenderError(f"Image Box Position {img.position}: a grayscale image must be 2-D, got {arr.shape}",
                           INVALID_ATTRIBUTE_VALUE)
-    if arr.dtype != np.uint8 and arr.dtype != np.uint16:
-        arr = np.clip(arr, 0, (1 << img.bits_stored) - 1).astype(np.uint16)
     if img.min_density is not None or img.max_density is not None:
         if ctx.densities(img)[2]:
             warnings.append((img.position, DENSITY_OUT_OF_RANGE))
     lut = ctx.gray_lut(img)
-    values = _resampled(arr, where, img.magnification_type or request.magnification_type)
+    magnification = img.magnification_type or request.magnification_type
     x0, y0, x1, y1 = where.dest
     target = pixels[y0:y1, x0:x1]
-    if pixels.ndim == 2:
-        # mode="clip": values above the LUT (bicubic overshoot, stray high bits) take its last entry.
-        np.take(lut, values, out=target, mode="clip")
-    else:
-        target[...] = np.take(lut, values, mode="clip")[..., None]
+
+    def draw() -> None:
+        src = arr
+        if src.dtype != np.uint8:
+            # 32-bit integers: Pillow resamples them twice as fast as 16-bit ones, and a bicubic
+            # overshoot below 0 or above the top reaches the clipping lookup below intact.
+            src = src.astype(np.int32)
+        values = _resampled(src, where, magnification)
+        # mode="clip": values outside the LUT (bicubic overshoot, stray high bits) take its end entries.
+        if target.ndim == 2:
+            np.take(lut, values, out=target, mode="clip")
+        else:
+            target[...] = np.take(lut, values, mode="clip")[..., None]
+
+    return draw
 
 
-def _draw_color(pixels: Any, img: ImageRequest, where: _Placement, request: FilmRequest, ctx: _Context) -> None:
+def _color_job(pixels: Any, img: ImageRequest, where: _Placement, request: FilmRequest,
+               ctx: _Context) -> Callable[[], None]:
+    """Check a color image and return the drawing of it."""
     arr = np.asarray(img.pixels)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise RenderError(f"Image Box Position {img.position}: a color image must be (rows, columns, 3) "
                           f"8-bit RGB, got {arr.shape} {arr.dtype}", INVALID_ATTRIBUTE_VALUE)
     if img.polarity not in ("NORMAL", "REVERSE"):
         raise RenderError(f"Polarity {img.polarity!r}: expected NORMAL or REVERSE", INVALID_ATTRIBUTE_VALUE)
-    rgb = _resampled(arr, where, img.magnification_type or request.magnification_type)
-    if img.polarity == "REVERSE":
-        rgb = 255 - rgb
+    magnification = img.magnification_type or request.magnification_type
     x0, y0, x1, y1 = where.dest
-    if ctx.dtype == np.uint8:
-        pixels[y0:y1, x0:x1] = rgb
-    else:
-        pixels[y0:y1, x0:x1] = rgb.astype(np.uint16) * (ctx.top // 255)
+
+    def draw() -> None:
+        rgb = _resampled(arr, where, magnification)
+        if img.polarity == "REVERSE":
+            rgb = 255 - rgb
+        if ctx.dtype == np.uint8:
+            pixels[y0:y1, x0:x1] = rgb
+        else:
+            pixels[y0:y1, x0:x1] = rgb.astype(np.uint16) * (ctx.top // 255)
+
+    return draw
+
+
+def _run(jobs: list[Callable[[], None]]) -> None:
+    """Draw the image boxes, on a few threads when there are several: Pillow's resampling and numpy's
+    lookup release the GIL, and every box writes its own part of the film."""
+    workers = min(len(jobs), os.cpu_count() or 1, MAX_THREADS)
+    if workers <= 1:
+        for job in jobs:
+            job()
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(job) for job in jobs]:
+            future.result()
 
 
 def _draw_trim(pixels: Any, box: Rect, dest: Rect, level: Any, width: int) -> None:
