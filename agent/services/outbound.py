@@ -259,6 +259,8 @@ class Outbound:
         try:
             while untried:
                 job = untried[0]
+                if job.lease_until is not None and self.queue_clock() > job.lease_until - self.lease / 2:
+                    break  # a slow batch: give the rest back before lease recovery could hand them out
                 outcome = await self._run_job(name, peer, state, job)
                 if outcome is True:
                     with trio.CancelScope(shield=True):  # delivered: record it even while stopping
