@@ -51,7 +51,14 @@ def encode_request(operation: int, request_id: int, attributes: list[tuple[int, 
 
 
 def decode_response(data: bytes) -> tuple[int, list[dict[str, list[Any]]]]:
-    """(status-code, [job groups as {name: [values]}])."""
+    """(status-code, [job groups as {name: [values]}]); IppError for a malformed response."""
+    try:
+        return _decode(data)
+    except struct.error as exc:
+        raise IppError(f"malformed IPP response: {exc}") from exc
+
+
+def _decode(data: bytes) -> tuple[int, list[dict[str, list[Any]]]]:
     if len(data) < 9:
         raise IppError("short IPP response")
     status = struct.unpack(">h", data[2:4])[0]

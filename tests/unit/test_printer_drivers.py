@@ -5,6 +5,7 @@ changing the simulated printer would observe."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -454,3 +455,29 @@ def test_sim_set_state_refuses_bad_fields_and_values(tmp_path: Path) -> None:
         sim.set_state({}, tmp_path, online="yes")
     assert caught.value.key == "online"
     assert sim.get_state(tmp_path)["supply"] == 7  # unchanged
+
+
+# ------------------------------------------------------------------ IPP (what the cups driver asks)
+
+
+def test_ipp_round_trip_and_malformed_answers() -> None:
+    from drivers.printer import ipp
+
+    request = ipp.encode_request(ipp.GET_JOBS, 7, [(ipp.KEYWORD, "requested-attributes", ["job-id", "job-name"])])
+    assert request[:8] == bytes([2, 0, 0, 0x0A, 0, 0, 0, 7])  # version 2.0, Get-Jobs, request id
+    assert request.endswith(b"\x44\x00\x00\x00\x08job-name\x03")  # an additional value has no name
+    # A response: status 0 (successful-ok), one job group with an integer, a name and a 1setOf keyword.
+    job = (
+        b"\x02" + b"\x21\x00\x06job-id\x00\x04\x00\x00\x00\x0c"
+        + b"\x42\x00\x08job-name\x00\x0dACME film 1.2"
+        + b"\x44\x00\x11job-state-reasons\x00\x04none" + b"\x44\x00\x00\x00\x05other"
+    )
+    answer = bytes([2, 0, 0, 0, 0, 0, 0, 7]) + b"\x01" + b"\x47\x00\x12attributes-charset\x00\x05utf-8" + job + b"\x03"
+    status, groups = ipp.decode_response(answer)
+    assert status == 0
+    assert groups == [{"job-id": [12], "job-name": ["ACME film 1.2"], "job-state-reasons": ["none", "other"]}]
+    with pytest.raises(ipp.IppError):
+        ipp.decode_response(answer[:5])
+    for cut in range(9, len(answer)):  # a cut anywhere: IppError or a partial answer, never a crash
+        with contextlib.suppress(ipp.IppError):
+            ipp.decode_response(answer[:cut])
