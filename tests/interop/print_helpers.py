@@ -98,6 +98,7 @@ class PrintRecorder:
         self.events: list[tuple[str, str, str, Dataset | None]] = []
         self.event_replies: list[int] = []
         self.associations = 0
+        self.endings: list[str] = []  # "released" / "aborted", one per association
         self.lock = threading.Lock()
         self.port = port or free_port()
         ae = AE(ae_title=ae_title)
@@ -168,9 +169,16 @@ class PrintRecorder:
             with self.lock:
                 self.associations += 1
 
+        def on_end(kind: str) -> Any:
+            def handler(event: Any) -> None:
+                with self.lock:
+                    self.endings.append(kind)
+            return handler
+
         self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
             (evt.EVT_N_GET, on_get), (evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set),
             (evt.EVT_N_ACTION, on_action), (evt.EVT_N_DELETE, on_delete), (evt.EVT_ACCEPTED, on_open),
+            (evt.EVT_RELEASED, on_end("released")), (evt.EVT_ABORTED, on_end("aborted")),
         ])
 
     def snapshot(self) -> list[tuple[str, str, str, Dataset | None]]:

@@ -140,6 +140,10 @@ async def test_printer_in_failure_keeps_the_job_queued_until_normal(tmp_path: Pa
     assert result["state"] == "queued" and result["exit"] == 75, result
     assert "SUPPLY EMPTY" in result["error"]
     assert printer.operations() == [("N-GET", PRINTER)]  # nothing created while the printer is in FAILURE
+    with trio.fail_after(15):  # the association ends politely: the printer did nothing wrong
+        while not printer.endings:
+            await trio.sleep(0.05)
+    assert printer.endings == ["released"]
     job = queue.get(job_id)
     assert job is not None and job.state is JobState.PENDING and job.attempts == 1
     # film loaded: the running agent's queue worker prints it
