@@ -143,3 +143,30 @@ def test_images_of_a_dropped_job_are_removed_by_a_later_print(setup) -> None:
     assert r.returncode == 0, r.stderr
     assert not spool.exists()
     assert len(_jobs(profile)) == 2 and all((profile.agent.data_dir / j["payload"]["spool"]).is_dir() for j in _jobs(profile))
+
+
+def test_printer_jobs_and_retry_of_a_failed_job(tmp_path: Path) -> None:
+    from agent.store.db import DB_FILENAME, open_database
+    from agent.store.printjobs import PrintJobStore
+
+    profile = write_profile(tmp_path / "host", """
+        [print]
+        serve = true
+        driver = "sim"
+        """)
+    profile.agent.data_dir.mkdir(parents=True)
+    store = PrintJobStore(open_database(profile.agent.data_dir / DB_FILENAME))
+    store.add("1.2.3.1", "films/1.npy", film_box_uid="1.2.3.2", session_uid="1.2.3.3", calling_ae="CT01", copies=2)
+    store.mark_failed("1.2.3.1", "FILM JAM", "the printer jammed")
+    store.add("1.2.3.4", "films/2.npy", film_box_uid="1.2.3.5", session_uid="1.2.3.3", calling_ae="CT01")
+    r = cli("printer", "jobs", "--profile", profile.source, "--state", "failed")
+    assert r.returncode == 0, r.stderr
+    assert "1.2.3.1" in r.stdout and "FILM JAM / the printer jammed" in r.stdout and "1.2.3.4" not in r.stdout
+    r = cli("printer", "retry", "--profile", profile.source, "1.2.3.4")
+    assert r.returncode == 1 and "only a failed job" in r.stderr
+    r = cli("printer", "retry", "--profile", profile.source, "1.2.3.1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "pending"
+    assert store.get("1.2.3.1").state == "pending"  # type: ignore[union-attr]
+    r = cli("printer", "status", "--profile", profile.source, "--json")
+    assert json.loads(r.stdout)["jobs"] == {"pending": 2}
