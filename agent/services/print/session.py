@@ -143,13 +143,14 @@ class FilmBox:
 
 
 def annotation_box_count(format_id: str) -> int:
-    """Annotation Display Format ID (2010,0030), this SCP's terms: "1".."8" boxes, or "LABEL" (one)."""
+    """Annotation Display Format ID (2010,0030), this SCP's terms: "1".."8" boxes, or "LABEL" or
+    "ANNOTATION" (one box; the second is what DCMTK's print SCU sends by default)."""
     value = format_id.strip().upper()
-    if value == "LABEL":
+    if value in ("LABEL", "ANNOTATION"):
         return 1
     if value.isdigit() and 1 <= int(value) <= MAX_ANNOTATION_BOXES:
         return int(value)
-    raise A.invalid("AnnotationDisplayFormatID", f"{value!r} is not LABEL or a number of boxes 1..{MAX_ANNOTATION_BOXES}")
+    raise A.invalid("AnnotationDisplayFormatID", f"{value!r} is not LABEL, ANNOTATION or a number of boxes 1..{MAX_ANNOTATION_BOXES}")
 
 
 def _ref(sop_class: str, uid: str) -> Dataset:
