@@ -104,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
     store.add_argument("--max-pdu", type=_max_pdu, default=262144, help="largest PDU we accept, 0 = no limit [262144]")
 
-    from agent.cli_worklist import add_parsers as add_worklist_parsers
+    from agent.cli.mpps import add_parsers as add_mpps_parsers
+    from agent.cli.worklist import add_parsers as add_worklist_parsers
 
-    add_worklist_parsers(sub)  # worklist, mpps
-    from agent.cli_queue import add_parsers as add_queue_parsers
+    add_worklist_parsers(sub)
+    add_mpps_parsers(sub)
+    from agent.cli.queue import add_parsers as add_queue_parsers
 
     add_queue_parsers(sub)
     from agent.cli_print import add_parsers as add_print_parsers
@@ -177,19 +179,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     setup_logging("debug" if args.verbose else "warning")
     if args.command in ("queue", "status"):
-        from agent.cli_queue import run_queue, run_status
+        from agent.cli.queue import run_queue, run_status
 
         return run_queue(args) if args.command == "queue" else run_status(args)
     if args.command == "echo":
         return _echo(args)
     if args.command == "store":
-        from agent.cli_store import run_store
+        from agent.cli.store import run_store
 
         return run_store(args)
-    if args.command in ("worklist", "mpps"):
-        from agent.cli_worklist import run_mpps, run_worklist
+    if args.command == "worklist":
+        from agent.cli.worklist import run_worklist
 
-        return run_worklist(args) if args.command == "worklist" else run_mpps(args)
+        return run_worklist(args)
+    if args.command == "mpps":
+        from agent.cli.mpps import run_mpps
+
+        return run_mpps(args)
     if args.command in ("print", "printer"):
         from agent.cli_print import run_print, run_printer
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from agent.errors import QueueError
 from agent.store.commitment import CommitmentStore
-from agent.data_dir import existing_database
-from agent.store.db import DB_FILENAME, transaction
+from agent.cli.common import open_db, profile_from
+from agent.store.db import transaction
 from agent.store.queue import Job, JobQueue, JobState
 
 EX_FAILED = 1
@@ -66,12 +66,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def _open(profile_path: str) -> tuple[JobQueue, CommitmentStore, sqlite3.Connection]:
-    from agent.profile import load_profile  # pydicom comes with it: only commands that run pay for it
-
-    profile = load_profile(profile_path)
     # Every queue command works on jobs the agent made: no database means nothing to show or change,
     # and creating an empty one would answer "queue: empty" for the wrong folder (NoDatabase, exit 1).
-    db = existing_database(profile.agent.data_dir / DB_FILENAME)
+    db = open_db(profile_from(profile_path), write=False)
     queue = JobQueue(db)
     return queue, CommitmentStore(db), db
 
