@@ -362,14 +362,16 @@ def test_raw_status_offline_when_the_device_cannot_be_opened(tmp_path: Path) -> 
         assert driver.lookup("6.6") is None  # nothing recorded: it prints when the device is back
 
 
-def test_raw_postscript_renders_with_ghostscript(tmp_path: Path) -> None:
+@pytest.mark.parametrize("color", [False, True])
+def test_raw_postscript_renders_with_ghostscript(tmp_path: Path, color: bool) -> None:
     gs = require_tool("gs")  # Ghostscript, installed by .ci/run with cups-pdf
     from drivers.printer.encode import encode_postscript
 
-    f = film("gs", size_mm=(203.2, 254.0), dpi=40)
+    f = film("gs", size_mm=(203.2, 254.0), dpi=40, color=color)
     (tmp_path / "job.ps").write_bytes(encode_postscript(f, "gs"))
-    out = tmp_path / "page.pgm"
-    subprocess.run([gs, "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-sDEVICE=pgmraw", "-r40", f"-sOutputFile={out}",
+    out = tmp_path / "page.pnm"
+    device = "ppmraw" if color else "pgmraw"
+    subprocess.run([gs, "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", f"-sDEVICE={device}", "-r40", f"-sOutputFile={out}",
                     str(tmp_path / "job.ps")], check=True, timeout=120)
     with Image.open(out) as im:
         page = np.asarray(im).astype(int)
