@@ -302,8 +302,15 @@ class Outbound:
         if performer is None:
             return _Failure(f"no performer for job kind {job.kind!r}", permanent=True)
         try:
-            conn = await self._connection(name, peer, state, job)
-            await performer.perform(conn, job)
+            try:
+                conn = await self._connection(name, peer, state, job)
+                await performer.perform(conn, job)
+            except ExceptionGroup as group:
+                # From a nursery inside a performer: one failure is judged as if raised alone.
+                leaves = _leaves(group)
+                if len(leaves) == 1:
+                    raise leaves[0] from group
+                raise
         except NotReady as exc:
             return _Postponed(str(exc), exc.retry_in)
         except JobFailed as exc:
@@ -379,6 +386,13 @@ class _Postponed:
 
 
 _Outcome = bool | _Failure | _Postponed
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _key(p: ProposedContext) -> tuple[str, tuple[str, ...], bool | None, bool | None]:

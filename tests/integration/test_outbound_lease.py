@@ -1,9 +1,7 @@
-"""A batch that runs longer than its lease: the worker gives the rest back before the maintenance pass's
-lease recovery could hand them out again, so no job is performed twice.
-
-Real time, short lease (2 s), a peer built on the agent's own listener answering C-ECHO; each job
-takes 0.4 s, so a batch of 12 would outlive its lease.
-"""
+"""The outbound worker's edge cases against a peer built on the agent's own listener (C-ECHO), in real
+time: a batch that runs longer than its lease gives the rest back before the maintenance pass's lease
+recovery could hand them out again (no job performed twice); a transient failure raised inside a
+performer's own nursery is judged as transient (retried), not as a job that cannot be run."""
 
 from __future__ import annotations
 
@@ -74,3 +72,44 @@ async def test_a_batch_longer_than_its_lease_performs_each_job_once(tmp_path: Pa
         inner.cancel_scope.cancel()
     assert sorted(performer.performed) == ids
     assert max(performer.performed.values()) == 1, performer.performed
+
+
+class Grouped:
+    """A performer whose nursery fails with one transient error: an ExceptionGroup of one."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def contexts(self, job: Job) -> Sequence[ProposedContext]:
+        return [ProposedContext(verification.VERIFICATION_SOP_CLASS)]
+
+    async def perform(self, conn: DicomConnection, job: Job) -> None:
+        from agent.errors import TimeoutExpired
+
+        self.attempts += 1
+        if self.attempts == 1:
+            async def stalls() -> None:
+                raise TimeoutExpired("no DIMSE response within 1 s")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stalls)
+
+
+async def test_a_transient_failure_inside_a_performers_nursery_is_retried(tmp_path: Path, nursery: trio.Nursery) -> None:
+    registry = ServiceRegistry()
+    verification.register(registry)
+    listener = Listener(AcceptorPolicy(ae_title="PEER", timeouts=T), registry)
+    port = (await nursery.start(listener.serve_tcp, "127.0.0.1", 0))[0].socket.getsockname()[1]
+    queue = JobQueue(open_database(tmp_path / "agent.db"), rng=random.Random(1))
+    peer = Peer(name="peer", ae_title="PEER", host="127.0.0.1", port=port, retry_base=0.1, retry_cap=0.2)
+    outbound = Outbound("AGENT", {"peer": peer}, queue, Blocking(), T, performers={"grouped": Grouped()})
+    job_id = queue.enqueue("grouped", "peer", {})
+    async with trio.open_nursery() as inner:
+        await inner.start(outbound.run)
+        with trio.fail_after(30):
+            while queue.get(job_id).state not in (JobState.DONE, JobState.DEAD):  # type: ignore[union-attr]
+                await trio.sleep(0.05)
+        inner.cancel_scope.cancel()
+    job = queue.get(job_id)
+    assert job is not None and job.state is JobState.DONE and job.attempts == 1
+    assert "DIMSE response" in (job.last_error or "")
