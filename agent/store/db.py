@@ -9,11 +9,16 @@ Invariants:
   `transaction()`, so a write lock is taken up front and never upgraded mid-transaction (no SQLITE_BUSY
   deadlock between the agent and a CLI command running beside it).
 - Each module creates its own tables with `CREATE TABLE IF NOT EXISTS` from its own schema string.
+- Patient data is owner/group only whatever the process umask: files the store creates are 0640 and
+  folders 0750 (`FILE_MODE`, `DIR_MODE`, set explicitly after creation because the umask can only take
+  bits away). SQLite gives the -wal and -shm files the database file's own mode, so creating that file
+  0640 ourselves before SQLite opens it covers all three.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +26,45 @@ from pathlib import Path
 DB_FILENAME = "agent.db"
 
 
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+def make_private_dirs(path: str | Path) -> None:
+    """Create `path` and its missing parents as DIR_MODE folders; existing ones are left as they are."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    make_private_dirs(path.parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, DIR_MODE)
+
+
+def create_private_file(path: str | Path) -> None:
+    """Create `path` empty with FILE_MODE if it does not exist (a file that exists is not touched)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
 def open_database(path: str | Path) -> sqlite3.Connection:
     """Open (creating if needed) the agent database at `path` with the durability settings above."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
+    create_private_file(path)
+    for own in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        # Written by an earlier version under a loose umask: take group write and all other access away.
+        with contextlib.suppress(OSError):
+            if own.stat().st_mode & 0o027:
+                os.chmod(own, own.stat().st_mode & 0o750)
     conn = sqlite3.connect(
         str(path), isolation_level=None, check_same_thread=False, timeout=30.0
     )

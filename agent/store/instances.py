@@ -44,7 +44,7 @@ from pydicom.multival import MultiValue
 
 from agent import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from agent.errors import StoreError
-from agent.store.db import transaction
+from agent.store.db import DIR_MODE, FILE_MODE, make_private_dirs, transaction
 from agent.store.dicomfile import (
     DataSetError,
     FileMeta,
@@ -212,11 +212,12 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _ensure_dir(path: Path) -> None:
-    """mkdir `path` if missing and make the new entry durable by fsync'ing its parent."""
+    """mkdir `path` (DIR_MODE, whatever the umask) if missing; fsync its parent so the entry is durable."""
     try:
-        os.mkdir(path)
+        os.mkdir(path, DIR_MODE)
     except FileExistsError:
         return
+    os.chmod(path, DIR_MODE)
     _fsync_dir(path.parent)
 
 
@@ -397,9 +398,11 @@ class InstanceStore:
         self._objects = self.data_dir / "objects"
         self._tmp = self.data_dir / "tmp"
         self._lock = threading.RLock()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        _ensure_dir(self._objects)
-        _ensure_dir(self._tmp)
+        make_private_dirs(self.data_dir)
+        for own in (self._objects, self._tmp):
+            _ensure_dir(own)
+            if own.stat().st_mode & 0o027:  # made by an earlier version under a loose umask
+                os.chmod(own, DIR_MODE)
         with self._lock, transaction(conn):
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -432,8 +435,14 @@ class InstanceStore:
         )
         temp_path = self._tmp / f"{sop_instance_uid}.{uuid.uuid4().hex}.part"
         try:
-            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
+            raise _os_error(exc, f"creating {temp_path.name}") from exc
+        try:
+            os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away; it must not decide
+        except OSError as exc:
+            os.close(fd)
+            os.unlink(temp_path)
             raise _os_error(exc, f"creating {temp_path.name}") from exc
         incoming = Incoming(
             self,
