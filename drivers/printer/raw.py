@@ -26,6 +26,7 @@ import json
 import os
 import select
 import termios
+import threading
 import time
 import tty
 from collections.abc import Mapping
@@ -96,11 +97,17 @@ class RawPrinter:
         self.serial_options = serial_options
         self.write_timeout = write_timeout
         self.port: serial.SerialBase | None = None
+        # The agent may ask for status from one thread while another submits: one user of the line at a time.
+        self._lock = threading.Lock()
 
     def capabilities(self) -> PrinterCapabilities:
         return self.caps
 
     def status(self) -> PrinterStatus:
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> PrinterStatus:
         try:
             if self.device is not None:
                 os.close(os.open(self.device, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_APPEND))
@@ -114,6 +121,10 @@ class RawPrinter:
         return PrinterStatus()
 
     def submit(self, film: Film) -> str:
+        with self._lock:
+            return self._submit(film)
+
+    def _submit(self, film: Film) -> str:
         done = self.journal.sent.get(film.job_id)
         if done is not None:
             return done
@@ -141,7 +152,8 @@ class RawPrinter:
         return PrintJobStatus(PrintJobState.DONE)
 
     def close(self) -> None:
-        self._close_port()
+        with self._lock:
+            self._close_port()
 
     # ---------------------------------------------------------------- transport
 
