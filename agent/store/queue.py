@@ -311,7 +311,8 @@ class JobQueue:
         """Claim the next job as `claim` does; if it is of one of `kinds` and has no group and no
         prerequisite, also claim up to `limit - 1` more such jobs of the same kind, oldest first, in
         the same transaction. For jobs whose repetition is harmless (C-STORE is idempotent), so that
-        a worker pays one durable transaction per batch instead of one per job."""
+        a worker pays one claim transaction per batch; it still completes each job on its own, so a
+        crash repeats only the job in flight, and the jobs not yet tried simply go back to PENDING."""
         first = self.claim(destination, lease=lease)
         if first is None:
             return []
