@@ -145,7 +145,8 @@ def test_reflective_paper_uses_l0_without_ambient_light() -> None:
 def test_lin_od_is_linear_in_optical_density(v: int) -> None:
     request = film([ImageRequest(1, uniform(v), bits_stored=12)], min_density=20, max_density=300,
                    presentation_lut=PresentationLut(shape="LIN OD"))
-    assert abs(centre_density(request) - (3.00 - v / 4095 * 2.80)) < 1e-3
+    # The value is a density: 0 is Min Density, the top value Max Density (PS3.3 C.11.6.1.2).
+    assert abs(centre_density(request) - (0.20 + v / 4095 * 2.80)) < 1e-3
 
 
 def test_explicit_presentation_lut() -> None:

@@ -22,7 +22,7 @@ The pipeline, per film (PS3.3 C.13, PS3.4 H.2, PS3.14 chapter 7):
    MONOCHROME1 inverts, Polarity REVERSE inverts (PS3.3 C.13.5); the Presentation LUT (PS3.3 C.11.6,
    PS3.4 H.4.9) gives P-values: IDENTITY scales the stored range onto the P-value range, an explicit
    LUT maps stored values (clamped to its first/last entry) to P-values of its output bits, LIN OD
-   makes the value linear in optical density from Max Density (0) to Min Density (top); P-values
+   takes the value as optical density, linear from Min Density (0) to Max Density (top); P-values
    become optical density by the GSDF between Min and Max Density under Illumination and Reflected
    Ambient Light (`gsdf.py`, PS3.14 7.2; paper (Medium Type PAPER) as a reflective print, 7.3);
    density becomes the drive level through the printer's characteristic curve (linear interpolation).
@@ -286,9 +286,10 @@ def _values_to_density(values: Any, n: int, spec: PresentationLut | None, d_min:
     if spec is None or (spec.table is None and spec.shape in (None, "IDENTITY")):
         p = values / (n - 1)
     elif spec.table is None and spec.shape == "LIN OD":
-        # PS3.3 C.11.6.1.2: the input is linear in optical density over Min..Max Density; the lowest
-        # value is the darkest (Max Density), as P-values and MONOCHROME2 have it.
-        return d_max - values / (n - 1) * (d_max - d_min)
+        # PS3.3 C.11.6.1.2: "input to Presentation LUT is in linear optical density over the range of
+        # Min Density and Max Density": the value is a density, so 0 prints Min Density and the top
+        # value Max Density (the reverse of P-values; DCMTK's print LUT reads it the same way).
+        return d_min + values / (n - 1) * (d_max - d_min)
     elif spec.table is not None and len(spec.table) > 0:
         if not 8 <= spec.output_bits <= 16:
             raise RenderError(f"Presentation LUT output bits {spec.output_bits}: expected 8..16",
