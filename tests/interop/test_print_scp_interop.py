@@ -4,6 +4,7 @@ the association goes on."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,41 @@ async def test_annotation_boxes_and_session_print(tmp_path: Path, start_agent) -
     status, n, note, printed = await trio.to_thread.run_sync(run)
     assert (status, n, note, printed) == (0, 2, 0, 0)
     await wait_files(tmp_path / "films", "*.png")
+
+
+async def test_print_job_and_printer_configuration_n_get(tmp_path: Path, start_agent) -> None:
+    from pydicom.tag import Tag
+
+    from tests.interop.print_scu_peer import PRINT_JOB
+
+    config_class, config_instance = "1.2.840.10008.5.1.1.16.376", "1.2.840.10008.5.1.1.17.376"
+    agent = await start_agent(printer_profile(tmp_path))
+
+    def run() -> tuple[Dataset, Dataset, int]:
+        scu = PrintSCU(agent.port, extra=(PRINT_JOB, config_class))
+        try:
+            scu.film_session(FilmSessionLabel="N-GET")
+            _, box, boxes, _ = scu.film_box("STANDARD\\1,1", FilmSizeID="8INX10IN")
+            scu.set_image(boxes[0], image_box(1))
+            _, reply = scu.print_film_box(box)
+            job = reply[0x21000500].value[0].ReferencedSOPInstanceUID
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                status, attrs = scu.assoc.send_n_get([Tag(0x2100, 0x0020), Tag(0x2100, 0x0030), Tag(0x2100, 0x0070)],
+                                                     PRINT_JOB, job, msg_id=90)
+                if attrs is not None and attrs.ExecutionStatus == "DONE":
+                    break
+                time.sleep(0.1)
+            status, config = scu.assoc.send_n_get([], config_class, config_instance, msg_id=91)
+            unknown = int(scu.assoc.send_n_get([], PRINT_JOB, "1.2.3.999", msg_id=92)[0].Status)
+            return attrs, config, unknown
+        finally:
+            scu.release()
+
+    job, config, unknown = await trio.to_thread.run_sync(run)
+    assert (job.ExecutionStatus, job.ExecutionStatusInfo, job.Originator) == ("DONE", "NORMAL", "MODALITY")
+    assert "ExecutionStatus" in job and "PrintPriority" not in job  # only what was asked for
+    item = config.PrinterConfigurationSequence[0]
+    assert "1.2.840.10008.5.1.1.9" in item.SOPClassesSupported
+    assert {(m.FilmSizeID, m.MediumType) for m in item.MediaInstalledSequence} >= {("8INX10IN", "PAPER")}
+    assert unknown == 0x0112
