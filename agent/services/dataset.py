@@ -21,7 +21,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
-from agent.errors import AgentError
+# One exception for "a data set we cannot read or write", whether it came in a DIMSE message or from a
+# stored file: the store's (a StoreError, hence an AgentError).
+from agent.store.dicomfile import DataSetError
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -32,10 +34,6 @@ _ENCODINGS = {
     EXPLICIT_VR_LE: (False, True),
     EXPLICIT_VR_BE: (False, False),
 }
-
-
-class DataSetError(AgentError):
-    """A data set that cannot be decoded or encoded for the negotiated transfer syntax."""
 
 
 def _flags(transfer_syntax: str) -> tuple[bool, bool]:
