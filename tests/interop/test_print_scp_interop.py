@@ -242,3 +242,61 @@ async def test_print_job_and_printer_configuration_n_get(tmp_path: Path, start_a
     assert "1.2.840.10008.5.1.1.9" in item.SOPClassesSupported
     assert {(m.FilmSizeID, m.MediumType) for m in item.MediaInstalledSequence} >= {("8INX10IN", "PAPER")}
     assert unknown == 0x0112
+
+
+@pytest.mark.parametrize("color_printer", [False, True], ids=["grayscale-printer", "color-printer"])
+async def test_color_meta_class_only_on_a_color_printer(tmp_path: Path, start_agent, color_printer: bool) -> None:
+    from pynetdicom import AE
+    from pydicom.sequence import Sequence
+
+    from tests.interop.print_scu_peer import COLOR_BOX
+
+    color_meta = "1.2.840.10008.5.1.1.18"
+    agent = await start_agent(printer_profile(tmp_path, options=f"color = {'true' if color_printer else 'false'}"))
+
+    def run() -> tuple[bool, int]:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(color_meta)
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", agent.port, ae_title="PRINTER")
+        try:
+            accepted = any(c.abstract_syntax == color_meta for c in assoc.accepted_contexts)
+            if not accepted:
+                return False, -1
+            session = Dataset()
+            session.NumberOfCopies = "1"
+            session_uid, box_uid = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+            assoc.send_n_create(session, FILM_SESSION, session_uid, meta_uid=color_meta)
+            box = Dataset()
+            box.ImageDisplayFormat = "STANDARD\\1,1"
+            box.FilmSizeID = "8INX10IN"
+            ref = Dataset()
+            ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = FILM_SESSION, session_uid
+            box.ReferencedFilmSessionSequence = Sequence([ref])
+            _, reply = assoc.send_n_create(box, FILM_BOX, box_uid, meta_uid=color_meta)
+            image_uid = reply.ReferencedImageBoxSequence[0].ReferencedSOPInstanceUID
+            assert reply.ReferencedImageBoxSequence[0].ReferencedSOPClassUID == COLOR_BOX
+            item = Dataset()
+            item.SamplesPerPixel, item.PhotometricInterpretation, item.PlanarConfiguration = 3, "RGB", 1
+            item.Rows = item.Columns = 32
+            item.BitsAllocated, item.BitsStored, item.HighBit, item.PixelRepresentation = 8, 8, 7, 0
+            planes = np.zeros((3, 32, 32), np.uint8)
+            planes[2] = 255  # blue
+            item.PixelData = planes.tobytes()
+            image = Dataset()
+            image.ImageBoxPosition = 1
+            image.BasicColorImageSequence = Sequence([item])
+            assoc.send_n_set(image, COLOR_BOX, image_uid, meta_uid=color_meta)
+            status, _ = assoc.send_n_action(None, 1, FILM_BOX, box_uid, meta_uid=color_meta)
+            return True, int(status.Status)
+        finally:
+            assoc.release()
+
+    accepted, status = await trio.to_thread.run_sync(run)
+    assert accepted is color_printer
+    if color_printer:
+        assert status == 0
+        [film] = await wait_files(tmp_path / "films", "*.png")
+        pixels = np.asarray(Image.open(film))
+        centre = pixels[pixels.shape[0] // 2, pixels.shape[1] // 2]
+        assert pixels.ndim == 3 and centre[2] > 200 and centre[0] < 50
