@@ -193,6 +193,12 @@ class PrintJobStore:
             ).fetchall()
         return [_job(r) for r in rows]
 
+    def film_ids(self) -> set[str]:
+        """Ids of the jobs whose film file is still needed (every job not DONE)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id FROM print_jobs WHERE state != 'done'").fetchall()
+        return {str(r[0]) for r in rows}
+
     def mark_submitting(self, job_id: str) -> None:
         """Committed before `driver.submit` (see module invariants); counts an attempt."""
         self._set(job_id, "state = 'submitting', attempts = attempts + 1", ())

@@ -148,3 +148,17 @@ async def test_wake_is_not_lost_while_busy(setup) -> None:
             while store.get("1.2.8").state is not JobState.DONE:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+
+
+async def test_start_up_removes_films_without_a_job(setup, tmp_path: Path) -> None:
+    store, driver, worker, events, add = setup
+    add("1.2.9")
+    orphan = Film(job_id="1.2.10", pixels=np.zeros((2, 2), np.uint8), width_mm=1.0, height_mm=1.0, dpi=100)
+    orphan_path = films.save(films.films_dir(tmp_path), orphan)  # the agent died before its row committed
+    worker.data_dir = tmp_path
+    driver.state = PrinterStatus(PrinterState.FAILURE, "COVER OPEN")  # keep 1.2.9 waiting
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.run)
+        nursery.cancel_scope.cancel()
+    assert not orphan_path.exists() and not orphan_path.with_suffix(".json").exists()
+    assert Path(store.get("1.2.9").film_path).exists()

@@ -66,6 +66,20 @@ def load(pixels_path: str | Path) -> Film:
     return Film(pixels=pixels, **meta)
 
 
+def remove_orphans(directory: Path, keep: set[str]) -> int:
+    """Delete films (and temporary files) whose job id is not in `keep`: written by an N-ACTION whose
+    job row never committed (the agent died in between; the requestor got no success). Returns how many."""
+    removed = 0
+    if not directory.exists():
+        return 0
+    for path in directory.iterdir():
+        job_id = path.name.split(".npy")[0].split(".json")[0]
+        if job_id not in keep or path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def remove(pixels_path: str | Path) -> None:
     """Delete a printed film's files (missing files are fine)."""
     pixels_path = Path(pixels_path)
@@ -73,4 +87,4 @@ def remove(pixels_path: str | Path) -> None:
         path.unlink(missing_ok=True)
 
 
-__all__ = ["films_dir", "load", "remove", "save"]
+__all__ = ["films_dir", "load", "remove", "remove_orphans", "save"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -57,6 +58,8 @@ class PrintWorker:
     on_job: JobEvent = _no_job_event
     on_printer: PrinterEvent = _no_printer_event
     keep_films: bool = False
+    on_pass: Callable[[], None] = lambda: None  # e.g. the SCP forgetting associations that ended
+    data_dir: Path | None = None  # where the SCP writes films; orphans are removed at start-up
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
     last_status: PrinterStatus | None = None
     _wake_send: Any = None
@@ -96,6 +99,12 @@ class PrintWorker:
     # ------------------------------------------------------------ the loop
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        directory = films.films_dir(self.data_dir) if self.data_dir is not None else None
+        if directory is not None:
+            keep = await self.blocking.run(self.jobs.film_ids)
+            removed = await trio.to_thread.run_sync(films.remove_orphans, directory, keep)
+            if removed:
+                log.warning("start-up recovery: %d film file(s) without a print job removed", removed)
         await self.refresh_status()
         task_status.started()
         while True:
@@ -105,6 +114,7 @@ class PrintWorker:
 
     async def pass_once(self) -> None:
         """One pass over every unfinished job (oldest first)."""
+        self.on_pass()
         status = await self.refresh_status()
         for job in await self.blocking.run(self.jobs.unfinished):
             try:

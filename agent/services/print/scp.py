@@ -130,9 +130,15 @@ class PrintSCP:
         handlers = {t: self.handle for t in (NCreateRQ, NSetRQ, NGetRQ, NActionRQ, NDeleteRQ)}
         registry.add(self.sop_classes(), SyntaxSupport(), handlers)  # type: ignore[arg-type]
 
-    def _association(self, conn: DicomConnection) -> PrintAssociation:
+    def prune(self) -> None:
+        """Forget associations that ended (their film sessions, boxes and images)."""
         for key in [k for k, a in self.associations.items() if not a.conn.is_open]:
             del self.associations[key]
+        for job_id in [j for j, a in self.job_owner.items() if not a.conn.is_open]:
+            del self.job_owner[job_id]
+
+    def _association(self, conn: DicomConnection) -> PrintAssociation:
+        self.prune()
         pa = self.associations.get(id(conn))
         if pa is None or pa.conn is not conn:
             pa = PrintAssociation(conn, PrintState(self.limits, generate_uid))

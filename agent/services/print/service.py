@@ -71,7 +71,7 @@ def build_print_service(settings: Any, data_dir: Path, db: sqlite3.Connection, b
     """The Print SCP and its worker for `settings` (a `PrintSettings` with serve = true)."""
     driver = driver or open_printer(settings.driver, settings.options, data_dir)
     jobs = PrintJobStore(db)
-    worker = PrintWorker(driver, jobs, blocking, poll_interval=settings.poll_interval)
+    worker = PrintWorker(driver, jobs, blocking, poll_interval=settings.poll_interval, data_dir=data_dir)
     caps = driver.capabilities()
     scp = PrintSCP(
         PrinterLimits(caps, tuple(settings.formats)), jobs, blocking, data_dir, render or _render,
@@ -79,6 +79,7 @@ def build_print_service(settings: Any, data_dir: Path, db: sqlite3.Connection, b
     )
     worker.on_job = scp.job_event
     worker.on_printer = scp.printer_event
+    worker.on_pass = scp.prune
     scp.register(registry)
     return PrintService(driver, jobs, worker, scp)
 
