@@ -17,8 +17,9 @@ Invariants:
   index, never from a caller.
 - Memory is bounded whatever the object's size: bytes go to the fd as received, and `commit()` walks
   element headers and parses the data set before pixel data with large values deferred.
-- `Incoming` holds only its own fd and path plus a reference to its store, so `write()` may run on the
-  event loop and `commit()` in a worker thread (`trio.to_thread.run_sync`). The store serialises its use
+- `Incoming` holds only its own fd and path plus a reference to its store, so `write()` and `commit()`
+  may run in different worker threads (the Storage SCP runs neither on the event loop: both block on
+  the disk, and the commit also on the database's write lock). The store serialises its use
   of the shared connection with its own lock.
 """
 
