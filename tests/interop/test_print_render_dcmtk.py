@@ -6,6 +6,10 @@ optical density) with the Grayscale Standard Display Function (`+Dp FILE +Dg`, M
 `+Dx`, Illumination `+Di`, Reflected Ambient Light `+Da`): PS3.14 7.2 as DCMTK implements it. The agent
 renders the same ramp of every 12-bit (or 8-bit) value, one image pixel per printer pixel, through a
 characteristic curve with the same points; every value must come out within one drive level (rounding).
+Presentation LUT Shape IDENTITY and LIN OD (`+Pid`, `+Pod`: DCMTK also reads LIN OD values as densities,
+0 at Min Density). LIN OD is compared at 0.20..3.00 OD, 2000 and 10 cd/m² only: dcm2pnm builds its LIN OD
+table from the image's own hardcopy values, which it leaves at those defaults whatever +Dn/+Dx/+Di/+Da
+say (with other values its output is not linear in density).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from agent.services.print.layout import film_layout, parse_display_format
-from agent.services.print.model import FILM_SIZES_MM, FilmRequest, ImageRequest
+from agent.services.print.model import FILM_SIZES_MM, FilmRequest, ImageRequest, PresentationLut
 from agent.services.print.render import render_film
 from drivers.base import PrinterCapabilities
 from tests.conftest import require_tool
@@ -54,19 +58,22 @@ def ramp_file(path: Path, bits: int) -> np.ndarray:
     return values
 
 
-@pytest.mark.parametrize("bits,d_min,d_max,l0,la", [(12, 0.20, 3.00, 2000, 10), (8, 0.10, 3.60, 1000, 40),
-                                                    (12, 0.25, 2.50, 600, 5)])
+@pytest.mark.parametrize("bits,d_min,d_max,l0,la,shape", [
+    (12, 0.20, 3.00, 2000, 10, "IDENTITY"), (8, 0.10, 3.60, 1000, 40, "IDENTITY"),
+    (12, 0.25, 2.50, 600, 5, "IDENTITY"), (12, 0.20, 3.00, 2000, 10, "LIN OD"), (8, 0.20, 3.00, 2000, 10, "LIN OD"),
+])
 def test_drive_levels_match_dcmtk_gsdf_printer_calibration(tmp_path: Path, bits: int, d_min: float,
-                                                           d_max: float, l0: int, la: int) -> None:
+                                                           d_max: float, l0: int, la: int, shape: str) -> None:
     dcm2pnm = require_tool("dcm2pnm")
     values = ramp_file(tmp_path / "ramp.dcm", bits)
     # The printer: drive level 0..255, density linear in drive level from d_max down to d_min, given
     # point by point so that DCMTK's interpolation between points has nothing to interpolate.
     points = [(ddl, d_max - ddl / 255 * (d_max - d_min)) for ddl in range(256)]
     lut = tmp_path / "printer.lut"
-    lut.write_text("max 255\n" + "".join(f"{ddl} {od:.6f}\n" for ddl, od in points))
+    lut.write_text(f"max 255\nlum {l0}\namb {la}\n" + "".join(f"{ddl} {od:.6f}\n" for ddl, od in points))
     subprocess.run([dcm2pnm, "+Dp", str(lut), "+Dg", "+Dn", str(d_min), "+Dx", str(d_max), "+Di", str(l0),
-                    "+Da", str(la), str(tmp_path / "ramp.dcm"), str(tmp_path / "out.pgm")],
+                    "+Da", str(la), "+Pod" if shape == "LIN OD" else "+Pid",
+                    str(tmp_path / "ramp.dcm"), str(tmp_path / "out.pgm")],
                    check=True, capture_output=True, timeout=60)
     theirs = np.asarray(Image.open(tmp_path / "out.pgm"))[0].astype(int)
 
@@ -74,7 +81,7 @@ def test_drive_levels_match_dcmtk_gsdf_printer_calibration(tmp_path: Path, bits:
                                max_density=round(d_max * 100), drive_bits=8,
                                characteristic_curve=tuple((od, ddl) for ddl, od in reversed(points)))
     request = FilmRequest(job_id="1.2.3", film_size_id="8INX10IN", illumination=float(l0),
-                          reflected_ambient_light=float(la),
+                          reflected_ambient_light=float(la), presentation_lut=PresentationLut(shape=shape),
                           images=(ImageRequest(1, values, bits_stored=bits, magnification_type="NONE"),))
     px = render_film(request, caps).pixels
     w_mm, h_mm = FILM_SIZES_MM["8INX10IN"]
@@ -85,4 +92,6 @@ def test_drive_levels_match_dcmtk_gsdf_printer_calibration(tmp_path: Path, bits:
     ours = px[y0, x0:x0 + values.shape[1]].astype(int)
     assert theirs.shape == ours.shape
     assert np.abs(ours - theirs).max() <= 1, np.nonzero(np.abs(ours - theirs) > 1)
-    assert theirs[0] == 0 and theirs[-1] == 255  # the ramp spans the printer's range
+    # the ramp spans the printer's range: dark to light for P-values, light to dark for LIN OD
+    dark, light = (theirs[0], theirs[-1]) if shape == "IDENTITY" else (theirs[-1], theirs[0])
+    assert dark <= 1 and light >= 254
