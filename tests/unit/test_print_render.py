@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.services.print.layout import film_layout, parse_display_format
 from agent.services.print.model import FilmRequest, ImageRequest, PresentationLut, RenderError
@@ -494,3 +496,40 @@ def test_film_carries_the_session_values() -> None:
     assert (f.job_id, f.copies, f.medium_type, f.film_destination, f.label, f.priority, f.dpi) == \
         ("1.2.3", 3, "BLUE FILM", "PROCESSOR", "L", "HIGH", 40)
     assert (f.width_mm, f.height_mm) == (203.2, 254.0)
+
+
+# ------------------------------------------------------------------ any request: a film or a clear refusal
+
+formats = st.one_of(
+    st.tuples(st.integers(1, 12), st.integers(1, 12)).map(lambda cr: f"STANDARD\\{cr[0]},{cr[1]}"),
+    st.lists(st.integers(1, 6), min_size=1, max_size=5).map(lambda n: "ROW\\" + ",".join(map(str, n))),
+    st.lists(st.integers(1, 6), min_size=1, max_size=5).map(lambda n: "COL\\" + ",".join(map(str, n))),
+    st.sampled_from(["SLIDE", "STANDARD\\0,1", "ROW\\", "STANDARD\\60,60"]),
+)
+image_requests = st.builds(
+    lambda rows, cols, bits, mag, dc, size, ar, pol: ImageRequest(
+        1, np.random.default_rng(rows * cols).integers(0, 1 << bits, (rows, cols)).astype(
+            np.uint8 if bits <= 8 else np.uint16), bits_stored=bits, magnification_type=mag, decimate_crop=dc,
+        requested_image_size=size, pixel_aspect_ratio=ar, polarity=pol),
+    st.integers(1, 300), st.integers(1, 300), st.sampled_from([8, 10, 12, 16]),
+    st.sampled_from([None, "REPLICATE", "BILINEAR", "CUBIC", "NONE"]), st.sampled_from(["DECIMATE", "CROP", "FAIL"]),
+    st.one_of(st.none(), st.floats(1.0, 300.0)), st.sampled_from([(1, 1), (2, 1), (1, 3)]),
+    st.sampled_from(["NORMAL", "REVERSE"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=formats, image=image_requests, landscape=st.booleans(), trim=st.booleans(),
+       annotate=st.booleans())
+def test_any_request_gives_a_film_of_the_right_size_or_a_render_error(fmt, image, landscape, trim, annotate):
+    c = caps(dpi=30)
+    request = film([image], image_display_format=fmt, film_orientation="LANDSCAPE" if landscape else "PORTRAIT",
+                   trim=trim, annotations=((2, "TEXT"),) if annotate else ())
+    try:
+        result = render(request, c)
+    except RenderError as exc:
+        assert exc.status in (0x0106, 0xC603)
+        return
+    h, w = round(254.0 * 30 / 25.4), round(203.2 * 30 / 25.4)
+    assert result.film.pixels.shape == ((w, h) if landscape else (h, w))
+    assert all(status in (0xB604, 0xB609, 0xB605) for _, status in result.warnings)

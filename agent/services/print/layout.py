@@ -160,7 +160,10 @@ def film_layout(fmt: DisplayFormat, width: int, height: int, dpi: int,
     area = (margin, margin + top * line, width - margin, height - margin - bottom * line)
     if area[2] - area[0] < 1 or area[3] - area[1] < 1:
         raise ValueError("the film is too small for its margins and annotation lines")
-    return FilmLayout(width, height, tuple(box_rects(fmt, area, gap)), top, bottom, line, margin)
+    boxes = tuple(box_rects(fmt, area, gap))
+    if any(x1 - x0 < 1 or y1 - y0 < 1 for x0, y0, x1, y1 in boxes):
+        raise ValueError(f"{fmt.boxes} image boxes in this layout do not fit on the film at {dpi} dpi")
+    return FilmLayout(width, height, boxes, top, bottom, line, margin)
 
 
 __all__ = ["ANNOTATION_SLOTS_PER_LINE", "DisplayFormat", "FilmLayout", "Rect", "UnsupportedFormat",
