@@ -507,7 +507,7 @@ class InstanceStore:
                 **index,
             )
             try:
-                self._run_transaction(stored, stored, on_commit, finish_replace=journalled)
+                self._run_transaction(stored, stored, on_commit)
             except BaseException:
                 if journalled:
                     self._undo_replace(uid, final, backup)
@@ -563,8 +563,6 @@ class InstanceStore:
         row: StoredInstance | None,
         stored: StoredInstance,
         on_commit: OnCommit | None,
-        *,
-        finish_replace: bool = False,
     ) -> None:
         try:
             with transaction(self.conn) as conn:
@@ -576,9 +574,10 @@ class InstanceStore:
                         f"VALUES ({', '.join('?' * len(_COLUMNS))})",
                         values,
                     )
-                if finish_replace:
+                    # The new row is acknowledged: no journalled replace of this UID may be undone any
+                    # more (also a stale one an interrupted undo could not delete).
                     conn.execute(
-                        "DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (stored.sop_instance_uid,)
+                        "DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (row.sop_instance_uid,)
                     )
                 if on_commit is not None:
                     on_commit(conn, stored)
