@@ -533,3 +533,11 @@ def test_any_request_gives_a_film_of_the_right_size_or_a_render_error(fmt, image
     h, w = round(254.0 * 30 / 25.4), round(203.2 * 30 / 25.4)
     assert result.film.pixels.shape == ((w, h) if landscape else (h, w))
     assert all(status in (0xB604, 0xB609, 0xB605) for _, status in result.warnings)
+
+
+def test_a_format_too_fine_for_the_resolution_is_refused() -> None:
+    request = film([ImageRequest(1, uniform(1, size=5, bits=8), bits_stored=8)],
+                   image_display_format="STANDARD\\99,99")
+    with pytest.raises(RenderError) as err:
+        render_film(request, caps(dpi=10))
+    assert err.value.status == 0x0106 and "do not fit" in str(err.value)
