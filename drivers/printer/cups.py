@@ -139,9 +139,19 @@ class CupsPrinter:
         except IppError as exc:
             # Unknown is not "not printed": the agent must ask again rather than print a second film.
             raise DriverError(f"cannot list the jobs of CUPS queue {self.queue}: {exc}") from exc
-        for job in jobs:
-            if job.get("job-name") == [TITLE_PREFIX + job_id] and job.get("job-id"):
-                return f"{self.queue}-{job['job-id'][0]}"
+        title = [TITLE_PREFIX + job_id]
+        try:
+            for job in jobs:
+                if not job.get("job-id"):
+                    continue
+                if "job-name" not in job:
+                    # Just after a job ends, CUPS may answer Get-Jobs from its in-memory summary, without
+                    # the name; Get-Job-Attributes reads the job's full record.
+                    job = self.ipp.job(job["job-id"][0]) or {}
+                if job.get("job-name") == title:
+                    return f"{self.queue}-{job['job-id'][0]}"
+        except IppError as exc:
+            raise DriverError(f"cannot read the jobs of CUPS queue {self.queue}: {exc}") from exc
         return None
 
     def job_status(self, ref: str) -> PrintJobStatus:
