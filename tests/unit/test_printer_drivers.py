@@ -483,3 +483,33 @@ def test_ipp_round_trip_and_malformed_answers() -> None:
     for cut in range(9, len(answer)):  # a cut anywhere: IppError or a partial answer, never a crash
         with contextlib.suppress(ipp.IppError):
             ipp.decode_response(answer[:cut])
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 2 MiB tmpfs: a disk that fills up. Needs the right to mount (root, as in CI)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_file_status_and_submit_on_a_disk_that_fills_up(tmp_path: Path, small_disk: Path) -> None:
+    small = {"directory": str(small_disk / "films"), "film_sizes": ["8INX10IN"], "dpi": 60, "format": "tiff"}
+    driver = open_printer("file", small, tmp_path)  # one film: 480 x 600 px, 288 kB raw
+    assert (driver.status().state, driver.status().info) == (PrinterState.WARNING, "SUPPLY LOW")  # < 10 films
+    big = open_printer("file", {**small, "film_sizes": ["14INX17IN"], "dpi": 300}, tmp_path)
+    assert (big.status().state, big.status().info) == (PrinterState.FAILURE, "SUPPLY EMPTY")
+    (small_disk / "filler").write_bytes(b"\0" * (2 * 1024 * 1024 - 150_000))
+    noise = np.random.default_rng(3).integers(0, 256, (500, 400), dtype=np.uint8)  # does not compress
+    f = Film(job_id="full", pixels=noise, width_mm=203.2, height_mm=254.0, dpi=50)
+    with pytest.raises(DriverError, match="cannot write film full"):
+        driver.submit(f)
+    assert driver.lookup("full") is None
+    assert list((small_disk / "films").iterdir()) == []  # no half film left behind
+    assert driver.status().info == "SUPPLY EMPTY"
