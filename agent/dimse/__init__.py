@@ -52,9 +52,12 @@ from agent.dimse.messages import (
     Request,
     Response,
     UnusableRequest,
+    command_name,
     decode_command,
     decode_message,
+    describe_command,
     encode_message,
+    is_request,
 )
 from agent.dimse.status import Status, StatusCategory, category, describe
 
@@ -65,6 +68,7 @@ __all__ = [
     "Message", "MessageAssembler", "MessageComplete", "NActionRQ", "NActionRSP", "NCreateRQ",
     "NCreateRSP", "NDeleteRQ", "NDeleteRSP", "NEventReportRQ", "NEventReportRSP", "NGetRQ",
     "NGetRSP", "NSetRQ", "NSetRSP", "Priority", "Request", "Response", "Status", "StatusCategory",
-    "Tag", "UnusableRequest", "category", "decode_command", "decode_command_set", "decode_message",
-    "describe", "encode_command_set", "encode_message", "fragment",
+    "Tag", "UnusableRequest", "category", "command_name", "decode_command", "decode_command_set",
+    "decode_message", "describe", "describe_command", "encode_command_set", "encode_message", "fragment",
+    "is_request",
 ]

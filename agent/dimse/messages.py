@@ -45,8 +45,8 @@ __all__ = [
     "CCancelRQ", "CEchoRQ", "CEchoRSP", "CFindRQ", "CFindRSP", "CGetRQ", "CGetRSP", "CMoveRQ",
     "CMoveRSP", "CStoreRQ", "CStoreRSP", "DIMSEError", "Message", "NActionRQ", "NActionRSP",
     "NCreateRQ", "NCreateRSP", "NDeleteRQ", "NDeleteRSP", "NEventReportRQ", "NEventReportRSP",
-    "NGetRQ", "NGetRSP", "NSetRQ", "NSetRSP", "Request", "Response", "UnusableRequest", "decode_command",
-    "decode_message", "encode_message",
+    "NGetRQ", "NGetRSP", "NSetRQ", "NSetRSP", "Request", "Response", "UnusableRequest", "command_name",
+    "decode_command", "decode_message", "describe_command", "encode_message", "is_request",
 ]
 
 # field name -> command element tag (PS3.7 Annex E)
@@ -591,3 +591,40 @@ def _unusable(data: bytes | bytearray | memoryview) -> UnusableRequest | None:
         **{k: v for k, v in good.items() if k in fields and v is not None},
     )
     return UnusableRequest(cls, message_id, data_set_type != NO_DATA_SET, response, problem)  # type: ignore[arg-type]
+
+
+# --- for the log -------------------------------------------------------------------------------
+
+
+def command_name(message: Message | UnusableRequest) -> str:
+    """The standard's name of the command: 'C-STORE-RQ', 'N-EVENT-REPORT-RSP'."""
+    cls = message.request_type if isinstance(message, UnusableRequest) else type(message)
+    return cls.COMMAND_FIELD.name.replace("_", "-")  # type: ignore[attr-defined, no-any-return]
+
+
+def is_request(message: Message | UnusableRequest) -> bool:
+    """Requests (and C-CANCEL) have bit 15 of the Command Field clear (PS3.7 Annex E)."""
+    cls = message.request_type if isinstance(message, UnusableRequest) else type(message)
+    return not cls.COMMAND_FIELD & 0x8000  # type: ignore[attr-defined]
+
+
+def describe_command(message: Message | UnusableRequest) -> str:
+    """The command's fields as `name=value` (statuses in hex); never anything of a data set."""
+    if isinstance(message, UnusableRequest):
+        return f"message_id={message.message_id}, unusable: {message.problem}"
+    parts = []
+    first = ("message_id", "message_id_being_responded_to")
+    for name in [n for n in first if any(n == t for t, _ in message._TAGS)] + [
+        n for n, _ in message._TAGS if n not in first
+    ]:
+        value = getattr(message, name)
+        if value is None:
+            continue
+        if name == "status":
+            parts.append(f"status=0x{value:04X}")
+        elif name == "priority":
+            parts.append(f"priority={Priority(value).name}")
+        else:
+            parts.append(f"{name}={value}")
+    parts.append(f"has_dataset={message.has_dataset}")
+    return ", ".join(parts)

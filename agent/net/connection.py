@@ -12,12 +12,18 @@ Invariants:
   trickling a byte at a time is closed when ARTIM expires like a silent one.
 - Once the association is finished (Sta1/Sta13) every send raises `AssociationAborted`; `next_event`
   returns the final indication once and then raises.
+- Logging: when the transport closes, one INFO line on `agent.net` says who (calling and called AE,
+  the peer's address), how it ended (the first cause recorded: released, aborted by the peer, aborted
+  by us and why, ARTIM expired, rejected), how long it lasted and how many requests of each kind on
+  which SOP class went either way. At DEBUG every PDU in and out (type, length, association details,
+  PDV headers) and every DIMSE command's fields are traced; never data set bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 import os
 import select
 from collections import deque
@@ -33,8 +39,11 @@ from agent.dimse import (
     DIMSEError,
     MessageAssembler,
     MessageComplete,
+    command_name,
+    describe_command,
     encode_message,
     fragment,
+    is_request,
 )
 from agent.dimse.messages import Message
 from agent.errors import AssociationAborted
@@ -43,12 +52,16 @@ from agent.ul.association import (
     Aborted,
     Association,
     AssociationAccepted,
+    AssociationRejected,
+    AssociationRequested,
     DataReceived,
     ReleaseConfirmed,
     ReleaseRequested,
+    Role,
 )
 from agent.ul.fsm import State
 from agent.ul.negotiation import PresentationContext, accepted_contexts
+from agent.ul.trace import describe_associate, describe_encoded, uid_name
 
 log = logging.getLogger("agent.net")
 
@@ -104,6 +117,39 @@ class DicomConnection:
         self._send_lock = trio.Lock()
         self._artim_generation = -1  # the ARTIM start that `_artim_deadline` belongs to
         self._artim_deadline = math.inf
+        # For the one line logged at the end (module docstring).
+        self.address = remote.rsplit("@", 1)[-1]
+        self.started = trio.current_time()
+        self.ending = ""
+        self.requests: Counter[tuple[str, str]] = Counter()  # (command name, SOP class UID) -> count
+
+    # ------------------------------------------------------------ the log
+
+    def note_end(self, how: str) -> None:
+        """Record how the association ended; the first cause recorded is the one reported."""
+        if not self.ending:
+            self.ending = how
+
+    def summary(self) -> str:
+        """The association's one line: who, how it ended, how long, which requests on which SOP class."""
+        incoming = self.assoc.role is Role.ACCEPTOR
+        if self.calling_ae or self.called_ae:
+            who = f"{self.calling_ae} -> {self.called_ae}, {'from' if incoming else 'to'} {self.address}"
+        else:
+            who = f"(no A-ASSOCIATE-RQ) {'from' if incoming else 'to'} {self.address}"
+        counts = "; ".join(
+            f"{n} {name} ({uid_name(sop)})" for (name, sop), n in sorted(self.requests.items())
+        ) or "no DIMSE requests"
+        duration = trio.current_time() - self.started
+        return f"association ended: {who}: {self.ending or 'closed'}; {duration:.3f} s; {counts}"
+
+    def _trace(self, direction: str, text: str) -> None:
+        log.debug("%s: %s %s", self.remote, direction, text)
+
+    def _count(self, context_id: int, message: object) -> None:
+        if is_request(message):  # type: ignore[arg-type]
+            ctx = self.contexts.get(context_id)
+            self.requests[(command_name(message), ctx.abstract_syntax if ctx else "?")] += 1  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ identity
 
@@ -137,6 +183,9 @@ class DicomConnection:
             self.assoc.send_pdata_many(parts)
         data = self.assoc.data_to_send()
         self._out_pending = 0
+        if data and log.isEnabledFor(logging.DEBUG):
+            for text in describe_encoded(data):
+                self._trace("out", text)
         if data and not self._closed:
             try:
                 async with self._send_lock:
@@ -150,6 +199,8 @@ class DicomConnection:
     async def _close_transport(self) -> None:
         if not self._closed:
             self._closed = True
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", self.summary())
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 
@@ -177,7 +228,7 @@ class DicomConnection:
             if artim and self.assoc.artim_generation == artim_gen:
                 self._absorb(self.assoc.artim_expired())
             else:
-                log.warning("%s: no traffic for %.0f s, aborting", self.remote, self.timeouts.idle)
+                self.note_end(f"aborted by us: no traffic for {self.timeouts.idle:g} s")
                 self.assoc.abort()
                 self._events.append(Aborted(0, 0, True, "network idle timeout"))
             await self.flush()
@@ -189,6 +240,7 @@ class DicomConnection:
 
     def _absorb(self, indications: list) -> None:
         for ind in indications:
+            self._note_indication(ind)
             if isinstance(ind, AssociationAccepted) and self.assoc.request_pdu is not None:
                 # Before anything later in the same read: P-DATA may follow the AC at once.
                 self.contexts = accepted_contexts(self.assoc.request_pdu, ind.accept)
@@ -196,22 +248,71 @@ class DicomConnection:
             if isinstance(ind, DataReceived):
                 for pdv in ind.pdata.pdvs:
                     if pdv.context_id not in self.contexts:
+                        self.note_end(f"aborted by us: PDV on presentation context {pdv.context_id}, not accepted")
                         self.assoc.abort()
                         self._events.append(
                             Aborted(2, 0, True, f"PDV on presentation context {pdv.context_id} not accepted")
                         )
                         return
                     try:
-                        self._events.extend(
-                            self.assembler.receive_pdv(pdv.context_id, pdv.is_command, pdv.is_last, pdv.data)
-                        )
+                        events = self.assembler.receive_pdv(pdv.context_id, pdv.is_command, pdv.is_last, pdv.data)
                     except DIMSEError as exc:
-                        log.warning("%s: DIMSE protocol error: %s", self.remote, exc)
+                        self.note_end(f"aborted by us: DIMSE protocol error: {exc}")
                         self.assoc.abort(P.ABORT_REASON_NOT_SPECIFIED)
                         self._events.append(Aborted(2, 0, True, f"DIMSE protocol error: {exc}"))
                         return
+                    for event in events:
+                        if isinstance(event, CommandReceived):
+                            self._count(event.context_id, event.message)
+                            if log.isEnabledFor(logging.DEBUG):
+                                self._trace("in", f"{command_name(event.message)} on context {event.context_id}: "
+                                                  f"{describe_command(event.message)}")
+                    self._events.extend(events)
             else:
                 self._events.append(ind)
+
+    def _note_indication(self, ind: object) -> None:
+        """The debug trace of an incoming PDU, and how the association ended if it did."""
+        debug = log.isEnabledFor(logging.DEBUG)
+        if isinstance(ind, DataReceived):
+            if debug:
+                size = sum(6 + len(pdv.data) for pdv in ind.pdata.pdvs)
+                pdvs = "; ".join(
+                    f"PDV context {p.context_id} {'command' if p.is_command else 'data set'}"
+                    f"{', last' if p.is_last else ''} {len(p.data)} bytes"
+                    for p in ind.pdata.pdvs
+                )
+                self._trace("in", f"P-DATA-TF length {size}: {pdvs}")
+        elif isinstance(ind, (AssociationRequested, AssociationAccepted)):
+            if isinstance(ind, AssociationRequested) and self.assoc.role is Role.ACCEPTOR:
+                self.calling_ae, self.called_ae = ind.request.calling_ae, ind.request.called_ae
+                self.remote = f"{self.calling_ae}@{self.address}"
+            if debug:
+                pdu = ind.request if isinstance(ind, AssociationRequested) else ind.accept
+                name = "A-ASSOCIATE-RQ" if isinstance(ind, AssociationRequested) else "A-ASSOCIATE-AC"
+                self._trace("in", f"{name}: {describe_associate(pdu)}")
+        elif isinstance(ind, AssociationRejected):
+            if debug:
+                self._trace("in", f"A-ASSOCIATE-RJ: {ind.reject.describe()}")
+            self.note_end(f"rejected by the peer: {ind.reject.describe()}")
+        elif isinstance(ind, ReleaseRequested):
+            if debug:
+                self._trace("in", "A-RELEASE-RQ")
+        elif isinstance(ind, ReleaseConfirmed):
+            if debug:
+                self._trace("in", "A-RELEASE-RP")
+            self.note_end("released")
+        elif isinstance(ind, Aborted):
+            if ind.local and self.assoc.role is Role.ACCEPTOR and not self.calling_ae and "ARTIM" in ind.detail:
+                self.note_end(f"ARTIM expired: no A-ASSOCIATE-RQ within {self.timeouts.artim:g} s")
+            elif ind.local:
+                self.note_end(f"aborted by us: {ind.detail}")
+            elif ind.detail.startswith("A-ABORT"):
+                if debug:
+                    self._trace("in", f"A-ABORT: source {ind.source}, reason {ind.reason}")
+                self.note_end(f"aborted by the peer (A-ABORT source {ind.source}, reason {ind.reason})")
+            else:
+                self.note_end(f"aborted: {ind.detail}")
 
     # ------------------------------------------------------------ events
 
@@ -262,7 +363,7 @@ class DicomConnection:
             if isinstance(event, DataSetFragment):
                 size += len(event.data)
                 if size > limit:
-                    await self.abort()
+                    await self.abort(why=f"data set larger than {limit} bytes")
                     raise AssociationAborted(f"data set larger than {limit} bytes", local=True)
                 parts.append(event.data)
             elif isinstance(event, MessageComplete):
@@ -289,6 +390,9 @@ class DicomConnection:
 
     def _queue_command(self, context_id: int, message: Message) -> None:
         """The command set, in as many PDVs as the peer's Maximum Length needs (PS3.7 6.3.1)."""
+        self._count(context_id, message)
+        if log.isEnabledFor(logging.DEBUG):
+            self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
         for chunk, last in fragment(encode_message(message), self.max_pdv_data):
             self._queue_pdv(context_id, True, last, chunk)
 
@@ -325,7 +429,7 @@ class DicomConnection:
             # One read per block (not per PDU): 16 KiB PDUs would otherwise cost 32 syscalls per 0.5 MB.
             block = memoryview(os.pread(fd, min(block_size, length - sent), offset + sent))
             if not block:
-                await self.abort()
+                await self.abort(why="file shrank while it was being sent")
                 raise AssociationAborted("file shrank while it was being sent", local=True)
             for start in range(0, len(block), step):
                 chunk = block[start : start + step]
@@ -363,16 +467,17 @@ class DicomConnection:
                         await self.flush()
                     break
         if scope.cancelled_caught:
-            await self.abort()
+            await self.abort(why=f"no A-RELEASE-RP within {self.timeouts.artim:g} s")
         await self._close_transport()
 
     async def answer_release(self) -> None:
         """Answer the peer's A-RELEASE-RQ, then wait (ARTIM) for it to close the transport."""
+        self.note_end("released by the peer")
         self.assoc.release_response()
         await self.flush()
         await self.drain()
 
-    async def abort(self, reason: int = 0, *, linger: float | None = None) -> None:
+    async def abort(self, reason: int = 0, *, linger: float | None = None, why: str = "") -> None:
         """A-ABORT (service user), then wait up to `linger` seconds for the peer to close.
 
         PS3.8 AA-1 starts ARTIM and waits for the peer to close, so that the A-ABORT is not lost to
@@ -382,6 +487,7 @@ class DicomConnection:
         """
         if self._closed:
             return
+        self.note_end(f"aborted by us: {why}" if why else "aborted by us")
         self.assoc.abort(reason)
         try:
             await self.flush()
@@ -389,8 +495,9 @@ class DicomConnection:
             return
         await self.drain(linger)
 
-    async def reject(self, rj: P.AAssociateRJ) -> None:
+    async def reject(self, rj: P.AAssociateRJ, why: str = "") -> None:
         """A-ASSOCIATE-RJ to the request being answered, then wait (ARTIM) for the peer to close."""
+        self.note_end(f"rejected: {rj.describe()}{why}")
         self.assoc.reject(rj)
         await self.flush()
         await self.drain()

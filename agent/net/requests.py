@@ -96,7 +96,7 @@ async def _next_response(conn: DicomConnection, message_id: int, incoming: Handl
                     await incoming(conn, ctx, msg)
                 continue
             if responding_to != message_id:
-                await conn.abort()
+                await conn.abort(why=f"response to message {responding_to}, expected {message_id}")
                 raise AssociationAborted(
                     f"response to message {responding_to}, expected {message_id}", local=True
                 )
@@ -104,5 +104,6 @@ async def _next_response(conn: DicomConnection, message_id: int, incoming: Handl
             return Reply(msg, data)
     assert scope.cancelled_caught
     with trio.CancelScope(shield=True):
-        await conn.abort(linger=0)  # giving up on a silent peer: no ARTIM wait for it to close
+        # Giving up on a silent peer: no ARTIM wait for it to close.
+        await conn.abort(linger=0, why=f"no DIMSE response within {conn.timeouts.dimse:g} s")
     raise TimeoutExpired(f"{conn.remote} sent no DIMSE response within {conn.timeouts.dimse:g} s")

@@ -184,14 +184,14 @@ class Listener:
         except trio.Cancelled:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
-                    await conn.abort()
+                    await conn.abort(why="the agent is stopping")
             raise
         except AssociationAborted as exc:
-            log.info("%s: association ended: %s", conn.remote, exc)
+            conn.note_end(f"aborted: {exc}")  # unless the cause was recorded when it happened
         except Exception as exc:  # a handler bug must not take the listener down
             log.exception("%s: association failed: %s", conn.remote, exc)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await conn.abort()
+                await conn.abort(why=f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._waiting.pop(waiting, None)
             self.connections -= 1
@@ -207,10 +207,7 @@ class Listener:
             event = await conn.next_event()
         self._waiting.pop(waiting, None)
         if waiting.evicted:
-            log.warning(
-                "%s: closed without an A-ASSOCIATE-RQ: too many connections waiting to associate",
-                conn.remote,
-            )
+            conn.note_end("closed before its A-ASSOCIATE-RQ: too many connections waiting to associate")
             await conn.aclose()
             return False
         if not isinstance(event, AssociationRequested):
@@ -219,9 +216,7 @@ class Listener:
             # More bytes came with the request (e.g. P-DATA before our answer) and the state machine
             # has already aborted: nothing is left to accept or reject.
             return False
-        rq = event.request
-        conn.calling_ae, conn.called_ae = rq.calling_ae, rq.called_ae
-        conn.remote = f"{rq.calling_ae}@{conn.remote}"
+        rq = event.request  # the connection took the AE titles from it (calling_ae, called_ae, remote)
         policy = self.policy
         rj: P.AAssociateRJ | None = None
         why = ""
@@ -242,8 +237,7 @@ class Listener:
         elif policy.allowed_calling_aes and rq.calling_ae not in policy.allowed_calling_aes:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED)
         if rj is not None:
-            log.warning("%s: %s%s (called %r)", conn.remote, rj.describe(), why, rq.called_ae)
-            await conn.reject(rj)
+            await conn.reject(rj, why)  # the association's log line says why
             return False
         result = negotiate_acceptor(rq, self.registry.support)
         conn.contexts = result.accepted
@@ -255,7 +249,7 @@ class Listener:
         except BaseException:
             self.active -= 1
             raise
-        log.info(
+        log.debug(
             "%s: association accepted (%d of %d contexts)",
             conn.remote, len(result.accepted), len(rq.presentation_contexts),
         )
@@ -280,9 +274,7 @@ async def serve_association(conn: DicomConnection, registry: ServiceRegistry) ->
                 return
             # A later PDU in the same read already aborted the association: its Aborted follows.
         elif isinstance(event, (Aborted, ReleaseConfirmed)):
-            if isinstance(event, Aborted):
-                log.info("%s: association aborted: %s", conn.remote, event.detail)
-            return
+            return  # the connection logs how it ended
         elif isinstance(event, (DataSetFragment, MessageComplete)):
             continue  # the tail of a message whose handler chose not to read it
 
