@@ -1,7 +1,8 @@
 """Logging to stderr in a journald-friendly form.
 
 Under systemd (JOURNAL_STREAM is set) each line starts with its syslog priority `<N>` so journald
-records the level; on a terminal lines carry a timestamp instead.
+records the level; on a terminal lines carry a timestamp instead. At "debug" only the agent's own
+loggers (`agent.*`) go below info: the wire trace of `agent.net`, not the libraries' chatter.
 """
 
 from __future__ import annotations
@@ -26,4 +27,7 @@ def setup_logging(level: str = "info") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    wanted = getattr(logging, level.upper(), logging.INFO)
+    # "debug" means the agent's own trace (PDUs, DIMSE commands, decisions), not every library's.
+    root.setLevel(max(wanted, logging.INFO))
+    logging.getLogger("agent").setLevel(wanted if wanted < logging.INFO else logging.NOTSET)
