@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
-from agent.dimse import CommandReceived, DataSetFragment, MessageComplete
+from agent.dimse import CommandReceived, DataSetFragment, MessageComplete, UnusableRequest
 from agent.dimse.messages import Message
 from agent.dimse.status import StatusCategory, category
 from agent.errors import AssociationAborted, TimeoutExpired
@@ -90,7 +90,7 @@ async def _next_response(conn: DicomConnection, message_id: int, incoming: Handl
             responding_to = getattr(msg, "message_id_being_responded_to", None)
             if responding_to is None:  # a request from the peer
                 ctx = conn.contexts[event.context_id]
-                if incoming is None:
+                if incoming is None or isinstance(msg, UnusableRequest):  # the latter: answered as is
                     await refuse_request(conn, ctx, msg)
                 else:
                     await incoming(conn, ctx, msg)
