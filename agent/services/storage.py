@@ -121,7 +121,7 @@ class StorageSCP:
         except InvalidUID as exc:
             size = await _drain(conn)
             log.warning("%s: C-STORE refused, invalid UID: %s", conn.remote, exc)
-            return _Outcome(Status.CANNOT_UNDERSTAND, "invalid SOP Instance UID", size)
+            return _Outcome(Status.CANNOT_UNDERSTAND, "invalid UID in the command", size)
 
         def begin() -> Incoming:
             return self.store.begin(
