@@ -392,6 +392,12 @@ def _gray_job(pixels: Any, img: ImageRequest, where: _Placement, request: FilmRe
     target = pixels[y0:y1, x0:x1]
 
     def draw() -> None:
+        if magnification in ("REPLICATE", "NONE"):
+            # Nearest neighbour only picks source pixels, so looking them up first gives the same film
+            # with a lookup per image pixel instead of one per printer pixel.
+            levels = _resampled(np.take(lut, arr, mode="clip"), where, magnification)
+            target[...] = levels if target.ndim == 2 else levels[..., None]
+            return
         src = arr
         if src.dtype != np.uint8:
             # 32-bit integers: Pillow resamples them twice as fast as 16-bit ones, and a bicubic
