@@ -18,7 +18,8 @@ The pipeline, per film (PS3.3 C.13, PS3.4 H.2, PS3.14 chapter 7):
    Border Density, the film's area "surrounding and between" images.
 3. Grayscale values: one lookup table from every possible stored value straight to a drive level,
    computed once per (bits, polarity, photometric, densities, Presentation LUT) and applied by
-   indexing after resampling (so resampling works on stored values, the LUT input):
+   indexing after resampling (so resampling works on stored values, the LUT input; for the nearest-
+   neighbour magnifications, which only pick source pixels, before it, with the same result):
    MONOCHROME1 inverts, Polarity REVERSE inverts (PS3.3 C.13.5); the Presentation LUT (PS3.3 C.11.6,
    PS3.4 H.4.9) gives P-values: IDENTITY scales the stored range onto the P-value range, an explicit
    LUT maps stored values (clamped to its first/last entry) to P-values of its output bits, LIN OD
