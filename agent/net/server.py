@@ -187,6 +187,10 @@ class Listener:
                     await conn.abort(why="the agent is stopping")
             raise
         except AssociationAborted as exc:
+            # A service gave up (an unexpected PDU while it read a data set, ...): if the association
+            # is still up, the peer must hear so (A-ABORT), not see its connection silently closed.
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await conn.abort(why=str(exc))
             conn.note_end(f"aborted: {exc}")  # unless the cause was recorded when it happened
         except Exception as exc:  # a handler bug must not take the listener down
             log.exception("%s: association failed: %s", conn.remote, exc)

@@ -432,3 +432,29 @@ def test_pdata_pipelined_behind_the_request_is_not_a_crash(agent_thread: AgentTh
     errors = [r.getMessage() for r in agent_thread.errors]
     agent_thread.errors.clear()
     assert errors == []
+
+
+def _echo_with_bad_class_uid(data_set_type: int) -> bytes:
+    from agent.dimse import Tag, encode_command_set
+
+    return encode_command_set({
+        Tag.CommandField: 0x0030, Tag.MessageID: 1, Tag.CommandDataSetType: data_set_type,
+        Tag.AffectedSOPClassUID: "1.2.840.10008.1\x00.1",
+    })
+
+
+def test_unusable_request_is_answered_then_released(agent_thread: AgentThread) -> None:
+    """A C-ECHO-RQ whose class UID holds a NUL is answered (0122), and the release still works."""
+    case = Case("as-unusable", RQ + pdata(1, 3, _echo_with_bad_class_uid(0x0101)) + RELEASE_RQ)
+    [outcome] = run_batch(agent_thread, [case])
+    assert outcome.pdu_types == [P.A_ASSOCIATE_AC, P.P_DATA_TF, P.A_RELEASE_RP]
+    assert agent_thread.errors == []
+
+
+def test_release_while_a_refused_data_set_is_awaited_is_aborted_not_dropped(agent_thread: AgentThread) -> None:
+    """Found by the fuzzer: an unusable request announcing a data set, then A-RELEASE-RQ instead of
+    the data set. The agent used to close the connection without a word; it sends A-ABORT."""
+    case = Case("as-unusable-release", RQ + pdata(1, 3, _echo_with_bad_class_uid(0x0001)) + RELEASE_RQ)
+    [outcome] = run_batch(agent_thread, [case])
+    assert outcome.pdu_types == [P.A_ASSOCIATE_AC, P.A_ABORT]
+    assert agent_thread.errors == []
