@@ -93,16 +93,16 @@ def test_sigterm_stops_gracefully_and_aborts_open_association(tmp_path: Path) ->
     try:
         _wait_listening(port, proc)
         # An association that is open (accepted, idle) when the signal arrives.
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         rq = build_request("SCU", "AGENT", [ProposedContext("1.2.840.10008.1.1")], max_pdu_receive=16384)
         sock.sendall(P.encode_pdu(rq))
         header = sock.recv(1)
         assert header == bytes([P.A_ASSOCIATE_AC])
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=5)
+        rc = proc.wait(timeout=30)
         assert rc == 0, proc.stderr.read()
         rest = b""
-        sock.settimeout(2)
+        sock.settimeout(30)
         while True:
             chunk = sock.recv(65536)
             if not chunk:

@@ -159,18 +159,18 @@ async def test_scp_against_pynetdicom_requester(tmp_path: Path, start_agent, rep
         assert assoc.is_established
         status, _ = assoc.send_n_action(ds, 1, StorageCommitmentPushModel, WELL_KNOWN)
         if report_on == "same-association":
-            got.wait(10)
+            got.wait(60)  # a deadline, not an expectation: released early, the report goes elsewhere
         assoc.release()
         return int(status.Status)
 
     try:
         assert await trio.to_thread.run_sync(requester) == 0
-        await wait_until(got.is_set, 10, "the report")
+        await wait_until(got.is_set, 30, "the report")
         (event_type, info, sender), = reports
         assert event_type == 2 and info.TransactionUID == "2.25.4242" and sender.strip() == "ARCHIVE"
         assert {i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence} == {u for _, u in stored}
         assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in info.FailedSOPSequence] == [("1.2.3.999", 0x0112)]
-        await wait_until(lambda: query(agent.data_dir, "SELECT state FROM commit_reports") == [("sent",)], 5,
+        await wait_until(lambda: query(agent.data_dir, "SELECT state FROM commit_reports") == [("sent",)], 30,
                          "report marked sent")
     finally:
         if server is not None:
