@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.queue import add_parsers as add_queue_parsers
 
     add_queue_parsers(sub)
-    from agent.cli_print import add_parsers as add_print_parsers
+    from agent.cli.printing import add_parsers as add_print_parsers
 
     add_print_parsers(sub)  # print, printer
     return parser
@@ -199,7 +199,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_mpps(args)
     if args.command in ("print", "printer"):
-        from agent.cli_print import run_print, run_printer
+        from agent.cli.printing import run_print, run_printer
 
         return run_print(args) if args.command == "print" else run_printer(args)
     raise AssertionError(args.command)

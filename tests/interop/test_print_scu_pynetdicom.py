@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trio
 
-from agent.cli_print import run_print_job
+from agent.cli.printing import run_print_job
 from agent.services.print.scu import queue_print
 from agent.services.print.scu_options import FilmOptions
 from agent.store.db import DB_FILENAME, open_database
