@@ -36,11 +36,11 @@ from tests.conftest import write_profile
 
 ARTIM = 1.0
 IDLE = 2.0
-SLACK = 1.5
+SLACK = 10.0  # generous: a loaded machine is slow; a passing case ends when the agent closes
 DEADLINE = IDLE + SLACK  # the longest legitimate wait (idle timeout in Sta6) plus slack
 BATCH = 100
 
-ECHO_TIMEOUTS = Timeouts(artim=3, dimse=3, idle=5, connect=3)
+ECHO_TIMEOUTS = Timeouts(artim=30, dimse=30, idle=30, connect=30)
 
 RQ = P.encode_pdu(
     build_request("FUZZ", "AGENT", [ProposedContext(VERIFICATION_SOP_CLASS)], max_pdu_receive=16384)
@@ -116,7 +116,7 @@ def agent_thread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentThre
 
     thread = threading.Thread(target=runner, name="agent-under-fuzz", daemon=True)
     thread.start()
-    assert ready.wait(10), "agent did not start"
+    assert ready.wait(30), "agent did not start"
     assert "crash" not in state, state.get("crash")
     try:
         yield AgentThread(state["ports"][0], agent, collector.records)  # type: ignore[index]
@@ -234,7 +234,7 @@ def check(outcome: Outcome) -> str | None:
 def run_batch(at: AgentThread, cases: list[Case]) -> list[Outcome]:
     async def main() -> list[Outcome]:
         outcomes: list[Outcome] = []
-        with trio.fail_after(DEADLINE + 5):
+        with trio.fail_after(DEADLINE + 30):
             async with trio.open_nursery() as nursery:
                 for case in cases:
                     nursery.start_soon(run_case, at.port, case, outcomes)
