@@ -1,6 +1,7 @@
 """The `dicom-agent` command line: the parser, the dispatch and the exit statuses. Each command group
-has its module (`queue` for queue and status, `store`, `worklist`, `mpps`; `common` holds what the
-database commands share); `run`, `check-profile` and `echo` are small enough to live here.
+has its module (`queue` for queue and status, `store`, `worklist`, `mpps`, `printing` for print and
+printer; `common` holds what the database commands share); `run`, `check-profile` and `echo` are small
+enough to live here.
 
 Exit statuses (sysexits.h where one fits): 0 success; 1 the DICOM operation failed (a failure status,
 a rejection, an abort), or a read-only command found no database; 2 usage; 69 the peer could not be
