@@ -85,13 +85,15 @@ async def test_a_kill_mid_batch_repeats_at_most_the_job_in_flight(tmp_path: Path
     log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115
     pacs = CountingPacs()
 
-    async def start() -> trio.Process:
+    async def start(*, armed: bool) -> trio.Process:
         proc = await trio.lowlevel.open_process([sys.executable, "-m", "agent", "run", "--profile", str(profile)],
                                                 stdout=log, stderr=subprocess.STDOUT, env=PEER_ENV)
+        if armed:
+            pacs.pid = proc.pid  # before it can forward anything
         await wait_listening(agent_port, proc, timeout=30)
         return proc
 
-    proc = await start()
+    proc = await start(armed=False)
     try:
         # A backlog: the destination is down while the images arrive, so many jobs wait to be claimed.
         await send_images(agent_port, make_images(tmp_path / "images", N_IMAGES, rows=16, columns=16))
@@ -101,8 +103,7 @@ async def test_a_kill_mid_batch_repeats_at_most_the_job_in_flight(tmp_path: Path
             with trio.fail_after(60):
                 await proc.wait()  # killed by the peer mid-batch
             assert proc.returncode == -signal.SIGKILL
-            proc = await start()
-            pacs.pid = proc.pid
+            proc = await start(armed=True)
         data = tmp_path / "data"
         await wait_until(lambda: query(data, "SELECT COUNT(*) FROM queue_jobs WHERE state = 'done'")[0][0] == N_IMAGES,
                          60, "every image forwarded")
