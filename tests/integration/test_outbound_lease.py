@@ -55,8 +55,8 @@ async def test_a_batch_longer_than_its_lease_performs_each_job_once(tmp_path: Pa
     performer = SlowEcho()
     peer = Peer(name="peer", ae_title="PEER", host="127.0.0.1", port=port, retry_base=0.1, retry_cap=0.5)
     outbound = Outbound("AGENT", {"peer": peer}, queue, Blocking(), T, performers={"echo": performer},
-                        batch_kinds=frozenset({"echo"}), lease=2.0)
-    ids = [queue.enqueue("echo", "peer", {"n": i}) for i in range(12)]
+                        batch_kinds=frozenset({"echo"}), lease=4.0)
+    ids = [queue.enqueue("echo", "peer", {"n": i}) for i in range(16)]
     async with trio.open_nursery() as inner:
         await inner.start(outbound.run)
 
