@@ -143,3 +143,29 @@ async def test_a_wake_up_during_the_idle_check_is_not_lost(tmp_path: Path, autoj
     assert queue.raced_at is not None
     # The one attempt (refused: the peer is down) came right after the wake-up, not at the 5 s poll.
     assert job.updated_at - queue.raced_at < 1.0, job.updated_at - queue.raced_at
+
+
+async def test_a_job_held_by_a_dead_predecessor_does_not_make_the_worker_spin(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    outbound, queue = make_outbound(tmp_path, autojump_clock, retry_base=1.0, retry_cap=1.0, max_age=86400.0)
+    first = queue.enqueue("echo", "pacs", {}, group_key="mpps@pacs")
+    queue.enqueue("echo", "pacs", {}, group_key="mpps@pacs")  # an N-SET after its N-CREATE
+    queue.fail(queue.claim("pacs").id, "refused", permanent=True, policy=outbound._policy(outbound.peers["pacs"]))  # type: ignore[union-attr]
+    assert queue.get(first).state is JobState.DEAD  # type: ignore[union-attr]
+    looks = [0]
+    claim_batch = queue.claim_batch
+
+    def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        looks[0] += 1
+        if looks[0] > 1000:
+            raise AssertionError("the worker spins on a job it cannot claim")
+        return claim_batch(*args, **kw)
+
+    queue.claim_batch = counting  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(outbound.run)
+        await trio.sleep(60)
+        nursery.cancel_scope.cancel()
+    # It looks again when woken, or at the idle poll (an operator may retry the dead job from the CLI).
+    assert looks[0] <= 60 / outbound.idle_poll + 2, looks[0]
