@@ -43,3 +43,21 @@ async def test_stored_data_is_owner_and_group_only(tmp_path: Path, umask: int, s
     folders = [d / "objects", instance.parent, d / "tmp"]
     assert {str(p.relative_to(d)): mode(p) for p in files} == {str(p.relative_to(d)): "0o640" for p in files}
     assert {str(p.relative_to(d)): mode(p) for p in folders} == {str(p.relative_to(d)): "0o750" for p in folders}
+
+
+def test_loose_database_and_folders_of_an_older_install_are_tightened(tmp_path: Path) -> None:
+    """Files an earlier version made under umask 000 are closed to others when the store opens them."""
+    from agent.store.db import open_database
+    from agent.store.instances import InstanceStore
+
+    data = tmp_path / "data"
+    for folder in (data, data / "objects", data / "tmp"):
+        folder.mkdir()
+        folder.chmod(0o777)
+    (data / "agent.db").touch()
+    (data / "agent.db").chmod(0o666)
+    conn = open_database(data / "agent.db")
+    InstanceStore(data, conn)
+    conn.close()
+    assert mode(data / "agent.db") == "0o640"
+    assert mode(data / "objects") == mode(data / "tmp") == "0o750"
