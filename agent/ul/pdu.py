@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from agent.errors import ProtocolError
+from agent.ul.vr import AE_TITLE_RULE, is_ae_title
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 
@@ -75,13 +76,13 @@ class PDUDecodeError(ProtocolError):
 
 
 def _check_ae(title: str, what: str) -> str:
+    """The title without its padding. The one AE title rule (`agent.ul.vr`), except that a blank
+    title is let through: a peer may send one, and the listener answers it (called AE check)."""
     if not isinstance(title, str):
         raise ValueError(f"{what} must be a string")
     stripped = title.strip(" ")
-    if len(title.rstrip(" ")) > 16:
-        raise ValueError(f"{what} {title!r} is longer than 16 characters")
-    if any(ord(c) < 0x20 or ord(c) > 0x7E or c == "\\" for c in stripped):
-        raise ValueError(f"{what} {title!r} has characters outside the AE VR")
+    if stripped and not is_ae_title(title.rstrip(" ")):
+        raise ValueError(f"{what} {title!r} is not {AE_TITLE_RULE}")
     return stripped
 
 
