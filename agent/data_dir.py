@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from agent.errors import AgentError
+from agent.store.db import make_private_dirs
 
 __all__ = [
     "DataDirUnusable",
@@ -89,7 +90,7 @@ def prepare_data_dir(path: Path) -> None:
     """Create `path` if needed; DataDirUnusable (naming the path) on any OS error."""
     check_data_dir(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path)  # owner/group only whatever the umask: it holds patient data
     except OSError as exc:
         raise DataDirUnusable(path, exc.strerror or str(exc)) from None
     reason = _writable_dir(path)

@@ -43,6 +43,7 @@ async def test_stored_data_is_owner_and_group_only(tmp_path: Path, umask: int, s
     folders = [d / "objects", instance.parent, d / "tmp"]
     assert {str(p.relative_to(d)): mode(p) for p in files} == {str(p.relative_to(d)): "0o640" for p in files}
     assert {str(p.relative_to(d)): mode(p) for p in folders} == {str(p.relative_to(d)): "0o750" for p in folders}
+    assert mode(d) == "0o750"  # data_dir itself: nobody else may rename or delete agent.db
 
 
 def test_loose_database_and_folders_of_an_older_install_are_tightened(tmp_path: Path) -> None:
