@@ -5,7 +5,7 @@ Invariants:
   It receives plain values (a raster with its physical size, a status request) and returns plain values;
   it never sees a DICOM data set or a socket.
 - Drivers are registered under the entry point group `dicom_agent.drivers` with names `printer.NAME`
-  (and, later, `acquisition.NAME`). The entry point names a factory `(options, data_dir) -> driver`.
+  and `acquisition.NAME`. The entry point names a factory `(options, data_dir) -> driver`.
   The profile chooses a driver by NAME; an unknown name is a profile error.
 - A factory validates its options and raises `DriverOptionError(key, expected)` naming the option key
   (relative to the profile's `[print.options]` table); the agent adds the file and section.
@@ -17,7 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -186,8 +186,94 @@ def open_printer(name: str, options: Mapping[str, object], data_dir: Path) -> Pr
     return driver  # type: ignore[no-any-return]
 
 
+# ------------------------------------------------------------------ acquisition devices
+#
+# An acquisition driver is an async stream of device events (drivers of this kind may use trio).
+# Delivery is at least once, acknowledged on pull: the driver acknowledges an event to the device (the
+# ACK of a message's last frame, moving a watch-folder file aside, ...) only when its consumer asks for
+# the next event, and the consumer asks only after it has recorded the previous one durably. After a
+# crash the device (or the folder) delivers the unacknowledged event again; `procedure_key` and
+# `image_key` make every event idempotent, so a replay never makes a second procedure or instance.
+
+
+@dataclass(frozen=True, slots=True)
+class PatientData:
+    """Patient data the device itself knows (the unscheduled case, PS3.4 F.7.2.1)."""
+
+    patient_id: str = ""
+    patient_name: str = ""  # DICOM PN form: FAMILY^GIVEN
+    birth_date: str = ""  # YYYYMMDD
+    sex: str = ""  # M | F | O
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureStarted:
+    procedure_key: str  # the device's id of this procedure: unique per device, the same when re-sent
+    worklist_key: str = ""  # what the device knows of the scheduled item (accession number, patient ID, ...)
+    patient: PatientData | None = None
+    description: str = ""
+    operator: str = ""
+    timestamp: float | None = None  # time.time() at the device, when it says
+
+
+@dataclass(frozen=True, slots=True)
+class ImageAcquired:
+    """One image. Either `pixels` (numpy: (rows, columns) uint8/uint16 grayscale with `bits_stored`
+    bits, or (rows, columns, 3) uint8 RGB) or `dicom_file`, a complete DICOM file the device wrote."""
+
+    procedure_key: str
+    image_key: str  # unique within the procedure, the same when re-sent
+    pixels: Any = None
+    bits_stored: int = 8
+    photometric: str = "MONOCHROME2"  # MONOCHROME2 | MONOCHROME1 | RGB
+    dicom_file: str | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    attributes: tuple[tuple[str, str], ...] = ()  # extra attributes as (DICOM keyword, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    procedure_key: str
+    name: str
+    value: str
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureEnded:
+    procedure_key: str
+    aborted: bool = False
+    reason: str = ""  # why the device aborted (DISCONTINUED), free text
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    connected: bool
+    info: str = ""
+
+
+DeviceEvent = ProcedureStarted | ImageAcquired | Measurement | ProcedureEnded | DeviceStatus
+
+
+@runtime_checkable
+class AcquisitionDriver(Protocol):
+    """An acquisition device: `async for event in driver.events(): record(event)`."""
+
+    def events(self) -> AsyncIterator[DeviceEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def open_device(name: str, options: Mapping[str, object], data_dir: Path) -> AcquisitionDriver:
+    """Build acquisition driver `name`. KeyError: unknown name; DriverOptionError: bad option."""
+    driver = load_factory("acquisition", name)(options, data_dir)
+    return driver  # type: ignore[no-any-return]
+
+
 __all__ = [
     "ENTRY_POINT_GROUP", "DriverError", "DriverOptionError", "Film", "PrintJobState", "PrintJobStatus",
     "PrinterCapabilities", "PrinterDriver", "PrinterFactory", "PrinterState", "PrinterStatus",
     "driver_names", "load_factory", "open_printer", "transmittance_curve",
+    "AcquisitionDriver", "DeviceEvent", "DeviceStatus", "ImageAcquired", "Measurement", "PatientData",
+    "ProcedureEnded", "ProcedureStarted", "open_device",
 ]
