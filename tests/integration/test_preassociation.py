@@ -136,3 +136,33 @@ async def test_dcmtk_echoscu_gets_in_past_200_silent_and_16_trickling_connection
     assert proc.returncode == 0, out
     # Within a second on an idle machine; 5 s leaves room for a loaded one.
     assert elapsed < 5, f"echoscu took {elapsed:.1f} s"
+
+
+async def test_a_flood_of_waiting_connections_never_closes_an_established_association(
+    tmp_path: Path, start_agent
+) -> None:
+    from agent.dimse import CEchoRQ
+    from agent.net.client import open_association
+    from agent.net.requests import request
+
+    running = await start_agent(write_profile(tmp_path, "", agent_extra='artim_timeout = "30s"'))
+    conn = await open_association(
+        "127.0.0.1", running.port, calling_ae="HELD", called_ae="AGENT",
+        proposals=[ProposedContext("1.2.840.10008.1.1")], timeouts=FAST,
+    )
+    held: list[trio.SocketStream] = []
+    try:
+        for _ in range(100):  # well past both bounds (16 per address, 64 in all)
+            await _silent(running.port, held)
+        with trio.fail_after(10):
+            # The oldest waiting connection was closed to make room...
+            assert await held[0].receive_some(100) == b""
+        # ...while the established association still works.
+        reply = await request(conn, 1, CEchoRQ(message_id=conn.next_message_id(),
+                                               affected_sop_class_uid="1.2.840.10008.1.1"))
+        assert reply.status == 0
+        await conn.release()
+    finally:
+        for stream in held:
+            await stream.aclose()
+        await conn.aclose()
