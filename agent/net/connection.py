@@ -529,7 +529,3 @@ def unexpected_event(event: object, wanted: str) -> AssociationAborted:
     if isinstance(event, ReleaseRequested):
         return AssociationAborted(f"peer asked to release while we waited for {wanted}", local=False)
     return AssociationAborted(f"unexpected {type(event).__name__} while waiting for {wanted}", local=False)
-
-
-#: The former private name, still imported by some services; new code uses `unexpected_event`.
-_unexpected = unexpected_event

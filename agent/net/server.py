@@ -310,6 +310,3 @@ async def refuse_request(
 __all__ = [
     "AcceptorPolicy", "Handler", "Listener", "ServiceRegistry", "refuse_request", "serve_association",
 ]
-
-#: The former private name; new code uses `refuse_request`.
-_refuse = refuse_request

@@ -51,7 +51,7 @@ from agent.dimse.status import StatusCategory, category, describe
 from agent.errors import AgentError, AssociationAborted, TimeoutExpired
 from agent.net.connection import DicomConnection
 from agent.net.requests import await_response, request
-from agent.net.server import ServiceRegistry, _refuse
+from agent.net.server import ServiceRegistry, refuse_request
 from agent.profile import CommitmentSettings, Peer, StorageSettings
 from agent.services.blocking import Blocking
 from agent.services.dataset import DataSetError, decode, encode
@@ -350,7 +350,7 @@ class CommitmentRequester:
                                 here = True
                                 return
                         else:
-                            await _refuse(conn, ctx, event.message)
+                            await refuse_request(conn, ctx, event.message)
                     elif isinstance(event, ReleaseRequested):
                         await conn.answer_release()
                         return

@@ -29,7 +29,7 @@ from pydicom.uid import UID_dictionary
 from agent.dimse import CStoreRQ, DataSetFragment, MessageComplete
 from agent.dimse.status import Status
 from agent.errors import StoreError
-from agent.net.connection import DicomConnection, _unexpected
+from agent.net.connection import DicomConnection, unexpected_event
 from agent.net.server import ServiceRegistry
 from agent.services.blocking import Blocking
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES, sop_class_name
@@ -157,7 +157,7 @@ class StorageSCP:
                 elif isinstance(event, MessageComplete):
                     break
                 else:
-                    raise _unexpected(event, "the C-STORE data set")
+                    raise unexpected_event(event, "the C-STORE data set")
             if failure is not None:
                 failure.size = size
                 return failure
@@ -223,7 +223,7 @@ async def _drain(conn: DicomConnection) -> int:
         if isinstance(event, MessageComplete):
             return size
         if not isinstance(event, DataSetFragment):
-            raise _unexpected(event, "the rest of a refused data set")
+            raise unexpected_event(event, "the rest of a refused data set")
         size += len(event.data)
 
 

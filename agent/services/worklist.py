@@ -46,7 +46,7 @@ from agent.dimse.status import StatusCategory, category, describe
 from agent.errors import AgentError, AssociationAborted
 from agent.matching import MatchingError, build_response, compile_identifier
 from agent.net.client import associate
-from agent.net.connection import DicomConnection, Timeouts, _unexpected
+from agent.net.connection import DicomConnection, Timeouts, unexpected_event
 from agent.net.requests import responses
 from agent.net.server import ServiceRegistry
 from agent.profile import Peer, WorklistSettings
@@ -455,7 +455,7 @@ class WorklistService:
                     await conn.send_message(ctx.id, rq.response(Status.CANCEL))
                     return
                 continue
-            raise _unexpected(event, "a C-CANCEL or nothing during a C-FIND")
+            raise unexpected_event(event, "a C-CANCEL or nothing during a C-FIND")
         await conn.send_message(ctx.id, rq.response(Status.SUCCESS))
         log.debug("%s: worklist query: %d match(es)", conn.remote, sent)
 
