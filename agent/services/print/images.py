@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
-from agent.services.print.attributes import AttributeProblem, cs, integer, invalid, present, text
+from agent.services.print.attributes import AttributeProblem, cs, integer, invalid, present
 
 MAX_SIDE = 16384
 
@@ -74,7 +74,7 @@ def parse_image(item: Dataset, *, color: bool, big_endian: bool = False) -> Pixe
     else:
         if samples != 1:
             raise invalid("SamplesPerPixel", f"{samples}: a grayscale image box takes 1 sample")
-        photometric = cs(item, "PhotometricInterpretation", ("MONOCHROME1", "MONOCHROME2"))
+        monochrome1 = cs(item, "PhotometricInterpretation", ("MONOCHROME1", "MONOCHROME2")) == "MONOCHROME1"
         if allocated == 8 and stored != 8:
             raise invalid("BitsStored", f"{stored}: 8 with 8 bits allocated")
         if allocated == 16 and not 12 <= stored <= 16:
@@ -101,9 +101,7 @@ def parse_image(item: Dataset, *, color: bool, big_endian: bool = False) -> Pixe
         array = flat.reshape(3, rows, cols).transpose(1, 2, 0) if planar == 1 else flat.reshape(rows, cols, 3)
         array = np.ascontiguousarray(array)
     else:
-        array = flat.reshape(rows, cols).copy()
-        photometric_1 = text(item, "PhotometricInterpretation").upper() == "MONOCHROME1"
-        return Pixels(array, stored, photometric_1, False, _aspect(item))
+        return Pixels(flat.reshape(rows, cols).copy(), stored, monochrome1, False, _aspect(item))
     return Pixels(array, 8, False, True, _aspect(item))
 
 

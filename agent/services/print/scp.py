@@ -69,6 +69,8 @@ PRINTER_EVENTS = {PrinterState.NORMAL: 1, PrinterState.WARNING: 2, PrinterState.
 JOB_EVENTS = {"PENDING": 1, "PRINTING": 2, "DONE": 3, "FAILURE": 4}
 
 Renderer = Callable[..., Film]
+#: What an operation answers: status, the reply data set (or None) and extra response fields.
+Outcome = tuple[int, Dataset | None, dict[str, Any]]
 
 
 def execution_status(state: JobState) -> str:
@@ -176,7 +178,7 @@ class PrintSCP:
         if after is not None:
             after()  # the worker starts on the new jobs once the requestor has its answer
 
-    def _routes(self) -> dict[tuple[str, type], Callable[..., Awaitable[tuple[int, Dataset | None, dict]]]]:
+    def _routes(self) -> dict[tuple[str, type], Callable[..., Awaitable[Outcome]]]:
         return {
             (FILM_SESSION, NCreateRQ): self.create_session,
             (FILM_SESSION, NSetRQ): self.set_session,
@@ -206,15 +208,10 @@ class PrintSCP:
         data = encode(reply, ctx.transfer_syntax) if reply is not None else None
         response = rq.response(int(status), error_comment=_comment(comment) if comment else None,
                                attribute_identifier_list=tags or None, has_dataset=data is not None, **kw)
-        try:
-            await pa.send(ctx.id, response, data)
-        except AssociationAborted:
-            raise
-        except trio.BusyResourceError as exc:  # pragma: no cover - the lock prevents it
-            raise AssociationAborted(f"concurrent send: {exc}") from exc
+        await pa.send(ctx.id, response, data)
 
     @staticmethod
-    def _unknown(ds: Dataset, keywords: tuple[str, ...]) -> tuple[int, dict]:
+    def _unknown(ds: Dataset, keywords: tuple[str, ...]) -> tuple[int, dict[str, Any]]:
         """Success, or 0x0107 'attribute list error' naming attributes this operation does not define."""
         unknown = A.unknown_attributes(ds, keywords)
         if unknown:
@@ -223,22 +220,22 @@ class PrintSCP:
 
     # ------------------------------------------------------------ film session
 
-    async def create_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NCreateRQ, ds: Dataset):
+    async def create_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NCreateRQ, ds: Dataset) -> Outcome:
         session, warning = pa.state.create_session(rq.affected_sop_instance_uid, ds)
         status, extra = self._unknown(ds, SESSION_KEYWORDS)
         log.info("%s: film session %s created", pa.conn.remote, session.uid)
         return warning or status, pa.state.session_reply(), {**extra, "affected_sop_instance_uid": session.uid}
 
-    async def set_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset):
+    async def set_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset) -> Outcome:
         warning = pa.state.set_session(rq.requested_sop_instance_uid, ds)
         status, extra = self._unknown(ds, SESSION_KEYWORDS)
         return warning or status, None, extra
 
-    async def delete_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NDeleteRQ, ds: Dataset):
+    async def delete_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NDeleteRQ, ds: Dataset) -> Outcome:
         pa.state.delete_session(rq.requested_sop_instance_uid)
         return Status.SUCCESS, None, {}
 
-    async def print_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NActionRQ, ds: Dataset):
+    async def print_session(self, pa: PrintAssociation, ctx: PresentationContext, rq: NActionRQ, ds: Dataset) -> Outcome:
         if rq.action_type_id != ACTION_PRINT:
             raise AttributeProblem(Status.NO_SUCH_ACTION, None, f"action type {rq.action_type_id}")
         state = pa.state
@@ -262,7 +259,7 @@ class PrintSCP:
         color = pa.conn.context_for(COLOR_IMAGE_BOX) or pa.conn.context_for(COLOR_META)
         return color is not None and gray is None
 
-    async def create_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NCreateRQ, ds: Dataset):
+    async def create_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NCreateRQ, ds: Dataset) -> Outcome:
         annotations = pa.conn.context_for(ANNOTATION_BOX) is not None
         box, reply, warning = pa.state.create_film_box(rq.affected_sop_instance_uid, ds, color=self._color(pa, ctx),
                                                        annotations=annotations)
@@ -271,16 +268,16 @@ class PrintSCP:
                  len(box.image_boxes))
         return warning or status, reply, {**extra, "affected_sop_instance_uid": box.uid}
 
-    async def set_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset):
+    async def set_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset) -> Outcome:
         warning = pa.state.set_film_box(rq.requested_sop_instance_uid, ds)
         status, extra = self._unknown(ds, FILM_BOX_SET_KEYWORDS)
         return warning or status, None, extra
 
-    async def delete_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NDeleteRQ, ds: Dataset):
+    async def delete_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NDeleteRQ, ds: Dataset) -> Outcome:
         pa.state.delete_film_box(rq.requested_sop_instance_uid)
         return Status.SUCCESS, None, {}
 
-    async def print_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NActionRQ, ds: Dataset):
+    async def print_film_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NActionRQ, ds: Dataset) -> Outcome:
         if rq.action_type_id != ACTION_PRINT:
             raise AttributeProblem(Status.NO_SUCH_ACTION, None, f"action type {rq.action_type_id}")
         box = pa.state.film_box(rq.requested_sop_instance_uid)
@@ -290,24 +287,24 @@ class PrintSCP:
 
     # ------------------------------------------------------------ boxes, LUT
 
-    async def set_image_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset):
+    async def set_image_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset) -> Outcome:
         color = rq.requested_sop_class_uid == COLOR_IMAGE_BOX
         warning = pa.state.set_image_box(rq.requested_sop_instance_uid, ds, color=color,
                                          big_endian=ctx.transfer_syntax == EXPLICIT_VR_BE)
         status, extra = self._unknown(ds, IMAGE_BOX_KEYWORDS)
         return warning or status, None, extra
 
-    async def set_annotation_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset):
+    async def set_annotation_box(self, pa: PrintAssociation, ctx: PresentationContext, rq: NSetRQ, ds: Dataset) -> Outcome:
         pa.state.set_annotation_box(rq.requested_sop_instance_uid, ds)
         status, extra = self._unknown(ds, ANNOTATION_KEYWORDS)
         return status, None, extra
 
-    async def create_lut(self, pa: PrintAssociation, ctx: PresentationContext, rq: NCreateRQ, ds: Dataset):
+    async def create_lut(self, pa: PrintAssociation, ctx: PresentationContext, rq: NCreateRQ, ds: Dataset) -> Outcome:
         uid = pa.state.create_lut(rq.affected_sop_instance_uid, ds)
         status, extra = self._unknown(ds, LUT_KEYWORDS)
         return status, None, {**extra, "affected_sop_instance_uid": uid}
 
-    async def delete_lut(self, pa: PrintAssociation, ctx: PresentationContext, rq: NDeleteRQ, ds: Dataset):
+    async def delete_lut(self, pa: PrintAssociation, ctx: PresentationContext, rq: NDeleteRQ, ds: Dataset) -> Outcome:
         pa.state.delete_lut(rq.requested_sop_instance_uid)
         return Status.SUCCESS, None, {}
 
@@ -324,7 +321,7 @@ class PrintSCP:
                 out[tag] = reply[tag]
         return out
 
-    async def get_printer(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset):
+    async def get_printer(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset) -> Outcome:
         if rq.requested_sop_instance_uid != PRINTER_INSTANCE:
             raise AttributeProblem(Status.NO_SUCH_SOP_INSTANCE, None, "the Printer is 1.2.840.10008.5.1.1.17")
         status = await self.status()
@@ -341,7 +338,7 @@ class PrintSCP:
         reply.TimeOfLastCalibration = None
         return Status.SUCCESS, self._only(reply, rq), {}
 
-    async def get_printer_configuration(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset):
+    async def get_printer_configuration(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset) -> Outcome:
         """Printer Configuration Retrieval (PS3.4 H.4.12): one item describing this printer."""
         if rq.requested_sop_instance_uid != PRINTER_CONFIGURATION_INSTANCE:
             raise AttributeProblem(Status.NO_SUCH_SOP_INSTANCE, None, "the instance is 1.2.840.10008.5.1.1.17.376")
@@ -378,7 +375,7 @@ class PrintSCP:
         reply.PrinterConfigurationSequence = DicomSequence([item])
         return Status.SUCCESS, self._only(reply, rq), {}
 
-    async def get_print_job(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset):
+    async def get_print_job(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset) -> Outcome:
         job = await self.blocking.run(self.jobs.get, rq.requested_sop_instance_uid)
         if job is None:
             raise AttributeProblem(Status.NO_SUCH_SOP_INSTANCE, None, f"no Print Job {rq.requested_sop_instance_uid}")
@@ -395,7 +392,7 @@ class PrintSCP:
 
     # ------------------------------------------------------------ printing
 
-    async def _print(self, pa: PrintAssociation, boxes: list[FilmBox]):
+    async def _print(self, pa: PrintAssociation, boxes: list[FilmBox]) -> Outcome:
         """Render, save and record one job per film box; then answer (see module invariants)."""
         state, caps = pa.state, self.limits.caps
         assert state.session is not None

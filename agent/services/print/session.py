@@ -211,8 +211,8 @@ class PrintState:
         if self.session is not None:
             status = Status.DUPLICATE_SOP_INSTANCE if uid == self.session.uid else Status.PROCESSING_FAILURE
             raise AttributeProblem(status, None, "one film session per association (PS3.4 H.4.1)")
-        session, warning = self._session_values(FilmSession(uid or self.uid(), medium_type=self.limits.caps.medium_types[0]
-                                                            if self.limits.caps.medium_types else ""), ds)
+        media = self.limits.caps.medium_types
+        session, warning = self._session_values(FilmSession(uid or self.uid(), medium_type=media[0] if media else ""), ds)
         self.session = session
         return session, warning
 
