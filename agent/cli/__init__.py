@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.printing import add_parsers as add_print_parsers
 
     add_print_parsers(sub)  # print, printer
+    from agent.cli.demo import add_parsers as add_demo_parsers
+
+    add_demo_parsers(sub)
     return parser
 
 
@@ -203,6 +206,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli.printing import run_print, run_printer
 
         return run_print(args) if args.command == "print" else run_printer(args)
+    if args.command == "demo":
+        from agent.cli.demo import run_demo
+
+        return run_demo(args)
     raise AssertionError(args.command)
 
 
