@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import datetime
+import math
 import shutil
 import socket
 import time
@@ -42,8 +43,9 @@ MARKER = ".dicom-agent-demo"
 HOSPITAL_AE = "DEMO_HOSPITAL"
 MODALITY_AE = "DEMO_MODALITY"
 DEFAULT_FOLDER = Path("dicom-agent-demo")
-#: The port the shipped copy of the modality profile (profiles/demo.toml) names for the hospital.
+#: The ports of the shipped copy of the modality profile (profiles/demo.toml).
 SHIPPED_HOSPITAL_PORT = 11113
+SHIPPED_MODALITY_PORT = 11112
 
 HOSPITAL_PROFILE = """\
 # The hospital side of `dicom-agent demo`: RIS (worklist and MPPS), PACS (storage and commitment) and
@@ -87,14 +89,17 @@ dpi = 100
 
 MODALITY_PROFILE = """\
 # The modality side of `dicom-agent demo`: a simulated device, its worklist from the RIS, MPPS to the
-# RIS, every image stored, forwarded and committed at the PACS, a film per procedure to the printer.
-# `dicom-agent demo` writes this profile with the hospital's actual port into its folder; this copy
-# names port {hospital_port}.
+# RIS, every image stored, forwarded and committed at the PACS, one film per procedure to the printer.
+# The demo writes this file into its folder with the ports it picked, and the hospital side (RIS, PACS,
+# printer) as hospital.toml next to it; profiles/demo.toml is the copy for the default options with
+# the hospital on port {shipped_port}. Other commands read it too, e.g.
+# `dicom-agent procedures list --profile modality.toml`.
 
 [agent]
 ae_title = "{modality_ae}"
 bind = "127.0.0.1"
-port = {modality_port}                 # a commitment report on a new association comes here
+# A commitment report on a new association comes to this port.
+port = {modality_port}
 data_dir = "modality"                # database (agent.db) and the local store (objects/)
 log_level = "warning"
 
@@ -135,15 +140,26 @@ forward_to = ["pacs"]
 commit_with = "pacs"
 commit_idle = "0s"                   # ask for commitment as soon as the study's images are at the PACS
 commit_report_wait = "10s"
-
-[print]
-printer = "printer"                  # Print SCU
 {device}"""
 
-#: The [device] section, filled in once the workflow's keys are known.
 DEVICE_SECTION = """
 [device]
-driver = "sim"
+driver = "sim"                       # the simulated acquisition device
+select = "accession"                 # the device names the worklist item by its accession number
+unscheduled = "refuse"               # an unknown accession is an error, not a new unscheduled study
+modality = "OT"
+send_to = ["pacs"]                   # every image is stored at the PACS ...
+commit_with = "pacs"                 # ... and committed there
+print_to = "printer"                 # one film per procedure
+print_format = "{print_format}"
+
+[device.options]
+procedures = {procedures}
+images = {images}
+size = "{columns}x{rows}"
+bits = 12
+interval = 0.0
+worklist_keys = [{worklist_keys}]
 """
 
 
@@ -222,9 +238,28 @@ def prepare_folder(folder: Path) -> DemoLayout:
     return DemoLayout(folder)
 
 
-def modality_profile_text(hospital_port: int, modality_port: int, device: str = DEVICE_SECTION) -> str:
-    return MODALITY_PROFILE.format(modality_ae=MODALITY_AE, hospital_ae=HOSPITAL_AE, hospital_port=hospital_port,
+def modality_profile_text(hospital_port: int, modality_port: int, device: str) -> str:
+    return MODALITY_PROFILE.format(shipped_port=SHIPPED_HOSPITAL_PORT, modality_ae=MODALITY_AE, hospital_ae=HOSPITAL_AE, hospital_port=hospital_port,
                                    modality_port=modality_port, device=device)
+
+
+def shipped_modality_profile() -> str:
+    """profiles/demo.toml: the modality profile the demo writes for its default options, with the
+    hospital on SHIPPED_HOSPITAL_PORT and the modality on SHIPPED_MODALITY_PORT."""
+    o = DemoOptions()
+    accessions = [str(ds.AccessionNumber) for ds in worklist_items(o.procedures)]
+    return modality_profile_text(SHIPPED_HOSPITAL_PORT, SHIPPED_MODALITY_PORT,
+                                 device_section(accessions, o.images, o.rows, o.columns))
+
+
+def device_section(accessions: list[str], images: int, rows: int = 256, columns: int = 256) -> str:
+    """The modality's [device] section: the `sim` driver performing one procedure per accession, in order,
+    each printed on one film whose layout (STANDARD\\C,R, PS3.3 C.13.3) holds all its images."""
+    cols = math.ceil(math.sqrt(images))
+    return DEVICE_SECTION.format(
+        print_format=f"STANDARD\\\\{cols},{math.ceil(images / cols)}", procedures=len(accessions), images=images,
+        rows=rows, columns=columns, worklist_keys=", ".join(f'"{a}"' for a in accessions),
+    )
 
 
 def hospital_profile_text(modality_port: int) -> str:
@@ -313,7 +348,8 @@ async def run_demo(options: DemoOptions, say: Say) -> DemoReport:
 
         await hospital.blocking.run(schedule)
         say(f"RIS: {len(items)} procedure(s) scheduled for {MODALITY_AE}, {options.images} image(s) each")
-        layout.modality_profile.write_text(modality_profile_text(port, modality_port, device_section(items, options)))
+        layout.modality_profile.write_text(modality_profile_text(port, modality_port, device_section(
+            [str(ds.AccessionNumber) for ds in items], options.images, options.rows, options.columns)))
         modality = Agent(load_profile(layout.modality_profile))
         await nursery.start(modality.run)
         say(f"modality: {MODALITY_AE} with a simulated device on 127.0.0.1:{modality.bound_ports[0]}")
@@ -322,11 +358,6 @@ async def run_demo(options: DemoOptions, say: Say) -> DemoReport:
             await progress.watch(say)
         nursery.cancel_scope.cancel()
     return progress.report(time.monotonic() - started)
-
-
-def device_section(items: list[Dataset], options: DemoOptions) -> str:
-    """The modality's [device] section: the `sim` driver performing one procedure per worklist item."""
-    return DEVICE_SECTION
 
 __all__ = ["DemoLayout", "DemoOptions", "DemoReport", "DemoFolderError", "prepare_folder", "run_demo",
            "worklist_items", "modality_profile_text", "hospital_profile_text"]

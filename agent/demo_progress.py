@@ -39,6 +39,8 @@ class ProcedureView:
     patient: str
     patient_id: str
     study_uid: str
+    procedure_key: str = ""  # the device's key for the procedure that performs this item
+    state: str = ""  # the modality workflow's state of that procedure
     local_mpps: str = ""  # the modality's own MPPS status ('' before the procedure started)
     ris_mpps: str = ""  # the status the RIS holds
     stored: int = 0  # images in the modality's store
@@ -53,6 +55,7 @@ class ProcedureView:
 class Snapshot:
     fetched: int | None = None  # worklist items the modality's last refresh got from the RIS
     fetch_error: str = ""
+    procedures: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # accession -> (key, state, error)
     local_mpps: dict[str, str] = field(default_factory=dict)  # accession -> status
     ris_mpps: dict[str, str] = field(default_factory=dict)
     stored: dict[str, int] = field(default_factory=dict)
@@ -84,6 +87,8 @@ class DemoReport:
             out.append("the worklist was never fetched from the RIS")
         for p in self.procedures:
             what = []
+            if p.state != "completed":
+                what.append(f"the modality's procedure is {p.state or 'not started'}, not completed")
             if p.ris_mpps != "COMPLETED":
                 what.append(f"MPPS at the RIS is {p.ris_mpps or 'absent'}, not COMPLETED")
             if p.matching_at_pacs < self.images:
@@ -99,7 +104,7 @@ class DemoReport:
 
     def summary(self) -> str:
         n, m, lay = len(self.procedures), self.images, self.layout
-        performed = sum(p.ris_mpps == "COMPLETED" for p in self.procedures)
+        performed = sum(p.state == "completed" for p in self.procedures)
         states: dict[str, int] = {}
         for p in self.procedures:
             states[p.ris_mpps or "none"] = states.get(p.ris_mpps or "none", 0) + 1
@@ -171,6 +176,9 @@ class Progress:
             snap.fetched = row[0] if row[2] is not None else None
             snap.fetch_error = row[1] or ""
         snap.local_mpps = _mpps_by_accession(db, "local")
+        for key, state, acc, error in _all(db, "SELECT procedure_key, state, accession_number, error FROM procedures "
+                                               "ORDER BY created_at"):
+            snap.procedures[acc] = (key, state, error)
         for acc, total, committed in _all(db, "SELECT accession_number, count(*), count(committed_at) "
                                               "FROM instances GROUP BY accession_number"):
             snap.stored[acc or ""] = total
@@ -205,17 +213,17 @@ class Progress:
         now = self.clock()
         for acc, v in self.views.items():
             label = f"procedure {acc} ({v.patient})"
+            key, state, error = snap.procedures.get(acc, ("", "", ""))
             local = snap.local_mpps.get(acc, "")
-            if local and not v.local_mpps:
+            if (key or local) and v.started_at is None:
                 v.started_at = now
-                say(f"{label}: started, MPPS IN PROGRESS queued for the RIS")
+                by = f" by the device as {key}" if key else ""
+                say(f"{label}: started{by}, MPPS IN PROGRESS queued for the RIS")
             v.local_mpps = local or v.local_mpps
             ris = snap.ris_mpps.get(acc, "")
-            if ris and ris != v.ris_mpps:
-                if not v.ris_mpps and ris != "IN PROGRESS":
-                    say(f"{label}: MPPS IN PROGRESS received by the RIS")
-                say(f"{label}: MPPS {ris} received by the RIS")
-                v.ris_mpps = ris
+            if ris and not v.ris_mpps:
+                say(f"{label}: MPPS IN PROGRESS received by the RIS")
+                v.ris_mpps = "IN PROGRESS"
             stored = snap.stored.get(acc, 0)
             for k in range(v.stored + 1, stored + 1):
                 say(f"{label}: image {k}/{self.images} stored")
@@ -224,12 +232,22 @@ class Progress:
             for k in range(v.at_pacs + 1, total + 1):
                 say(f"{label}: image {k}/{self.images} forwarded to the PACS")
             v.at_pacs, v.matching_at_pacs = max(v.at_pacs, total), max(v.matching_at_pacs, matching)
+            if ris and ris != v.ris_mpps:
+                say(f"{label}: MPPS {ris} received by the RIS")
+                v.ris_mpps = ris
             committed = snap.committed.get(acc, 0)
             for k in range(v.committed + 1, committed + 1):
                 say(f"{label}: image {k}/{self.images} committed by the PACS")
             v.committed = max(v.committed, committed)
             if v.committed >= self.images and v.committed_at is None:
                 v.committed_at = now
+            if state and state != v.state:
+                v.procedure_key = key
+                if state in ("failed", "discontinued"):
+                    say(f"{label}: {state.upper()}{': ' + error if error else ''}")
+                elif state == "completed":
+                    say(f"{label}: completed")
+                v.state = state
         for path in snap.films[self._said_films:]:
             say(f"film printed: {path}")
         self._said_films = max(self._said_films, len(snap.films))
