@@ -134,12 +134,9 @@ serve = false
 [mpps]
 send_to = ["ris"]
 
-[storage]
-accept = "all-storage"
-forward_to = ["pacs"]
-commit_with = "pacs"
-commit_idle = "0s"                   # ask for commitment as soon as the study's images are at the PACS
-commit_report_wait = "10s"
+[storage]                            # how the device's images are committed ([device] commit_with)
+commit_idle = "0s"                   # ask as soon as the procedure's images are at the PACS
+commit_report_wait = "10s"           # and wait this long on that association for the report
 {device}"""
 
 DEVICE_SECTION = """
