@@ -419,7 +419,7 @@ class Link:
 
 def _check_frame(frame: bytes) -> str | None:
     """Why `frame` (STX ... LF) is not a good frame, or None."""
-    if len(frame) < 8 or frame[-2] != CR or frame[-5] not in (ETB, ETX):
+    if len(frame) < 7 or frame[-2] != CR or frame[-5] not in (ETB, ETX):
         return "malformed frame"
     if not 0x30 <= frame[1] <= 0x37:
         return "frame number is not a digit 0-7"
