@@ -158,6 +158,8 @@ class Agent:
             ),
             self.registry,
         )
+        if self.print_service is not None:  # Printer N-EVENT-REPORTs reach a print association from its start
+            self.listener.on_association = self.print_service.scp.association_started
 
     def _build_commitment(self) -> None:
         """Storage Commitment: requester (`[storage] commit_with`) and/or SCP (`[commitment]`)."""

@@ -168,9 +168,10 @@ async def test_printer_events_reach_every_print_association(tmp_path: Path, star
     from drivers.printer.sim import set_state
 
     agent = await start_agent(printer_profile(tmp_path, "sim", "supply = 50"))
-    scus = await trio.to_thread.run_sync(lambda: [PrintSCU(agent.port), PrintSCU(agent.port, meta=False)])
+    scus = await trio.to_thread.run_sync(lambda: [PrintSCU(agent.port), PrintSCU(agent.port, meta=False),
+                                                  PrintSCU(agent.port)])
     try:
-        for scu in scus:  # each asks the printer first, as modalities do
+        for scu in scus[:2]:  # these ask the printer first, as modalities do; the third sends nothing
             status, attrs = await trio.to_thread.run_sync(scu.printer)
             assert (status, attrs.PrinterStatus, attrs.PrinterStatusInfo) == (0, "NORMAL", "NORMAL")
         await trio.to_thread.run_sync(lambda: set_state(agent.profile.print.options, agent.data_dir, online=False))

@@ -139,6 +139,13 @@ class PrintSCP:
         for job_id in [j for j, a in self.job_owner.items() if not a.conn.is_open]:
             del self.job_owner[job_id]
 
+    def association_started(self, conn: DicomConnection) -> None:
+        """A new association: one that negotiated a print class is "using the printer" at once
+        (it gets Printer N-EVENT-REPORTs before its first request)."""
+        classes = set(self.sop_classes())
+        if any(ctx.abstract_syntax in classes for ctx in conn.contexts.values()):
+            self._association(conn)
+
     def _association(self, conn: DicomConnection) -> PrintAssociation:
         self.prune()
         pa = self.associations.get(id(conn))
