@@ -301,3 +301,37 @@ async def test_color_meta_class_only_on_a_color_printer(tmp_path: Path, start_ag
         pixels = np.asarray(Image.open(film))
         centre = pixels[pixels.shape[0] // 2, pixels.shape[1] // 2]
         assert pixels.ndim == 3 and centre[2] > 200 and centre[0] < 50
+
+
+async def test_a_film_that_cannot_be_stored_is_c602_and_the_association_goes_on(tmp_path: Path, start_agent,
+                                                                                monkeypatch) -> None:
+    import errno
+
+    from agent.services.print import films
+
+    agent = await start_agent(printer_profile(tmp_path))
+    real_save = films.save
+    full = {"on": True}
+
+    def save(directory: Path, film: object) -> Path:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(directory, film)
+
+    monkeypatch.setattr(films, "save", save)
+
+    def run() -> tuple[int, int, int]:
+        scu = PrintSCU(agent.port)
+        try:
+            scu.film_session()
+            _, box, boxes, _ = scu.film_box("STANDARD\\1,1", FilmSizeID="8INX10IN")
+            scu.set_image(boxes[0], image_box(1))
+            box_status = scu.print_film_box(box)[0]
+            session_status = scu.print_session()[0]
+            full["on"] = False  # space again: the same film box prints
+            return box_status, session_status, scu.print_film_box(box)[0]
+        finally:
+            scu.release()
+
+    assert await trio.to_thread.run_sync(run) == (0xC602, 0xC601, 0)
+    assert len(await wait_files(tmp_path / "films", "*.png")) == 1

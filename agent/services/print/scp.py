@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +254,7 @@ class PrintSCP:
             raise AttributeProblem(Status.FILM_SESSION_NO_FILM_BOX, None, "the film session has no film box")
         if all(b.empty for b in boxes):
             return Status.FILM_SESSION_EMPTY_PAGE, None, {"comment": "no image box holds an image: nothing printed"}
-        return await self._print(pa, [b for b in boxes if not b.empty])
+        return await self._print(pa, [b for b in boxes if not b.empty], session_level=True)
 
     # ------------------------------------------------------------ film box
 
@@ -399,8 +400,12 @@ class PrintSCP:
 
     # ------------------------------------------------------------ printing
 
-    async def _print(self, pa: PrintAssociation, boxes: list[FilmBox]) -> Outcome:
-        """Render, save and record one job per film box; then answer (see module invariants)."""
+    async def _print(self, pa: PrintAssociation, boxes: list[FilmBox], *, session_level: bool = False) -> Outcome:
+        """Render, save and record one job per film box; then answer (see module invariants). A job
+        that cannot be stored (disk full, database unusable) is C601 (film session) / C602 (film
+        box), "unable to create Print Job SOP Instance; print queue is full" (PS3.4 H.4.1.2.4,
+        H.4.2.2.4), and leaves no film behind."""
+        queue_full = Status.PRINT_QUEUE_FULL_FILM_SESSION if session_level else Status.PRINT_QUEUE_FULL_FILM_BOX
         state, caps = pa.state, self.limits.caps
         assert state.session is not None
         requests = [state.film_request(box, generate_uid()) for box in boxes]
@@ -408,12 +413,23 @@ class PrintSCP:
 
         def render_and_save() -> list[tuple[str, str]]:
             rendered = [self.render(request, caps) for request in requests]  # all or nothing
-            return [(film.job_id, str(films.save(directory, film))) for film in rendered]
+            saved: list[tuple[str, str]] = []
+            try:
+                for film in rendered:
+                    saved.append((film.job_id, str(films.save(directory, film))))
+            except OSError:
+                for _, path in saved:
+                    films.remove(path)
+                raise
+            return saved
 
         try:
             saved = await trio.to_thread.run_sync(render_and_save, limiter=self.render_limiter)
         except RenderError as exc:
             raise AttributeProblem(exc.status, None, str(exc)) from None
+        except OSError as exc:
+            log.error("%s: cannot store a rendered film: %s", pa.conn.remote, exc)
+            raise AttributeProblem(queue_full, None, f"cannot store the film: {exc.strerror or exc}") from None
         session = state.session
 
         def record() -> list[PrintJob]:
@@ -423,7 +439,12 @@ class PrintSCP:
                                       priority=session.priority, label=session.label, film_size_id=box.film_size_id)
                         for (job_id, path), box in zip(saved, boxes)]
 
-        jobs = await self.blocking.run(record)
+        try:
+            jobs = await self.blocking.run(record)
+        except sqlite3.Error as exc:
+            log.error("%s: cannot record a print job: %s", pa.conn.remote, exc)
+            await trio.to_thread.run_sync(lambda: [films.remove(path) for _, path in saved])
+            raise AttributeProblem(queue_full, None, f"cannot record the print job: {exc}") from None
         for job in jobs:
             self.job_owner[job.id] = pa
             log.info("%s: print job %s recorded (film box %s)", pa.conn.remote, job.id, job.film_box_uid)
