@@ -134,10 +134,11 @@ async def print_with_dcmtk(tmp_path: Path, start_agent, images: list[np.ndarray]
     return await wait_film(tmp_path / "films")
 
 
-@pytest.mark.parametrize("extra", [[], ["--session-print"]], ids=["film-box-print", "session-print"])
-async def test_dcmtk_prints_a_ramp(tmp_path: Path, start_agent, extra: list[str]) -> None:
+@pytest.mark.parametrize("extra, render", [([], []), (["--session-print"], []), ([], ["--identity"])],
+                         ids=["film-box-print", "session-print", "presentation-lut-identity"])
+async def test_dcmtk_prints_a_ramp(tmp_path: Path, start_agent, extra: list[str], render: list[str]) -> None:
     ramp = np.tile(np.linspace(0, 255, 128).round(), (128, 1))
-    film = await print_with_dcmtk(tmp_path, start_agent, [ramp], (1, 1), extra)
+    film = await print_with_dcmtk(tmp_path, start_agent, [ramp], (1, 1), extra, render)
     assert film.shape == (10 * DPI, 8 * DPI)  # 8x10 in portrait at the printer's dpi
     middle = film[film.shape[0] // 2].astype(int)
     inner = middle[int(0.1 * DPI):-int(0.1 * DPI)]
