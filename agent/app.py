@@ -33,7 +33,9 @@ from agent.services.commitment import (
 from agent.services.forward import STORE_JOB, StorePerformer, enqueue_forwards
 from agent.services.print.scu import PRINT_JOB_KIND, PrintPerformer
 from agent.services.print.service import PrintService, build_print_service, open_printer_driver
-from drivers.base import PrinterDriver
+from drivers.base import AcquisitionDriver, PrinterDriver
+from agent.workflow.device import open_device_driver, requester_settings
+from agent.workflow.modality import ModalityWorkflow
 from agent.services.maintenance import Maintenance
 from agent.services.mpps import WorkflowServices, build_workflow_services
 from agent.services.outbound import Outbound
@@ -44,6 +46,7 @@ from agent.store.db import DB_FILENAME, open_database
 from agent.store.commitment import CommitmentStore
 from agent.store.instances import InstanceStore
 from agent.store.mpps import MppsStore
+from agent.store.procedures import ProcedureStore
 from agent.store.queue import JobQueue
 from agent.store.worklist import WorklistStore
 
@@ -75,6 +78,9 @@ class Agent:
     workflow: WorkflowServices | None = None  # MWL SCU/SCP, MPPS SCU/SCP (agent.services.mpps)
     printer: PrinterDriver | None = None  # `[print] serve`: the printer behind the Print SCP
     print_service: PrintService | None = None
+    device_driver: AcquisitionDriver | None = None  # `[device]`: opened at start-up unless given (tests)
+    procedures: ProcedureStore | None = None
+    modality: ModalityWorkflow | None = None  # the modality workflow consuming device_driver's events
 
     def open_persistence(self) -> None:
         """Database, instance store and crash recovery; blocking, runs before the listener binds."""
@@ -103,6 +109,10 @@ class Agent:
             route_pending_reports(self.commitments, self.queue, p.peers, p.commitment)
         if p.print is not None and p.print.serve:
             self.printer = open_printer_driver(p)  # a bad [print.options] value: ProfileError, exit 78
+        if p.device is not None:
+            self.procedures = ProcedureStore(self.db)
+            if self.device_driver is None:  # a bad [device.options] value: ProfileError, exit 78
+                self.device_driver = open_device_driver(p)
         report = self.store.startup_cleanup()
         if report.temp_files_removed or report.rows_removed or report.orphan_files_removed:
             log.warning("start-up recovery: %s", report)
@@ -124,6 +134,16 @@ class Agent:
             p, self.registry, self.outbound, self.queue, self.blocking, self.db, self.worklist_store,
             self.mpps_store, timeouts_of(p),
         )
+        if p.device is not None:
+            assert self.procedures is not None
+            w = p.worklist
+            self.modality = ModalityWorkflow(
+                p.device, self.device_driver, self.db, self.blocking, self.queue, self.store, self.procedures,
+                self.worklist_store, p.agent.data_dir, p.agent.ae_title, peers=p.peers,
+                mpps_scu=self.workflow.mpps_scu, worklist_service=self.workflow.worklist,
+                worklist_folder=w.folder if w else None, worklist_modality=w.modality if w else None,
+                station_ae=w.station_ae if w else p.agent.ae_title, wake=self.outbound.wake,
+            )
         if self.printer is not None:
             assert p.print is not None
             self.print_service = build_print_service(p.print, p.agent.data_dir, self.db, self.blocking,
@@ -165,7 +185,7 @@ class Agent:
         """Storage Commitment: requester (`[storage] commit_with`) and/or SCP (`[commitment]`)."""
         p, outbound = self.profile, self.outbound
         assert self.store is not None and self.queue is not None and self.commitments is not None and outbound
-        s = p.storage
+        s = requester_settings(p)  # [storage], or the [device] commit_with's settings
         if s is not None and s.commit_with is not None:
             self.commit_requester = CommitmentRequester(
                 s.commit_with, s, self.store, self.commitments, self.queue, self.blocking,
@@ -192,12 +212,14 @@ class Agent:
             assert self.workflow is not None and self.mpps_store is not None
             if self.workflow.worklist is not None and self.workflow.worklist.source is not None:
                 await nursery.start(self.workflow.worklist.run_scu)
-            s, w = p.storage, p.worklist
+            s, w = requester_settings(p), p.worklist
             nursery.start_soon(Maintenance(
                 self.blocking, self.queue, self.commitments, self.worklist_store, w.folder if w else None,
                 self.mpps_store, commitment_requested=s is not None and s.commit_with is not None).run)
             if self.print_service is not None:  # held and interrupted print jobs resume before we listen
                 await nursery.start(self.print_service.run)
+            if self.modality is not None:  # unfinished procedures resume, then device events are consumed
+                await nursery.start(self.modality.run)
             listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
             self.bound_ports = [l.socket.getsockname()[1] for l in listeners]
             log.info(

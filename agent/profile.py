@@ -9,8 +9,8 @@ Invariants this module keeps:
   silently leave a service on its default.
 - Durations are float seconds, sizes are int bytes, paths are absolute `Path`s (a relative one is taken
   from the profile file's folder), UIDs are strings.
-- A section whose service this version does not implement (`[device]`, `[tls]`, `[security]`) is an
-  error even when empty.
+- A section whose service this version does not implement (`[tls]`, `[security]`) is an error even
+  when empty.
 - A section that is absent is `None` (the service is off), except `[agent]`, which always exists.
 - Every peer name referenced anywhere exists in `[peers]`.
 """
@@ -186,11 +186,22 @@ class PrintSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeviceSettings:
-    """`[device]`: the acquisition driver and its free-form options (refused in this version: no
-    acquisition service yet, so `Profile.device` is always None)."""
+    """`[device]`: the acquisition driver (options validated by its factory when the agent opens it) and
+    the modality workflow (agent.workflow.modality): worklist selection, the unscheduled case, the SOP
+    class made, and where the images go (C-STORE, Storage Commitment, film)."""
 
     driver: str
     options: Mapping[str, object] = field(default_factory=_no_options)
+    sop_class: str = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+    modality: str | None = None  # None: the worklist item's SPS Modality, else [worklist] modality, else OT
+    station_name: str = ""
+    select: Literal["accession", "patient-id", "key", "first"] = "accession"
+    unscheduled: Literal["allow", "refuse"] = "allow"
+    send_to: tuple[str, ...] = ()
+    commit_with: str | None = None
+    print_to: str | None = None
+    print_format: str = "STANDARD\\1,1"
+    series_description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +306,6 @@ _SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "pri
 # Sections of services this version does not implement: refused even when empty, because a profile
 # that names them expects something to happen (an acquisition driver to run, TLS to protect the wire).
 _UNSUPPORTED = {
-    "device": "the acquisition service (device drivers) is not supported in this version; remove the section",
     "tls": "TLS is not supported in this version; remove the section (the agent speaks plain TCP only)",
     "security": "[security] is not supported in this version; remove the section",
 }
@@ -474,6 +484,7 @@ class _Parser:
             worklist=section("worklist", lambda t: self.worklist(t, agent)),
             mpps=section("mpps", self.mpps),
             print=section("print", self.print_),
+            device=section("device", self.device),
         )
         self.check_references(profile)
         return profile
@@ -676,6 +687,58 @@ class _Parser:
             poll_interval=g(t, "print", "poll_interval", self.duration(), PrintSettings().poll_interval),
         )
 
+    def device(self, t: dict[str, object]) -> DeviceSettings:
+        self.check_keys(t, "device", _keys(DeviceSettings))
+        g, d = self.get, DeviceSettings(driver="")
+
+        def modality(value: object, key: str) -> str:
+            if isinstance(value, str) and re.fullmatch(r"[A-Z0-9_ ]{1,16}", value) and value.strip():
+                return value
+            raise self.fail(key, f"a modality code such as 'OT' or 'US' (1-16 of A-Z, 0-9, '_'), got {_show(value)}")
+
+        def display_format(value: object, key: str) -> str:
+            from agent.services.print.scu_options import FilmOptions, PrintOptionError
+
+            if isinstance(value, str):
+                try:
+                    return FilmOptions(display_format=value).validated().display_format
+                except (PrintOptionError, ValueError) as exc:
+                    raise self.fail(key, f"an Image Display Format such as 'STANDARD\\2,2' ({exc})") from None
+            raise self.fail(key, f"an Image Display Format such as 'STANDARD\\2,2', got {_show(value)}")
+
+        def short(limit: int) -> Callable[[object, str], str]:
+            def convert(value: object, key: str) -> str:
+                if isinstance(value, str) and len(value) <= limit and "\\" not in value:
+                    return value
+                raise self.fail(key, f"a string of at most {limit} characters without a backslash, got {_show(value)}")
+
+            return convert
+
+        return DeviceSettings(
+            driver=g(t, "device", "driver", self.acquisition_driver),
+            options=g(t, "device", "options", self.frozen_options, MappingProxyType({})),
+            sop_class=g(t, "device", "sop_class", self.sop_class, d.sop_class),
+            modality=g(t, "device", "modality", modality, None),
+            station_name=g(t, "device", "station_name", short(16), ""),
+            select=g(t, "device", "select", self.choice("accession", "patient-id", "key", "first"), d.select),  # type: ignore[arg-type]
+            unscheduled=g(t, "device", "unscheduled", self.choice("allow", "refuse"), d.unscheduled),  # type: ignore[arg-type]
+            send_to=g(t, "device", "send_to", self.list_of(self.string), ()),
+            commit_with=g(t, "device", "commit_with", self.string, None),
+            print_to=g(t, "device", "print_to", self.string, None),
+            print_format=g(t, "device", "print_format", display_format, d.print_format),
+            series_description=g(t, "device", "series_description", short(64), ""),
+        )
+
+    def acquisition_driver(self, value: object, key: str) -> str:
+        from drivers.base import driver_names
+
+        known = driver_names("acquisition")
+        if isinstance(value, str) and value in known:
+            return value
+        hint = _suggest(value, known) if isinstance(value, str) else ""
+        raise self.fail(key, f"an installed acquisition driver ({hint}known: {', '.join(known) or 'none'}), "
+                             f"got {_show(value)}")
+
     def printer_driver(self, value: object, key: str) -> str:
         from drivers.base import driver_names
 
@@ -708,6 +771,9 @@ class _Parser:
             refs += [(f"mpps.forward_to[{i}]", n) for i, n in enumerate(p.mpps.forward_to)]
         if p.print is not None and p.print.printer is not None:
             refs.append(("print.printer", p.print.printer))
+        if p.device is not None:
+            refs += [(f"device.send_to[{i}]", n) for i, n in enumerate(p.device.send_to)]
+            refs += [(f"device.{k}", n) for k in ("commit_with", "print_to") if (n := getattr(p.device, k))]
         known = ", ".join(sorted(p.peers)) or "none defined"
         for key, name in refs:
             if name not in p.peers:
@@ -721,6 +787,15 @@ class _Parser:
                 "storage.commit_with",
                 f"storage.forward_to to be set too (commitment follows forwarding), got {s.commit_with!r}",
             )
+        dev = p.device
+        if dev is not None and dev.commit_with is not None:
+            if not dev.send_to:
+                raise self.fail("device.commit_with",
+                                f"device.send_to to be set too (commitment follows sending), got {dev.commit_with!r}")
+            if s is not None and s.commit_with is not None and s.commit_with != dev.commit_with:
+                raise self.fail("device.commit_with",
+                                f"the same peer as storage.commit_with ({s.commit_with!r}: the agent has one "
+                                f"Storage Commitment requester), got {dev.commit_with!r}")
 
 
 def _keys(cls: type, exclude: str = "") -> tuple[str, ...]:

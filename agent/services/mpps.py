@@ -285,12 +285,16 @@ class MppsSCU:
         return uid
 
     def mpps_ended(self, uid: str, status: PpsStatus | str = PpsStatus.COMPLETED,
-                   performed_series: Iterable[Mapping[str, Any] | Dataset] = ()) -> None:
-        """Mark the step COMPLETED or DISCONTINUED and queue its N-SET after the N-CREATE."""
+                   performed_series: Iterable[Mapping[str, Any] | Dataset] = (),
+                   extra: Dataset | None = None) -> None:
+        """Mark the step COMPLETED or DISCONTINUED and queue its N-SET after the N-CREATE. `extra`:
+        further N-SET attributes, e.g. the Discontinuation Reason Code Sequence (PS3.3 C.4.14)."""
         status = PpsStatus(status)
         if not status.final:
             raise MppsError("a step ends COMPLETED or DISCONTINUED")
         mods = set_attributes(status, performed_series)
+        if extra is not None:
+            mods = merge(mods, extra)
         with transaction(self.db):
             current = self.store.get(uid, "local")
             if current is None:
