@@ -185,11 +185,13 @@ class PrintJobStore:
     # ------------------------------------------------------------ the worker
 
     def unfinished(self) -> list[PrintJob]:
-        """PENDING, SUBMITTING and PRINTING jobs, oldest first (the worker's to-do list)."""
+        """PENDING, SUBMITTING and PRINTING jobs: those already at the driver first, then by Print
+        Priority (2000,0020: HIGH, MED, LOW), then oldest first (the worker's to-do list)."""
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM print_jobs WHERE state IN ('pending', 'submitting', 'printing') "
-                "ORDER BY created_at, rowid"
+                "ORDER BY state = 'pending', CASE priority WHEN 'HIGH' THEN 0 WHEN 'MED' THEN 1 ELSE 2 END, "
+                "created_at, rowid"
             ).fetchall()
         return [_job(r) for r in rows]
 

@@ -64,10 +64,10 @@ def setup(tmp_path: Path):
 
     worker = PrintWorker(driver, store, Blocking(), poll_interval=0.1, on_job=on_job)
 
-    def add(job_id: str) -> None:
+    def add(job_id: str, priority: str = "MED") -> None:
         film = Film(job_id=job_id, pixels=np.zeros((4, 4), np.uint8), width_mm=1.0, height_mm=1.0, dpi=100)
         path = films.save(films.films_dir(tmp_path), film)
-        store.add(job_id, str(path), film_box_uid="1.1", session_uid="1.2", calling_ae="SCU")
+        store.add(job_id, str(path), film_box_uid="1.1", session_uid="1.2", calling_ae="SCU", priority=priority)
 
     yield store, driver, worker, events, add
     db.close()
@@ -162,3 +162,16 @@ async def test_start_up_removes_films_without_a_job(setup, tmp_path: Path) -> No
         nursery.cancel_scope.cancel()
     assert not orphan_path.exists() and not orphan_path.with_suffix(".json").exists()
     assert Path(store.get("1.2.9").film_path).exists()
+
+
+async def test_held_jobs_go_out_by_print_priority_then_age(setup) -> None:
+    store, driver, worker, events, add = setup
+    driver.state = PrinterStatus(PrinterState.FAILURE, "SUPPLY EMPTY")
+    add("1.3.1", "LOW")
+    add("1.3.2", "MED")
+    add("1.3.3", "HIGH")
+    add("1.3.4", "HIGH")
+    await worker.pass_once()
+    driver.state = PrinterStatus()
+    await worker.pass_once()
+    assert driver.submits == ["1.3.3", "1.3.4", "1.3.2", "1.3.1"]
