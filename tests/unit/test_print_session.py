@@ -174,3 +174,18 @@ def test_deleting_the_session_deletes_its_boxes() -> None:
     with pytest.raises(AttributeProblem) as err:
         st.set_image_box(reply.ReferencedImageBoxSequence[0].ReferencedSOPInstanceUID, Dataset(), color=False)
     assert err.value.status == 0x0112
+
+
+@pytest.mark.parametrize("attrs, tag", [
+    ({"SmoothingType": "MEDIUM"}, 0x20100080),             # this printer defines only NONE
+    ({"ConfigurationInformation": "GAMMA=2.2"}, 0x20100150),  # and no configuration values
+])
+def test_printer_defined_values_it_does_not_define_are_refused(attrs: dict, tag: int) -> None:
+    st = new_state()
+    session, _ = st.create_session(None, Dataset())
+    with pytest.raises(AttributeProblem) as err:
+        st.create_film_box(None, film_box_rq(session.uid, **attrs), color=False, annotations=False)
+    assert (err.value.status, err.value.tags) == (0x0106, (tag,))
+    box, _, _ = st.create_film_box(None, film_box_rq(session.uid, SmoothingType="NONE", ConfigurationInformation=""),
+                                   color=False, annotations=False)
+    assert box.smoothing_type == "NONE"

@@ -29,8 +29,9 @@ MEDIUM_TYPES = ("PAPER", "CLEAR FILM", "BLUE FILM", "MAMMO CLEAR FILM", "MAMMO B
 FILM_DESTINATION_RE = re.compile(r"MAGAZINE|PROCESSOR|BIN_[0-9]{1,2}")
 FILM_ORIENTATIONS = ("PORTRAIT", "LANDSCAPE")
 MAGNIFICATION_TYPES = ("REPLICATE", "BILINEAR", "CUBIC", "NONE")
-#: Smoothing Type values are the SCP's to define (PS3.3 C.13.3): these three, for CUBIC magnification.
-SMOOTHING_TYPES = ("SMOOTH", "MEDIUM", "SHARP")
+#: Smoothing Type values are the SCP's to define (PS3.3 C.13.3). This one defines a single type, NONE:
+#: the interpolation is the Magnification Type's own, nothing further is applied.
+SMOOTHING_TYPES = ("NONE",)
 DENSITY_TERMS = ("BLACK", "WHITE")
 TRIM_VALUES = ("YES", "NO")
 RESOLUTION_IDS = ("STANDARD", "HIGH")
@@ -140,6 +141,15 @@ def display_format(value: str, kinds: Iterable[str]) -> str:
     return value
 
 
+def configuration_information(ds: Dataset) -> str:
+    """Configuration Information (2010,0150): values are the SCP's to define (PS3.3 C.13.3); this one
+    defines none, so only an empty value is accepted (a value that would do nothing is refused)."""
+    value = text(ds, "ConfigurationInformation")
+    if value:
+        raise invalid("ConfigurationInformation", f"{value[:20]!r}: this printer defines no configuration values")
+    return value
+
+
 def check_density_range(low: int | None, high: int | None, printer_low: int, printer_high: int) -> int | None:
     """B605 when a requested Min/Max Density lies outside the printer's range (PS3.4 H.4.2.2.1.2):
     the request is kept and the renderer clips to what the device can do; the warning says so."""
@@ -160,7 +170,7 @@ def unknown_attributes(ds: Dataset, allowed: Iterable[str]) -> tuple[int, ...]:
 __all__ = [
     "AttributeProblem", "DECIMATE_CROP", "DEFAULT_DISPLAY_FORMAT_KINDS", "DENSITY_TERMS", "DISPLAY_FORMAT_KINDS",
     "FILM_ORIENTATIONS", "MAGNIFICATION_TYPES", "MEDIUM_TYPES", "POLARITIES", "PRESENTATION_LUT_SHAPES",
-    "PRINT_PRIORITIES", "RESOLUTION_IDS", "SMOOTHING_TYPES", "TRIM_VALUES", "check_density_range", "cs",
+    "PRINT_PRIORITIES", "RESOLUTION_IDS", "SMOOTHING_TYPES", "TRIM_VALUES", "check_density_range", "configuration_information", "cs",
     "density_term", "display_format", "film_destination", "integer", "invalid", "present", "tag_of", "text",
     "unknown_attributes",
 ]

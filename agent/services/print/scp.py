@@ -375,8 +375,7 @@ class PrintSCP:
         item.SupportedImageDisplayFormatsSequence = DicomSequence(formats)
         item.DefaultMagnificationType = "BILINEAR"
         item.OtherMagnificationTypesAvailable = ["REPLICATE", "CUBIC", "NONE"]
-        item.DefaultSmoothingType = "MEDIUM"
-        item.OtherSmoothingTypesAvailable = ["SMOOTH", "SHARP"]
+        item.DefaultSmoothingType = "NONE"
         item.DefaultPrinterResolutionID = "STANDARD"
         item.PrinterPixelSpacing = [round(25.4 / caps.dpi, 6)] * 2
         reply = Dataset()

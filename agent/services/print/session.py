@@ -264,7 +264,7 @@ class PrintState:
         if A.present(ds, "Trim"):
             values.trim = A.cs(ds, "Trim", A.TRIM_VALUES)
         if "ConfigurationInformation" in ds:
-            values.configuration_information = A.text(ds, "ConfigurationInformation")
+            values.configuration_information = A.configuration_information(ds)
         if A.present(ds, "Illumination"):
             values.illumination = A.integer(ds, "Illumination", 0, 65535)
         if A.present(ds, "ReflectedAmbientLight"):
@@ -398,7 +398,7 @@ class PrintState:
         if A.present(ds, "MaxDensity"):
             values.max_density = A.integer(ds, "MaxDensity", 0, 999)
         if "ConfigurationInformation" in ds:
-            values.configuration_information = A.text(ds, "ConfigurationInformation")
+            values.configuration_information = A.configuration_information(ds)
         if A.present(ds, "RequestedImageSize"):
             try:
                 size = float(ds.RequestedImageSize)
