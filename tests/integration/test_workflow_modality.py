@@ -19,7 +19,6 @@ from pydicom.sequence import Sequence
 from agent.app import Agent
 from agent.profile import Profile
 from agent.services.dataset import EXPLICIT_VR_LE, decode, encode
-from agent.services.mpps import MPPS_SOP_CLASS
 from agent.store.mpps import PpsStatus
 from agent.store.procedures import ProcedureRow, ProcedureState, ProcedureStore
 from drivers.base import DeviceEvent, ImageAcquired, PatientData, ProcedureEnded, ProcedureStarted
@@ -251,8 +250,10 @@ async def test_scheduled_procedure_is_reported_stored_and_committed(nursery: tri
     assert sorted(r.ReferencedSOPInstanceUID for r in series.ReferencedImageSequence) == sorted(
         ds.SOPInstanceUID for ds in stored)
     assert mpps.ScheduledStepAttributesSequence[0].AccessionNumber == "ACC100"
-    # The scheduled step is no longer offered to the device.
-    assert modality.agent.modality is not None
+    # The step performed is no longer offered: a second start for the same accession is unscheduled.
+    await device.feed(ProcedureStarted("P-1b", worklist_key="ACC100", patient=PatientData("PID100", "X^Y")))
+    again = await wait_state(modality, "P-1b", ProcedureState.MPPS_CREATED)
+    assert not again.scheduled and again.study_instance_uid != item.StudyInstanceUID
 
 
 async def test_replayed_events_make_no_second_instance_or_mpps(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -356,7 +357,3 @@ async def test_a_bad_image_is_refused_and_the_rest_goes_on(nursery: trio.Nursery
     assert len(pacs_instances(hospital)) == 1
     ((_uid, _status, mpps),) = ris_mpps(hospital)
     assert len(mpps.PerformedSeriesSequence[0].ReferencedImageSequence) == 1
-
-
-def _mpps_class() -> str:
-    return MPPS_SOP_CLASS
