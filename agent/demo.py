@@ -236,8 +236,8 @@ def prepare_folder(folder: Path) -> DemoLayout:
 
 
 def modality_profile_text(hospital_port: int, modality_port: int, device: str) -> str:
-    return MODALITY_PROFILE.format(shipped_port=SHIPPED_HOSPITAL_PORT, modality_ae=MODALITY_AE, hospital_ae=HOSPITAL_AE, hospital_port=hospital_port,
-                                   modality_port=modality_port, device=device)
+    return MODALITY_PROFILE.format(shipped_port=SHIPPED_HOSPITAL_PORT, modality_ae=MODALITY_AE, hospital_ae=HOSPITAL_AE,
+                                   hospital_port=hospital_port, modality_port=modality_port, device=device)
 
 
 def shipped_modality_profile() -> str:
