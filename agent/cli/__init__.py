@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.demo import add_parsers as add_demo_parsers
 
     add_demo_parsers(sub)
+    from agent.cli.procedures import add_parsers as add_procedures_parsers
+
+    add_procedures_parsers(sub)
     return parser
 
 
@@ -210,6 +213,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli.demo import run_demo
 
         return run_demo(args)
+    if args.command == "procedures":
+        from agent.cli.procedures import run_procedures
+
+        return run_procedures(args)
     raise AssertionError(args.command)
 
 
