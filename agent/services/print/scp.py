@@ -23,7 +23,6 @@ Invariants:
 
 from __future__ import annotations
 
-import datetime
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -53,7 +52,10 @@ from agent.services.print.session import (
     SESSION_KEYWORDS, FilmBox, PrinterLimits, PrintState,
 )
 from agent.services.print import attributes as A
-from agent.store.printjobs import JobState, PrintJob, PrintJobStore
+from agent.services.print.printer_info import (
+    configuration_attributes, print_job_attributes, printer_attributes,
+)
+from agent.store.printjobs import PrintJob, PrintJobStore
 from agent.ul.fsm import State
 from agent.ul.negotiation import PresentationContext, SyntaxSupport
 from drivers.base import Film, PrinterState, PrinterStatus
@@ -72,12 +74,6 @@ JOB_EVENTS = {"PENDING": 1, "PRINTING": 2, "DONE": 3, "FAILURE": 4}
 Renderer = Callable[..., Film]
 #: What an operation answers: status, the reply data set (or None) and extra response fields.
 Outcome = tuple[int, Dataset | None, dict[str, Any]]
-
-
-def execution_status(state: JobState) -> str:
-    """Execution Status (2100,0020) of a stored job state."""
-    return {JobState.PENDING: "PENDING", JobState.SUBMITTING: "PENDING", JobState.PRINTING: "PRINTING",
-            JobState.DONE: "DONE", JobState.FAILED: "FAILURE"}[state]
 
 
 def _comment(text: str) -> str:
@@ -332,70 +328,22 @@ class PrintSCP:
     async def get_printer(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset) -> Outcome:
         if rq.requested_sop_instance_uid != PRINTER_INSTANCE:
             raise AttributeProblem(Status.NO_SUCH_SOP_INSTANCE, None, "the Printer is 1.2.840.10008.5.1.1.17")
-        status = await self.status()
-        caps = self.limits.caps
-        reply = Dataset()
-        reply.PrinterStatus = str(status.state)
-        reply.PrinterStatusInfo = status.info
-        reply.PrinterName = caps.printer_name
-        reply.Manufacturer = caps.manufacturer
-        reply.ManufacturerModelName = caps.model_name or None
-        reply.DeviceSerialNumber = None
-        reply.SoftwareVersions = _version()
-        reply.DateOfLastCalibration = None
-        reply.TimeOfLastCalibration = None
+        reply = printer_attributes(await self.status(), self.limits.caps)
         return Status.SUCCESS, self._only(reply, rq), {}
 
     async def get_printer_configuration(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset) -> Outcome:
         """Printer Configuration Retrieval (PS3.4 H.4.12): one item describing this printer."""
         if rq.requested_sop_instance_uid != PRINTER_CONFIGURATION_INSTANCE:
             raise AttributeProblem(Status.NO_SUCH_SOP_INSTANCE, None, "the instance is 1.2.840.10008.5.1.1.17.376")
-        caps = self.limits.caps
-        item = Dataset()
-        item.SOPClassesSupported = [u for u in self.sop_classes() if u not in (PRINTER_CONFIGURATION,)]
-        item.MaximumMemoryAllocation = None
-        item.MemoryBitDepth = caps.drive_bits
-        item.PrintingBitDepth = caps.drive_bits
-        media = []
-        for size in caps.film_sizes:
-            for medium in caps.medium_types:
-                m = Dataset()
-                m.MediumType = medium
-                m.FilmSizeID = size
-                m.MinDensity = caps.min_density
-                m.MaxDensity = caps.max_density
-                media.append(m)
-        item.MediaInstalledSequence = DicomSequence(media)
-        item.OtherMediaAvailableSequence = DicomSequence()
-        formats = []
-        for kind in self.limits.display_formats:
-            f = Dataset()
-            f.ImageDisplayFormat = {"STANDARD": "STANDARD\\C,R", "ROW": "ROW\\R1,R2", "COL": "COL\\C1,C2"}.get(kind, kind)
-            formats.append(f)
-        item.SupportedImageDisplayFormatsSequence = DicomSequence(formats)
-        item.DefaultMagnificationType = "BILINEAR"
-        item.OtherMagnificationTypesAvailable = ["REPLICATE", "CUBIC", "NONE"]
-        item.DefaultSmoothingType = "NONE"
-        item.DefaultPrinterResolutionID = "STANDARD"
-        item.PrinterPixelSpacing = [round(25.4 / caps.dpi, 6)] * 2
-        reply = Dataset()
-        reply.PrinterConfigurationSequence = DicomSequence([item])
+        classes = [u for u in self.sop_classes() if u != PRINTER_CONFIGURATION]
+        reply = configuration_attributes(self.limits.caps, classes, self.limits.display_formats)
         return Status.SUCCESS, self._only(reply, rq), {}
 
     async def get_print_job(self, pa: PrintAssociation, ctx: PresentationContext, rq: NGetRQ, ds: Dataset) -> Outcome:
         job = await self.blocking.run(self.jobs.get, rq.requested_sop_instance_uid)
         if job is None:
             raise AttributeProblem(Status.NO_SUCH_SOP_INSTANCE, None, f"no Print Job {rq.requested_sop_instance_uid}")
-        created = datetime.datetime.fromtimestamp(job.created_at)
-        reply = Dataset()
-        reply.ExecutionStatus = execution_status(job.state)
-        reply.ExecutionStatusInfo = job.info
-        reply.PrintPriority = job.priority
-        reply.CreationDate = created.strftime("%Y%m%d")
-        reply.CreationTime = created.strftime("%H%M%S")
-        reply.PrinterName = self.limits.caps.printer_name
-        reply.Originator = job.calling_ae or None
-        return Status.SUCCESS, self._only(reply, rq), {}
+        return Status.SUCCESS, self._only(print_job_attributes(job, self.limits.caps.printer_name), rq), {}
 
     # ------------------------------------------------------------ printing
 
@@ -512,10 +460,4 @@ class PrintSCP:
             log.info("%s: N-EVENT-REPORT not sent: %s", pa.conn.remote, exc)
 
 
-def _version() -> str:
-    from agent import __version__
-
-    return f"dicom-agent {__version__}"
-
-
-__all__ = ["META_MEMBERS", "PrintAssociation", "PrintSCP", "execution_status"]
+__all__ = ["META_MEMBERS", "PrintAssociation", "PrintSCP"]
