@@ -175,3 +175,20 @@ async def test_held_jobs_go_out_by_print_priority_then_age(setup) -> None:
     driver.state = PrinterStatus()
     await worker.pass_once()
     assert driver.submits == ["1.3.3", "1.3.4", "1.3.2", "1.3.1"]
+
+
+async def test_a_driver_bug_fails_the_job_and_the_worker_goes_on(setup) -> None:
+    store, driver, worker, events, add = setup
+
+    def broken(film: Film) -> str:
+        raise RuntimeError("driver bug")
+
+    driver.submit = broken  # type: ignore[method-assign]
+    add("1.4.1")
+    await worker.pass_once()
+    job = store.get("1.4.1")
+    assert job.state is JobState.FAILED and "driver bug" in job.last_error
+    driver.job_status = lambda ref: (_ for _ in ()).throw(RuntimeError("status bug"))  # type: ignore[method-assign]
+    store.mark_printing("1.4.1", "ref-x")
+    await worker.pass_once()  # logged, not raised
+    assert store.get("1.4.1").state is JobState.PRINTING

@@ -99,6 +99,8 @@ class PrintWorker:
     # ------------------------------------------------------------ the loop
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover, then pass over the jobs on every wake-up and every `poll_interval`. A pass that
+        fails (database or driver trouble) is logged and tried again: the worker never ends the agent."""
         directory = films.films_dir(self.data_dir) if self.data_dir is not None else None
         if directory is not None:
             keep = await self.blocking.run(self.jobs.film_ids)
@@ -108,7 +110,10 @@ class PrintWorker:
         await self.refresh_status()
         task_status.started()
         while True:
-            await self.pass_once()
+            try:
+                await self.pass_once()
+            except Exception:
+                log.exception("print worker pass failed; trying again in %g s", self.poll_interval)
             with trio.move_on_after(self.poll_interval):
                 await self._wake_receive.receive()
 
@@ -121,6 +126,8 @@ class PrintWorker:
                 status = await self._advance(job, status)
             except DriverError as exc:  # job_status / lookup of a driver in trouble: try again next pass
                 log.warning("print job %s: %s", job.id, exc)
+            except Exception:  # a driver bug must not stop the worker (nor the agent): next pass
+                log.exception("print job %s: unexpected error", job.id)
 
     async def _report(self, job: PrintJob, execution: str, info: str) -> None:
         if self._announced.get(job.id) == f"{execution}/{info}":
@@ -163,7 +170,9 @@ class PrintWorker:
         await self.blocking.run(self.jobs.mark_submitting, job.id)
         try:
             ref: str = await self._call(self.driver.submit, film)
-        except DriverError as exc:
+        except Exception as exc:  # DriverError, or a driver bug: the film did not go (lookup says so later)
+            if not isinstance(exc, DriverError):
+                log.exception("print job %s: the driver failed unexpectedly", job.id)
             status = await self.refresh_status()
             if status.state is PrinterState.FAILURE:
                 await self._hold(job, status.info)
