@@ -377,6 +377,9 @@ class PrintSCP:
         except OSError as exc:
             log.error("%s: cannot store a rendered film: %s", pa.conn.remote, exc)
             raise AttributeProblem(queue_full, None, f"cannot store the film: {exc.strerror or exc}") from None
+        except Exception as exc:  # a renderer bug: this request fails (0110), the association goes on
+            log.exception("%s: rendering failed", pa.conn.remote)
+            raise AttributeProblem(Status.PROCESSING_FAILURE, None, f"rendering failed: {exc}") from None
         session = state.session
 
         def record() -> list[PrintJob]:
