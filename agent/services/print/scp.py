@@ -177,6 +177,12 @@ class PrintSCP:
             log.warning("%s: %s refused (0x%04X): %s", conn.remote, type(rq).__name__, exc.status, exc)
             await self._answer(pa, ctx, rq, exc.status, comment=str(exc), tags=exc.tags)
             return
+        except AssociationAborted:
+            raise
+        except Exception as exc:  # a bug on odd input: that request fails (0110), the association goes on
+            log.exception("%s: %s failed", conn.remote, type(rq).__name__)
+            await self._answer(pa, ctx, rq, Status.PROCESSING_FAILURE, comment=f"processing failure: {exc}")
+            return
         after = extra.pop("after", None)
         await self._answer(pa, ctx, rq, status, reply, **extra)
         if after is not None:
