@@ -357,3 +357,30 @@ async def test_a_bad_image_is_refused_and_the_rest_goes_on(nursery: trio.Nursery
     assert len(pacs_instances(hospital)) == 1
     ((_uid, _status, mpps),) = ris_mpps(hospital)
     assert len(mpps.PerformedSeriesSequence[0].ReferencedImageSequence) == 1
+
+
+async def test_a_completed_procedure_is_printed_on_film(nursery: trio.Nursery, tmp_path: Path) -> None:
+    item = worklist_item("ACC650", "PID650", "1.2.826.0.1.3680043.10.650")
+    films = tmp_path / "films"
+    printer = f'\n[print]\nserve = true\ndriver = "file"\npoll_interval = "0.5s"\n[print.options]\ndirectory = "{films}"\ndpi = 50\n'
+    profile = write_profile(tmp_path / "hospital", HOSPITAL + printer, ae_title="HOSPITAL")
+    hospital = await run_agent(nursery, profile)
+    assert hospital.agent.worklist_store is not None
+    await trio.to_thread.run_sync(hospital.agent.worklist_store.add_local, "i.wl", encode(item, EXPLICIT_VR_LE))
+    keys = 'print_to = "pacs"\nprint_format = "STANDARD\\\\2,1"'
+    modality = await start_modality(nursery, tmp_path / "modality", hospital.port, keys)
+    assert modality.device is not None
+    await modality.device.feed(ProcedureStarted("P-65", worklist_key="ACC650"), image("P-65", 1), image("P-65", 2),
+                               ProcedureEnded("P-65"))
+    row = await wait_state(modality, "P-65", ProcedureState.COMPLETED)
+    assert row.print_job is not None
+    with trio.fail_after(DEADLINE):  # one film with both images reaches the printer
+        while not [p for p in films.glob("*") if p.suffix == ".png"]:
+            await trio.sleep(0.1)
+    conn = sqlite3.connect(str(modality.profile.agent.data_dir / "agent.db"))
+    try:
+        with trio.fail_after(DEADLINE):
+            while conn.execute("SELECT state FROM queue_jobs WHERE id = ?", (row.print_job,)).fetchone()[0] != "done":
+                await trio.sleep(0.1)
+    finally:
+        conn.close()
