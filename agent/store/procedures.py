@@ -55,10 +55,14 @@ _SCHEMA = (
         reason              TEXT NOT NULL DEFAULT '',
         error               TEXT NOT NULL DEFAULT '',
         print_job           INTEGER,
+        step_study          TEXT NOT NULL DEFAULT '',
+        step_accession      TEXT NOT NULL DEFAULT '',
+        step_sps            TEXT NOT NULL DEFAULT '',
         created_at          REAL NOT NULL,
         updated_at          REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS procedures_state ON procedures (state)",
+    "CREATE INDEX IF NOT EXISTS procedures_step ON procedures (step_study, step_accession, step_sps)",
     """CREATE TABLE IF NOT EXISTS procedure_images (
         procedure_key    TEXT NOT NULL REFERENCES procedures (procedure_key) ON DELETE CASCADE,
         image_key        TEXT NOT NULL,
@@ -171,14 +175,19 @@ class ProcedureStore:
                series_instance_uid: str | None, mpps_uid: str | None, pps_id: str, started_at: float,
                description: str = "", operator: str = "", error: str = "") -> None:
         now = self._clock()
+        step = ("", "", "")
+        if item is not None:
+            from agent.services.dataset import decode  # the store stays free of service imports at load
+
+            step = step_identity(decode(item, eager=True))
         with self._lock, transaction(self._conn) as conn:
             conn.execute(
-                f"INSERT INTO procedures ({', '.join(_PROC_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_PROC_COLUMNS))})",
+                f"INSERT INTO procedures ({', '.join(_PROC_COLUMNS)}, step_study, step_accession, step_sps) "
+                f"VALUES ({', '.join('?' * (len(_PROC_COLUMNS) + 3))})",
                 (procedure_key, str(state), int(scheduled), item, json.dumps(dict(patient)), accession_number,
                  patient.get("PatientID", ""), patient.get("PatientName", ""), study_instance_uid,
                  series_instance_uid, mpps_uid, pps_id, started_at, None, description, operator, "", error,
-                 None, now, now),
+                 None, now, now, *step),
             )
 
     def set_state(self, procedure_key: str, state: ProcedureState, **fields: Any) -> None:
@@ -268,16 +277,12 @@ class ProcedureStore:
 
     def taken_steps(self) -> set[tuple[str, str, str]]:
         """(Study Instance UID, Accession Number, SPS ID) of the worklist items procedures used."""
-        from agent.services.dataset import decode  # the store stays free of service imports at load
-
-        out: set[tuple[str, str, str]] = set()
         with self._lock:
             rows = self._conn.execute(
-                "SELECT item FROM procedures WHERE item IS NOT NULL AND state != 'failed'"
+                "SELECT step_study, step_accession, step_sps FROM procedures "
+                "WHERE item IS NOT NULL AND state != 'failed'"
             ).fetchall()
-        for (data,) in rows:
-            out.add(step_identity(decode(data, eager=True)))
-        return out
+        return {(r[0], r[1], r[2]) for r in rows}
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[ProcedureRow]:
         with self._lock:

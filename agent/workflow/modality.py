@@ -248,8 +248,8 @@ class ModalityWorkflow:
         if row.state not in OPEN:
             found = self.procedures.image(key, event.image_key)
             if found is None:
-                log.warning("image %s/%s arrived after the procedure ended (%s): ignored", key, event.image_key,
-                            row.state)
+                log.warning("image %s/%s arrived for a procedure no longer acquiring (%s): ignored", key,
+                            event.image_key, row.state)
             return
         with transaction(self.db):
             image = self.procedures.reserve_image(key, event.image_key, generate_uid(), self.settings.sop_class)
