@@ -1,6 +1,6 @@
 """Benchmark (run by hand): the durable queue, and store-and-forward through it vs DCMTK directly.
 
-    /work/venv/bin/python tests/bench/queue.py [--jobs 2000] [--images 200]
+    .venv/bin/python tests/bench/queue.py [--jobs 2000] [--images 200]
 
 1. Queue operations per second on a real file with durable commits (WAL, synchronous=FULL): enqueue
    (one transaction each), claim + complete (two transactions per job).

@@ -5,7 +5,7 @@ the port accepting a TCP connection and to a first successful C-ECHO (sent in-pr
 own Verification SCU, the same client for every program), then let it idle 3 s and read VmRSS from
 /proc/PID/status. Prints medians and the ratios to dicom-agent.
 
-Run by hand (not part of the test suite):  /work/venv/bin/python tests/bench/startup.py [-n 5]
+Run by hand (not part of the test suite):  .venv/bin/python tests/bench/startup.py [-n 5]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """MWL SCP benchmark: the agent and DCMTK wlmscpfs over the same 10,000 worklist files, queried by
 DCMTK findscu (TCP_NODELAY=1 for every DCMTK process, so neither side meets the delayed-ACK stall).
 
-    /work/venv/bin/python tests/bench/worklist.py [--items 10000] [--runs 30]
+    .venv/bin/python tests/bench/worklist.py [--items 10000] [--runs 30]
 
 Prints median and p99 latency (wall time of one findscu run: connect, associate, query, all responses,
 release) for each query and server, and the ratio wlmscpfs / agent (> 1: the agent is faster).
