@@ -3,7 +3,7 @@
 Invariants this module keeps:
 - A `Profile` is a value: frozen, slotted dataclasses all the way down, tuples instead of lists,
   read-only mappings instead of dicts. Nothing here is module-level mutable state; the profile is passed
-  explicitly to whoever needs it (DESIGN.md "Profiles").
+  explicitly to whoever needs it (docs/architecture.md "Profiles").
 - Every problem raises `ProfileError(file, key, expected)` with the dotted key (`peers.pacs.port`) and
   what was expected, including the value found. Unknown keys and sections are errors: a typo must never
   silently leave a service on its default.

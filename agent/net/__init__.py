@@ -1,1 +1,1 @@
-"""net layer; see DESIGN.md."""
+"""net layer; see docs/architecture.md."""

@@ -1,4 +1,4 @@
-"""TCP transport helpers: every socket gets TCP_NODELAY (DESIGN.md "hot path"), errors become ours."""
+"""TCP transport helpers: every socket gets TCP_NODELAY (docs/architecture.md "hot path"), errors become ours."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Modality Performed Procedure Step (PS3.4 F): SCU through the durable queue, SCP with forwarding.
 
-Invariants (seed Tables 7, 70-72; S-17, S-25, S-33, S-34; DESIGN.md "Durable queue"):
+Invariants (seed Tables 7, 70-72; S-17, S-25, S-33, S-34; docs/architecture.md "Durable queue"):
 - SCU: `mpps_started` stores the instance (origin 'local') and queues one `mpps-create` job per
   `[mpps] send_to` peer in one transaction; `mpps_ended` updates it and queues `mpps-set` jobs. Jobs of
   one instance and destination share the group key `<MPPS UID>@<destination>`, so the queue runs the

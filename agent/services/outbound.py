@@ -1,6 +1,6 @@
 """Outbound delivery: one worker per destination peer, draining the durable queue.
 
-Invariants (DESIGN.md "Durable queue"):
+Invariants (docs/architecture.md "Durable queue"):
 - Every outgoing operation is a queue job first; a worker claims it, performs it over an association
   and only then completes it. A crash between claim and complete leaves a lease that start-up
   recovery returns to pending: the operation is repeated, never lost (C-STORE is idempotent by SOP

@@ -1,1 +1,1 @@
-"""store layer; see DESIGN.md."""
+"""store layer; see docs/architecture.md."""

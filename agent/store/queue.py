@@ -174,7 +174,7 @@ class NewJob:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """When to retry a transiently failed job, and when to give up on it (DESIGN.md "Durable queue")."""
+    """When to retry a transiently failed job, and when to give up on it (docs/architecture.md "Durable queue")."""
 
     base: float = 5.0
     cap: float = 600.0

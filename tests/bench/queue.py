@@ -6,7 +6,7 @@
    (one transaction each), claim + complete (two transactions per job).
 2. Forwarding N small images to DCMTK storescp: the agent draining N queued `store` jobs (one worker,
    one association) against DCMTK storescu sending the same files directly. Both DCMTK tools run with
-   TCP_NODELAY=1 (PEERS.md). Prints the throughput ratio agent / storescu (goal >= 0.7).
+   TCP_NODELAY=1 (docs/peers.md). Prints the throughput ratio agent / storescu (goal >= 0.7).
 """
 
 from __future__ import annotations

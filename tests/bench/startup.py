@@ -127,7 +127,7 @@ def main() -> None:
 
     programs: list[Program] = [DicomAgent("dicom-agent", "AGENT")]
     if shutil.which("storescp"):
-        # DCMTK enables Nagle unless TCP_NODELAY=1 is in its environment (PEERS.md).
+        # DCMTK enables Nagle unless TCP_NODELAY=1 is in its environment (docs/peers.md).
         programs.append(DcmtkStorescp("DCMTK storescp", "STORESCP", env={"TCP_NODELAY": "1"}))
     else:
         print("storescp not on PATH: DCMTK column skipped", file=sys.stderr)

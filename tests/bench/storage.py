@@ -7,7 +7,7 @@ Not collected by pytest (no test_ prefix). It generates its workloads in a tempo
 - multiframe: 5 multi-frame objects of 50 MB; --quick: 2
 - huge: one object of 1 GiB, written streaming (the generator never holds it); --quick: 100 MiB
 
-and runs, for every workload, with TCP_NODELAY=1 in every peer's environment (PEERS.md):
+and runs, for every workload, with TCP_NODELAY=1 in every peer's environment (docs/peers.md):
 - receivers fed by DCMTK storescu: the agent (`dicom-agent run --profile`, fsync on as always), DCMTK
   storescp, pynetdicom storescp;
 - senders into DCMTK storescp: `dicom-agent store`, DCMTK storescu, pynetdicom storescu.

@@ -4,7 +4,7 @@ Commitment; it is killed with SIGKILL at 20+ seeded random moments and restarted
 every instance reached storescp, every one is committed in the agent's index, the queue holds nothing
 pending, claimed or dead.
 
-The commitment SCP reports on a new association and never retries (like the archives in PEERS.md), so a
+The commitment SCP reports on a new association and never retries (like the archives in docs/peers.md), so a
 report that finds the agent dead is lost and only the agent's re-request after `commit_timeout` recovers.
 """
 

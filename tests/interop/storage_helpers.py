@@ -28,7 +28,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-#: DCMTK enables Nagle unless told otherwise (PEERS.md): without this a DCMTK peer stalls 40 ms a message.
+#: DCMTK enables Nagle unless told otherwise (docs/peers.md): without this a DCMTK peer stalls 40 ms a message.
 PEER_ENV = {**os.environ, "TCP_NODELAY": "1"}
 #: Multi-frame Grayscale Word Secondary Capture Image Storage.
 MF_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"

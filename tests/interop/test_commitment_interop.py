@@ -135,7 +135,7 @@ async def test_scp_against_pynetdicom_requester(tmp_path: Path, start_agent, rep
     def on_report(event):  # type: ignore[no-untyped-def]
         reports.append((event.event_type, event.event_information, event.assoc.remote["ae_title"]))
         got.set()
-        return 0x0000, None  # PEERS.md: (status, dataset), not a bare status
+        return 0x0000, None  # docs/peers.md: (status, dataset), not a bare status
 
     server = None
     if report_on == "new-association":
