@@ -283,7 +283,9 @@ class Outbound:
 
     def _complete(self, name: str, job: Job) -> None:
         try:
-            self.queue.complete(job.id)
+            # A repeated C-STORE is harmless (same SOP Instance UID), so its completion need not
+            # survive a power cut, only a crash: one fsync less per forwarded instance.
+            self.queue.complete(job.id, power_safe=job.kind not in self.batch_kinds)
         except QueueError as exc:
             # Its lease was recovered (it ran longer than `lease`): it will be performed again, which
             # the performers make harmless; nothing is lost.

@@ -132,6 +132,26 @@ def test_complete_and_purge_done(q: JobQueue, clock: FakeClock) -> None:
     assert q.get(job_id) is None
 
 
+def test_completion_without_power_safety_is_visible_to_others_and_later_commits_fsync_again(
+    q: JobQueue, conn: sqlite3.Connection, db_path: Path
+) -> None:
+    """A forwarded C-STORE's completion skips its fsync (a repeat is harmless), but it is committed
+    (another process, e.g. `dicom-agent queue list`, sees it done), and every later commit of the
+    agent is power-safe again."""
+    job_id = q.enqueue("store", "pacs", {})
+    assert claim_id(q) == job_id
+    q.complete(job_id, power_safe=False)
+    other = sqlite3.connect(str(db_path))
+    try:
+        assert other.execute("SELECT state FROM queue_jobs WHERE id = ?", (job_id,)).fetchone()[0] == "done"
+    finally:
+        other.close()
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with pytest.raises(QueueError):
+        q.complete(job_id, power_safe=False)  # twice: still refused, and still FULL afterwards
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
 def test_enqueue_many_is_one_all_or_nothing_batch(q: JobQueue) -> None:
     ids = q.enqueue_many(NewJob("store", "pacs", {"i": i}) for i in range(5))
     assert ids == sorted(ids) and len(set(ids)) == 5
