@@ -354,6 +354,17 @@ class WatchFolder:
             raise Rejected(f"{name}: procedure {key} already ended ({self.proc_dir(key) / (key + END_SUFFIX)})")
         if (self.proc_dir(key) / name).exists():
             raise Rejected(f"{name}: a file of this name was already taken for procedure {key}")
+        image_key = values.get("image", _stem(name))
+        spacing = _spacing(side, values["pixel_spacing"]) if "pixel_spacing" in values else None
+        if is_dicom_file(path):
+            image = ImageAcquired(procedure_key=key, image_key=image_key, dicom_file=str(path),
+                                  pixel_spacing_mm=spacing)
+        else:
+            bits = int(values["bits"]) if "bits" in values else None
+            pixels, stored, photometric = decode_image(path, bits)
+            image = ImageAcquired(procedure_key=key, image_key=image_key, pixels=pixels, bits_stored=stored,
+                                  photometric=photometric, pixel_spacing_mm=spacing)
+        # The file is checked before its procedure starts: a bad first file starts nothing.
         if not self.started(key):
             patient = None
             if any(values.get(k) for k in ("patient_id", "patient_name", "birth_date", "sex")):
@@ -367,16 +378,6 @@ class WatchFolder:
                 timestamp=path.stat().st_mtime,
             )
             return Pending(event, "start")
-        image_key = values.get("image", _stem(name))
-        spacing = _spacing(side, values["pixel_spacing"]) if "pixel_spacing" in values else None
-        if is_dicom_file(path):
-            image = ImageAcquired(procedure_key=key, image_key=image_key, dicom_file=str(path),
-                                  pixel_spacing_mm=spacing)
-        else:
-            bits = int(values["bits"]) if "bits" in values else None
-            pixels, stored, photometric = decode_image(path, bits)
-            image = ImageAcquired(procedure_key=key, image_key=image_key, pixels=pixels, bits_stored=stored,
-                                  photometric=photometric, pixel_spacing_mm=spacing)
         return Pending(image, "image", (path, side_path))
 
     def _end(self, name: str, key: str) -> Pending:
