@@ -251,3 +251,45 @@ class PtyLink:
                 os.close(fd)
             except OSError:
                 pass
+
+
+# ------------------------------------------------------------------ the agent's own account
+
+
+def procedure_summary(data_dir: Path) -> list[tuple[str, str, str, list[tuple[str, str]]]]:
+    """(key, state, error, [(image key, image state)]) per procedure: for failure messages."""
+    return [(r["procedure_key"], r["state"], r["error"], [(i["image_key"], i["state"]) for i in r["images"]])
+            for r in procedure_reports(data_dir)]
+
+
+def procedure_reports(data_dir: Path) -> list[dict[str, Any]]:
+    """What `dicom-agent procedures list --json` shows, read from the agent's database (any process):
+    empty until the agent has made its tables."""
+    import sqlite3
+
+    from agent.store.procedures import ProcedureStore, procedure_report
+
+    if not (data_dir / "agent.db").exists():
+        return []
+    conn = sqlite3.connect(data_dir / "agent.db", timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [procedure_report(conn, row) for row in ProcedureStore(conn).list()]
+    except sqlite3.OperationalError:  # no procedures table yet
+        return []
+    finally:
+        conn.close()
+
+
+async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120,
+                   show: Callable[[], Any] | None = None) -> Any:
+    """Poll `predicate` every 0.1 s until it returns something truthy (returned); fail after `timeout`,
+    with what `show()` returns then (the state that did not come right)."""
+    try:
+        with trio.fail_after(timeout):
+            while not (value := predicate()):
+                await trio.sleep(0.1)
+            return value
+    except trio.TooSlowError:
+        seen = f"; state: {show()}" if show is not None else ""
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}") from None
