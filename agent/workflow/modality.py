@@ -205,20 +205,18 @@ class ModalityWorkflow:
         if item is None:
             why = (f"no worklist item matches {self.settings.select} {event.worklist_key!r}" if event.worklist_key
                    or self.settings.select == "first" else "the device named no worklist item")
+            error = ""
             if self.settings.unscheduled == "refuse":
                 error = f"{why}; unscheduled procedures are refused ([device] unscheduled = \"refuse\")"
-            elif not patient.get("PatientID") and not patient.get("PatientName"):
-                error = f"{why}, and the device sent no patient data for an unscheduled procedure"
-            else:
-                error = ""
             if error:
                 self.procedures.insert(state=ProcedureState.FAILED, scheduled=False, item=None, patient=patient,
                                        study_instance_uid=None, series_instance_uid=None, mpps_uid=None,
                                        error=error, **common)  # type: ignore[arg-type]
                 log.error("procedure %s failed: %s", key, error)
                 return
-            log.warning("procedure %s: %s: performing it unscheduled (new study, the device's patient data)",
-                        key, why)
+            log.warning("procedure %s: %s: performing it unscheduled (new study, %s)", key, why,
+                        "the device's patient data" if patient else
+                        "NO patient data: the images' Patient ID and Name are empty until reconciled")
             study = generate_uid()
         else:
             study = str(item.get("StudyInstanceUID", "") or "") or generate_uid()

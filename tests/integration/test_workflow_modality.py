@@ -325,6 +325,22 @@ async def test_no_match_is_performed_unscheduled(nursery: trio.Nursery, tmp_path
     assert step.AccessionNumber == "" and mpps.PatientID == "DEV-4"
 
 
+async def test_unscheduled_without_patient_data_keeps_the_images(nursery: trio.Nursery, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A device that knows no patient (emergency, unidentified): the images are made and sent with empty
+    Patient ID and Name (type 2) for later reconciliation, never thrown away."""
+    hospital = await start_hospital(nursery, tmp_path / "hospital", [])
+    modality = await start_modality(nursery, tmp_path / "modality", hospital.port)
+    device = modality.device
+    assert device is not None
+    await device.feed(ProcedureStarted("P-4b", worklist_key="NO-SUCH"), image("P-4b", 1), ProcedureEnded("P-4b"))
+    row = await wait_state(modality, "P-4b", ProcedureState.COMPLETED)
+    assert not row.scheduled and row.patient_id == ""
+    (ds,) = pacs_instances(hospital)
+    assert ds.PatientID == "" and ds.PatientName == "" and ds.StudyInstanceUID == row.study_instance_uid
+    assert "NO patient data" in caplog.text
+
+
 async def test_no_match_is_refused_when_the_profile_says_so(nursery: trio.Nursery, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     hospital = await start_hospital(nursery, tmp_path / "hospital", [])
