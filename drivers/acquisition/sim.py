@@ -308,9 +308,11 @@ def synthetic_image(seq: int, n: int, cols: int, rows: int, bits: int, color: bo
     phase = ((seed * 7919 + seq * 104729 + n * 1299709) % 997) / 997.0
     y, x = np.mgrid[0:rows, 0:cols]
     g = ((x / max(cols - 1, 1) + y / max(rows - 1, 1)) / 2 * 0.7 + phase * 0.3) % 1.0
-    label = Image.new("L", (8 * 12, 14), 0)
-    ImageDraw.Draw(label).text((1, 1), f"P{seq} I{n}", fill=255)
-    scale = max(1, min(cols // 2 // label.width, rows // 3 // label.height))
+    text = f"P{seq} I{n}"
+    left, upper, right, lower = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text)
+    label = Image.new("L", (right - left + 2, lower - upper + 2), 0)
+    ImageDraw.Draw(label).text((1 - left, 1 - upper), text, fill=255)
+    scale = max(1, min(cols * 2 // 3 // label.width, rows // 3 // label.height))
     mask = np.asarray(label.resize((label.width * scale, label.height * scale), Image.Resampling.NEAREST)) > 127
     mask = mask[: rows - 2, : cols - 2]
     if color:
