@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.procedures import add_parsers as add_procedures_parsers
 
     add_procedures_parsers(sub)
+    from agent.cli.device import add_parsers as add_device_parsers
+
+    add_device_parsers(sub)
     return parser
 
 
@@ -217,6 +220,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli.procedures import run_procedures
 
         return run_procedures(args)
+    if args.command == "device":
+        from agent.cli.device import run_device
+
+        return run_device(args)
     raise AssertionError(args.command)
 
 
