@@ -130,8 +130,11 @@ def run_device(args: argparse.Namespace) -> int:
     except DriverOptionError as exc:
         print(f"dicom-agent: bad profile: {profile.source}: [device] options.{exc.key}: {exc.expected}", file=sys.stderr)
         return EX_CONFIG
+    from agent.data_dir import prepare_data_dir
+
     command = _command(args)
     data_dir = profile.agent.data_dir
+    prepare_data_dir(data_dir)  # the agent's own folder rules (owner/group only): it will hold patient data
     cid = sim.queue_command(data_dir, command)
     outcome = "queued"
     if args.wait is not None:

@@ -1,0 +1,163 @@
+"""`dicom-agent device …`: the commands it queues are what the simulated device then delivers, to the
+driver alone and to a running agent; its exit statuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from drivers.base import DeviceStatus, ImageAcquired, PatientData, ProcedureEnded, ProcedureStarted, open_device
+from tests.conftest import write_profile
+
+SIM = """
+[device]
+driver = "sim"
+options = { size = "24x16", bits = 8, poll = 0.05 }
+"""
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120)
+
+
+async def acli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(120):
+        return await trio.run_process([sys.executable, "-m", "agent", *args], capture_stdout=True,
+                                      capture_stderr=True, check=False)
+
+
+async def pull(agen, timeout: float = 30):
+    with trio.fail_after(timeout):
+        while True:
+            event = await agen.__anext__()
+            if not isinstance(event, DeviceStatus):
+                return event
+
+
+async def test_queued_commands_are_what_the_driver_delivers(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, SIM)
+    p = str(profile.source)
+    r = cli("device", "start", "--profile", p, "--procedure", "EX1", "--patient-id", "P1",
+            "--patient-name", "DOE^JANE", "--birth-date", "19800101", "--sex", "F", "--description", "knee")
+    assert r.returncode == 0, r.stderr
+    assert "queued" in r.stdout
+    assert cli("device", "image", "--profile", p, "--count", "2").returncode == 0
+    assert cli("device", "abort", "--profile", p, "--reason", "patient moved").returncode == 0
+
+    stream = open_device("sim", profile.device.options, profile.agent.data_dir).events()
+    start = await pull(stream)
+    assert start == ProcedureStarted(procedure_key="EX1", patient=PatientData("P1", "DOE^JANE", "19800101", "F"),
+                                     description="knee", timestamp=start.timestamp)
+    images = [await pull(stream), await pull(stream)]
+    assert [(i.procedure_key, i.image_key) for i in images] == [("EX1", "1"), ("EX1", "2")]
+    assert all(isinstance(i, ImageAcquired) and i.pixels.shape == (16, 24) and i.pixels.dtype == np.uint8
+               for i in images)
+    assert await pull(stream) == ProcedureEnded(procedure_key="EX1", aborted=True, reason="patient moved")
+    await stream.aclose()
+
+    status = cli("device", "status", "--profile", p, "--json")
+    assert status.returncode == 0, status.stderr
+    sim = json.loads(status.stdout)["sim"]
+    assert sim["delivered"] == {"procedures": 1, "images": 2, "ended": 0, "aborted": 0}  # the abort is not yet pulled
+    assert sim["next_event"] == "abort of EX1" and sim["inbox"] == []
+
+
+async def test_wait_returns_once_delivered_and_a_refused_command_exits_1(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, SIM)
+    p = str(profile.source)
+    received: list[object] = []
+
+    async def consume() -> None:
+        async for event in open_device("sim", profile.device.options, profile.agent.data_dir).events():
+            received.append(event)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        r = await acli("device", "run", "--profile", p, "--procedures", "2", "--images", "1", "--wait", "60", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["outcome"] == "delivered"
+        kinds = [type(e).__name__ for e in received if not isinstance(e, DeviceStatus)]
+        # Delivered means acknowledged: the consumer pulled past the last event of the command.
+        assert kinds == ["ProcedureStarted", "ImageAcquired", "ProcedureEnded"] * 2
+
+        refused = await acli("device", "image", "--profile", p, "--wait", "60")
+        assert refused.returncode == 1
+        assert b"no procedure is open" in refused.stderr
+        nursery.cancel_scope.cancel()
+
+
+def test_wait_without_a_running_agent_exits_75_and_the_command_stays_queued(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, SIM)
+    r = cli("device", "end", "--profile", str(profile.source), "--wait", "0.3")
+    assert r.returncode == 75
+    assert "not delivered within 0.3 s" in r.stderr
+    status = json.loads(cli("device", "status", "--profile", str(profile.source), "--json").stdout)
+    assert len(status["sim"]["inbox"]) == 1 and status["sim"]["started"] is False
+
+
+def test_a_profile_whose_device_is_not_the_sim_exits_2(tmp_path: Path) -> None:
+    folder = write_profile(tmp_path / "f", '[device]\ndriver = "folder"\noptions = { path = "incoming" }\n')
+    r = cli("device", "start", "--profile", str(folder.source))
+    assert r.returncode == 2 and "driver = 'folder', not \"sim\"" in r.stderr
+    none = write_profile(tmp_path / "n", "")
+    r = cli("device", "image", "--profile", str(none.source))
+    assert r.returncode == 2 and "no [device] section" in r.stderr
+    assert cli("device", "status", "--profile", str(none.source)).returncode == 2
+    assert not (tmp_path / "f" / "data" / "device-sim").exists()
+
+
+def test_bad_arguments_exit_2_and_a_bad_sim_option_exits_78(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, SIM)
+    p = str(profile.source)
+    for args in (["start", "--birth-date", "1980"], ["start", "--procedure", "a b"], ["image", "--count", "0"],
+                 ["run", "--procedures", "x"], ["end", "--wait", "-1"]):
+        r = cli("device", *args, "--profile", p)
+        assert r.returncode == 2, (args, r.stderr)
+    bad = write_profile(tmp_path / "bad", '[device]\ndriver = "sim"\noptions = { size = "huge" }\n')
+    r = cli("device", "start", "--profile", str(bad.source))
+    assert r.returncode == 78 and "options.size" in r.stderr
+    assert not (tmp_path / "bad" / "data" / "device-sim").exists()  # nothing queued
+
+
+def test_status_of_a_folder_device_shows_waiting_and_rejected_files(tmp_path: Path) -> None:
+    from drivers.acquisition.folder import WatchFolder, parse_options
+
+    profile = write_profile(tmp_path, '[device]\ndriver = "folder"\noptions = { path = "incoming" }\n')
+    incoming = profile.agent.data_dir / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "junk.bin").write_bytes(b"not an image")
+    (incoming / "junk.json").write_text('{"procedure": "P1"}')
+    watch = WatchFolder(parse_options(profile.device.options, profile.agent.data_dir))
+    for _ in range(3):
+        watch.next_event()  # rejects the junk
+    (incoming / "later.png").write_bytes(b"")
+    r = cli("device", "status", "--profile", str(profile.source))
+    assert r.returncode == 0, r.stderr
+    assert f"watch folder {incoming}: 1 file(s) waiting" in r.stdout
+    assert "rejected junk.bin: junk.bin: neither a DICOM file nor a PNG, JPEG or TIFF image" in r.stdout
+
+
+async def test_a_running_agent_performs_what_the_cli_queues(tmp_path: Path, start_agent) -> None:
+    profile = write_profile(tmp_path, SIM + 'select = "first"\n')
+    running = await start_agent(profile)
+    p = str(profile.source)
+    r = await acli("device", "run", "--profile", p, "--procedures", "1", "--images", "2", "--wait", "90")
+    assert r.returncode == 0, r.stderr
+    with trio.fail_after(60):
+        while True:
+            status = await acli("device", "status", "--profile", p, "--json")
+            assert status.returncode == 0, status.stderr
+            recorded = json.loads(status.stdout)["recorded"]
+            if recorded and recorded["latest"] and recorded["latest"][-1]["state"] == "completed":
+                break
+            await trio.sleep(0.2)
+    assert recorded["latest"][-1]["procedure_key"] == "SIM-0001" and recorded["latest"][-1]["images"] == 2
+    assert recorded["counts"] == {"completed": 1}  # no store destination: completed once ended
+    text = await acli("device", "status", "--profile", p)
+    assert b"SIM-0001: completed, 2 image(s)" in text.stdout
+    running.cancel_scope.cancel()
