@@ -161,3 +161,50 @@ async def test_a_running_agent_performs_what_the_cli_queues(tmp_path: Path, star
     text = await acli("device", "status", "--profile", p)
     assert b"SIM-0001: completed, 2 image(s)" in text.stdout
     running.cancel_scope.cancel()
+
+
+async def test_a_running_agent_takes_a_watch_folder_procedure_and_rejects_junk(tmp_path: Path, start_agent) -> None:
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    profile = write_profile(tmp_path, '[device]\ndriver = "folder"\nselect = "first"\n'
+                                      'options = { path = "incoming", poll = 0.05 }\n')
+    incoming = profile.agent.data_dir / "incoming"
+    incoming.mkdir(parents=True)
+    Image.fromarray((np.arange(24 * 16) % 256).astype(np.uint8).reshape(16, 24)).save(incoming / "a.png")
+    (incoming / "a.txt").write_text("procedure=F1\npatient_id=PF1\npatient_name=ROE^RICHARD\n")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 4, 4, 8, 8, 7
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    ds.PixelData = bytes(range(16))
+    ds.save_as(incoming / "b.dcm", enforce_file_format=True)
+    (incoming / "b.json").write_text('{"procedure": "F1"}')
+    (incoming / "c.doc").write_bytes(b"a letter, not an image")
+    (incoming / "c.json").write_text('{"procedure": "F1"}')
+    (incoming / "F1.end").write_text("status=completed\n")
+
+    running = await start_agent(profile)
+    p = str(profile.source)
+    with trio.fail_after(60):
+        while True:
+            status = await acli("device", "status", "--profile", p, "--json")
+            assert status.returncode == 0, status.stderr
+            report = json.loads(status.stdout)
+            recorded = report["recorded"]
+            # The end marker moves aside when the agent pulls the next event, after it recorded the end.
+            if (recorded and recorded["latest"] and recorded["latest"][-1]["state"] == "completed"
+                    and report["folder"]["waiting"] == 0):
+                break
+            await trio.sleep(0.2)
+    assert recorded["latest"][-1]["procedure_key"] == "F1" and recorded["latest"][-1]["images"] == 2
+    assert report["folder"]["waiting"] == 0 and report["folder"]["procedures_done"] == 1
+    assert [r.split(":")[0] for r in report["folder"]["rejected"]] == ["c.doc"]
+    assert sorted(p.name for p in (incoming / "done" / "F1").iterdir()) == [
+        "F1.end", "a.png", "a.txt", "b.dcm", "b.json"]
+    running.cancel_scope.cancel()
