@@ -246,6 +246,19 @@ class WatchFolder:
             return status
         if not self.connected:
             return None
+        try:
+            return self._scan()
+        except OSError as exc:
+            # The folder went away (an unmounted share) or cannot be read: a device status, not a crash;
+            # the next scans look again.
+            if not self.s.path.is_dir() or isinstance(exc, PermissionError):
+                self.connected = False
+                self.previous = {}
+                log.warning("folder: %s", exc)
+                return Pending(DeviceStatus(connected=False, info=f"watch folder {self.s.path}: {exc}"), "status")
+            raise
+
+    def _scan(self) -> Pending | None:
         now = time.time()
         current: dict[str, tuple[int, int]] = {}
         for entry in os.scandir(self.s.path):

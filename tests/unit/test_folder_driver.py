@@ -325,3 +325,19 @@ def test_bad_options_name_the_key(tmp_path: Path, options: dict, key: str) -> No
 def test_relative_paths_are_under_data_dir_and_done_rejected_under_the_folder(tmp_path: Path) -> None:
     s = parse_options({"path": "incoming", "done": "/srv/done"}, tmp_path)
     assert (s.path, s.done, s.rejected) == (tmp_path / "incoming", Path("/srv/done"), tmp_path / "incoming" / "rejected")
+
+
+def test_a_folder_that_cannot_be_read_is_a_device_status(inbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import drivers.acquisition.folder as folder
+
+    watch = WatchFolder(settings(inbox))
+    assert watch.next_event().event.connected is True
+
+    def refuse(path: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(folder.os, "scandir", refuse)
+    status = watch.next_event().event
+    assert status.connected is False and "Permission denied" in status.info
+    monkeypatch.undo()
+    assert watch.next_event().event.connected is True
