@@ -403,3 +403,16 @@ def test_intermediate_frame_marker_is_etb() -> None:
     assert first[-5] == ETB and len(first) == 247
     sender.receive_data(bytes([ACK]), 0.0)
     assert sender.data_to_send()[-5] == ETX
+
+
+def test_a_stale_reply_read_with_the_current_one_is_ignored() -> None:
+    sender = Link(priority=True)
+    sender.send_message(b"A" * 300, "m", 0.0)
+    sender.data_to_send()
+    sender.receive_data(bytes([ACK]), 0.0)
+    first = sender.data_to_send()
+    # NAK (ours) and an ACK sent before our retransmission could have arrived: only the NAK counts
+    sender.receive_data(bytes([NAK, ACK]), 1.0)
+    assert sender.data_to_send() == first
+    sender.receive_data(bytes([ACK]), 2.0)
+    assert sender.data_to_send()[1:2] == b"2"

@@ -27,6 +27,7 @@ import os
 import random
 import select
 import sys
+import threading
 import time
 import tty
 from collections.abc import Callable, Sequence
@@ -175,7 +176,12 @@ class Simulator:
         self.faults = faults or Faults()
         self.log = log
         self.link = Link(priority=True, sender_timeout=reply_timeout, retry_delay=retry_delay)
+        self._stop = threading.Event()
         os.set_blocking(fd, False)
+
+    def stop(self) -> None:
+        """Make `run` return False soon (from another thread)."""
+        self._stop.set()
 
     def run(self, until: float | None = None) -> bool:
         """True once every message is acknowledged; False if `until` (time.monotonic) came first."""
@@ -184,13 +190,13 @@ class Simulator:
             link.send_message(self.messages[self.progress.acked][1](), self.progress.acked, time.monotonic())
         while self.progress.acked < len(self.messages):
             now = time.monotonic()
-            if until is not None and now >= until:
+            if (until is not None and now >= until) or self._stop.is_set():
                 return False
             out = link.data_to_send()
             if out:
                 pending += self.faults.apply(out)
             deadline = link.next_deadline()
-            wait = 1.0 if deadline is None else max(0.0, min(deadline - now, 1.0))
+            wait = 0.2 if deadline is None else max(0.0, min(deadline - now, 0.2))
             readable, writable, _ = select.select([self.fd], [self.fd] if pending else [], [], wait)
             if writable:
                 try:

@@ -31,8 +31,8 @@ Rules followed (section numbers of ASTM E1381-02 / LIS01-A2):
   An EOT in reply to a frame (receiver interrupt, 6.3.6) is taken as ACK; we keep sending.
 - 6.5 timers: sender 15 s for a reply to ENQ or to a frame (then EOT, termination); receiver 30 s
   for a frame or EOT after ACK/NAK (then the line is neutral and the partial message discarded).
-Extension (documented in PROTOCOL.md): an ENQ while receiving, between frames, means the sender
-restarted; the partial message is discarded and the new session accepted at once (no 30 s wait).
+Extension (documented in PROTOCOL.md): an ENQ while receiving (between frames or inside one: it is
+a restricted character) means the sender restarted; the partial message is discarded and the new session accepted at once (no 30 s wait).
 """
 
 from __future__ import annotations
@@ -191,8 +191,16 @@ class Link:
         return self.tick(now)
 
     def receive_data(self, data: bytes, now: float) -> list[LinkEvent]:
+        """Feed bytes read from the line. A sender acts on the first reply in `data` only: any other reply
+        byte read with it was sent before our answer to the first one, so it cannot be a reply to that
+        (replies carry no frame number; this keeps a stray NAK from shifting every later ACK by one)."""
         events: list[LinkEvent] = []
+        replied = False
         for byte in data:
+            if byte in (ACK, NAK) and self.state in (State.AWAIT_ENQ_REPLY, State.AWAIT_FRAME_REPLY):
+                if replied:
+                    continue
+                replied = True
             self._receive_byte(byte, now, events)
         events.extend(self.tick(now))
         return events
@@ -325,10 +333,11 @@ class Link:
             self._frame = bytearray([STX])
             self._overlong = False
             return
+        if byte == ENQ:  # never inside a frame: the sender restarted (extension, see module doc)
+            self._discard("the sender started a new session", events)
+            self._start_receiving(now)
+            return
         if self._frame is None:
-            if byte == ENQ:  # the sender restarted between frames (extension, see module doc)
-                self._discard("the sender started a new session", events)
-                self._start_receiving(now)
             return  # noise between frames
         if len(self._frame) < MAX_FRAME:
             self._frame.append(byte)
