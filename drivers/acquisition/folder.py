@@ -33,11 +33,13 @@ and a data file or sidecar alone for `orphan` seconds are moved to `rejected/` w
 
 Options: `path` (required; relative to the agent's data_dir), `poll` (seconds, 1), `quiet` (seconds, 0 =
 only end markers end a procedure), `orphan` (seconds, 300), `done`, `rejected` (folders, default
-`done` and `rejected` inside the watch folder; relative to it).
+`done` and `rejected` inside the watch folder; relative to it; on the same file system, since a rename
+is what makes taking a file atomic).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -51,7 +53,8 @@ import numpy as np
 import trio
 
 from drivers.base import (
-    DeviceEvent, DeviceStatus, DriverOptionError, ImageAcquired, PatientData, ProcedureEnded, ProcedureStarted,
+    DeviceEvent, DeviceStatus, DriverError, DriverOptionError, ImageAcquired, PatientData, ProcedureEnded,
+    ProcedureStarted,
 )
 from drivers.printer.encode import sync_directory, write_durably
 from drivers.printer.options import Options
@@ -280,7 +283,14 @@ class WatchFolder:
             if name not in current:
                 del self.first_seen[name]
 
-        sidecars = {n.rsplit(".", 1)[0]: n for n in current if n.endswith(SIDECAR_SUFFIXES)}
+        sidecars: dict[str, str] = {}
+        for n in sorted(current):
+            if n.endswith(SIDECAR_SUFFIXES):
+                stem = n.rsplit(".", 1)[0]
+                if stem in sidecars and {n, sidecars[stem]} <= stable:
+                    self._reject((sidecars.pop(stem), n), f"{stem}: two sidecars ({stem}.json and {stem}.txt)")
+                    continue
+                sidecars[stem] = n
         ends = sorted(n for n in current if n.endswith(END_SUFFIX))
         data = sorted((n for n in current if not n.endswith(SIDECAR_SUFFIXES + (END_SUFFIX,))),
                       key=lambda n: (current[n][1], n))
@@ -447,7 +457,7 @@ class WatchFolder:
         target = self.proc_dir(key)
         target.mkdir(parents=True, exist_ok=True)
         for path in files:
-            os.replace(path, target / path.name)
+            _rename(path, target / path.name)
         sync_directory(target)
         sync_directory(self.s.path)
 
@@ -458,13 +468,23 @@ class WatchFolder:
         for i, name in enumerate(names):
             target = first if i == 0 else _free_name(self.s.rejected, name)
             try:
-                os.replace(self.s.path / name, self.s.rejected / target)
+                _rename(self.s.path / name, self.s.rejected / target)
             except FileNotFoundError:
                 pass
             self.previous.pop(name, None)
         sync_directory(self.s.rejected)
         sync_directory(self.s.path)
         log.warning("folder: rejected %s: %s (moved to %s)", ", ".join(names), reason, self.s.rejected)
+
+
+def _rename(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise DriverError(f"{target.parent} must be on the same file system as the watch folder "
+                              f"(a rename is what makes taking a file atomic)") from exc
+        raise
 
 
 def _stem(name: str) -> str:

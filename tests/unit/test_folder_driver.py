@@ -341,3 +341,14 @@ def test_a_folder_that_cannot_be_read_is_a_device_status(inbox: Path, monkeypatc
     assert status.connected is False and "Permission denied" in status.info
     monkeypatch.undo()
     assert watch.next_event().event.connected is True
+
+
+def test_two_sidecars_for_one_file_are_rejected(inbox: Path) -> None:
+    png(inbox / "A.png", gray())
+    sidecar(inbox, "A", procedure="P1")
+    (inbox / "A.txt").write_text("procedure=P2\n")
+    watch = WatchFolder(settings(inbox, orphan=0))
+    assert scan(watch) is None
+    assert "two sidecars" in (inbox / "rejected" / "A.json.reason").read_text()
+    assert (inbox / "rejected" / "A.txt").exists()
+    assert "no sidecar" in (inbox / "rejected" / "A.png.reason").read_text()
