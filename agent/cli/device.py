@@ -128,7 +128,8 @@ def run_device(args: argparse.Namespace) -> int:
     try:
         settings = sim.parse_options(profile.device.options)
     except DriverOptionError as exc:
-        print(f"dicom-agent: bad profile: {profile.source}: [device] options.{exc.key}: {exc.expected}", file=sys.stderr)
+        print(f"dicom-agent: bad profile: {profile.source}: [device] options.{exc.key}: {exc.expected}",
+              file=sys.stderr)
         return EX_CONFIG
     from agent.data_dir import prepare_data_dir
 
@@ -147,7 +148,8 @@ def run_device(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"id": cid, "command": command, "outcome": outcome}))
     if outcome.startswith("rejected"):
-        return _fail(f"the simulated device refused {args.device_command} ({cid}): {outcome[len('rejected: '):]}", EX_FAILED)
+        reason = outcome[len("rejected: "):]
+        return _fail(f"the simulated device refused {args.device_command} ({cid}): {reason}", EX_FAILED)
     if not args.json:
         where = sim.sim_dir(data_dir) / "inbox"
         if outcome == "delivered":
@@ -222,7 +224,8 @@ def _status(args: argparse.Namespace, profile: Profile) -> int:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(rec["counts"].items())) or "none"
         print(f"  procedures recorded: {counts}")
         for p in rec["latest"]:
-            print(f"    {p['procedure_key']}: {p['state']}, {p['images']} image(s), accession {p['accession_number'] or '-'}")
+            print(f"    {p['procedure_key']}: {p['state']}, {p['images']} image(s), "
+                  f"accession {p['accession_number'] or '-'}")
     if "sim" in report:
         s = report["sim"]
         if not s["started"]:

@@ -420,7 +420,8 @@ class WatchFolder:
         if self.ended(key):
             raise Rejected(f"{name}: procedure {key} already ended")
         if not self.started(key):
-            raise Rejected(f"{name}: procedure {key} has no image in this folder (a procedure starts with its first image)")
+            raise Rejected(f"{name}: procedure {key} has no image in this folder "
+                           "(a procedure starts with its first image)")
         event = ProcedureEnded(procedure_key=key, aborted=status == "aborted", reason=values.get("reason", ""))
         return Pending(event, "end", (path,))
 

@@ -183,7 +183,8 @@ async def test_worklist_keys_one_per_procedure_then_the_worklist_option(tmp_path
 
 
 async def test_color_images(tmp_path: Path) -> None:
-    stream = open_device("sim", {**FAST, "procedures": 1, "images": 1, "color": True, "size": "48x32"}, tmp_path).events()
+    options = {**FAST, "procedures": 1, "images": 1, "color": True, "size": "48x32"}
+    stream = open_device("sim", options, tmp_path).events()
     _, image = await pull_n(stream, 2)
     assert image.photometric == "RGB" and image.pixels.shape == (32, 48, 3) and image.pixels.dtype == np.uint8
     await stream.aclose()
@@ -200,7 +201,8 @@ def test_synthetic_images_are_a_function_of_their_numbers_and_show_them() -> Non
 
 @pytest.mark.parametrize(
     ("options", "key"),
-    [({"size": "256"}, "size"), ({"size": "4x4"}, "size"), ({"bits": 17}, "bits"), ({"color": True, "bits": 12}, "bits"),
+    [({"size": "256"}, "size"), ({"size": "4x4"}, "size"), ({"bits": 17}, "bits"),
+     ({"color": True, "bits": 12}, "bits"),
      ({"worklist": "mrn:3"}, "worklist"), ({"images": -1}, "images"), ({"procedure": 1}, "procedure"),
      ({"worklist_keys": "A"}, "worklist_keys"), ({"abort_every": True}, "abort_every")],
 )
