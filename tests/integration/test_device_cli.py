@@ -208,3 +208,64 @@ async def test_a_running_agent_takes_a_watch_folder_procedure_and_rejects_junk(t
     assert sorted(p.name for p in (incoming / "done" / "F1").iterdir()) == [
         "F1.end", "a.png", "a.txt", "b.dcm", "b.json"]
     running.cancel_scope.cancel()
+
+
+async def test_sigkilled_agents_perform_a_queued_run_once_and_whole(tmp_path: Path) -> None:
+    """`device run` queued, the agent (a subprocess) killed with SIGKILL three times while the sim
+    delivers: afterwards every procedure is completed, every image has exactly one instance, and the
+    device delivered each of its events once (its counters), nothing skipped or invented."""
+    import os
+    import signal
+
+    from drivers.acquisition import sim
+
+    profile = write_profile(tmp_path, """
+        [device]
+        driver = "sim"
+        select = "first"
+        options = { size = "32x32", bits = 8, poll = 0.05, interval = 0.05 }
+        """)
+    p = str(profile.source)
+    data_dir = profile.agent.data_dir
+    assert cli("device", "run", "--profile", p, "--procedures", "3", "--images", "3").returncode == 0
+    total = 3 * 5  # start, 3 images, end
+
+    def acked() -> int:
+        state = sim.read_state(data_dir)
+        return state["acked"] if state else 0
+
+    for kill_at in (2, 6, 11):
+        proc = await trio.lowlevel.open_process([sys.executable, "-m", "agent", "run", "--profile", p],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with trio.fail_after(90):
+                while acked() < kill_at:
+                    assert proc.poll() is None, f"agent exited with {proc.returncode}"
+                    await trio.sleep(0.01)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    proc = await trio.lowlevel.open_process([sys.executable, "-m", "agent", "run", "--profile", p],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with trio.fail_after(90):
+            while True:
+                listed = await acli("procedures", "list", "--profile", p, "--json")
+                report = json.loads(listed.stdout) if listed.returncode == 0 else []
+                if acked() >= total and len(report) == 3 and all(r["state"] == "completed" for r in report):
+                    break
+                await trio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(30):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert [r["procedure_key"] for r in report] == ["SIM-0001", "SIM-0002", "SIM-0003"]
+    for r in report:
+        assert [i["image_key"] for i in r["images"]] == ["1", "2", "3"]
+        assert all(i["state"] == "stored" for i in r["images"])
+    uids = [i["sop_instance_uid"] for r in report for i in r["images"]]
+    assert len(set(uids)) == 9
+    assert sim.read_state(data_dir)["delivered"] == {"procedures": 3, "images": 9, "ended": 3, "aborted": 0}
