@@ -399,3 +399,21 @@ async def test_simulator_command_killed_mid_run_every_message_arrives_whole(pty:
     # at least once, and whole: a message is repeated only right after itself (its ACK was not sent in time)
     unique = [e for i, e in enumerate(got) if i == 0 or not same(e, got[i - 1])]
     assert len(unique) == len(expected) and all(same(a, b) for a, b in zip(unique, expected))
+
+
+async def test_aclose_from_another_task_ends_the_event_stream_quietly(pty: Pty) -> None:
+    driver = open_driver({"port": pty.path}, Path("."))
+    seen: list[object] = []
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            connected = trio.Event()
+
+            async def consume() -> None:
+                async for event in driver.events():
+                    seen.append(event)
+                    connected.set()
+
+            nursery.start_soon(consume)
+            await connected.wait()
+            await driver.aclose()  # the consumer is blocked reading the port: it must end, without an error
+    assert seen == [DeviceStatus(True, pty.path)]

@@ -203,6 +203,11 @@ class Simulator:
                     del pending[: os.write(self.fd, pending)]
                 except BlockingIOError:
                     pass
+                except OSError as exc:  # EIO: nobody at the other end; the bytes are lost as on a dead line
+                    if exc.errno != errno.EIO:
+                        raise
+                    pending.clear()
+                    time.sleep(0.1)
             data = b""
             if readable:
                 try:

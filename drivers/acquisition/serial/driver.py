@@ -54,8 +54,8 @@ class SerialDriver:
         backoff = BACKOFF_FIRST
         reported: bool | None = None
         while not self._closed:
-            try:
-                self.port = Port(self.options)
+            try:  # opening a tty or listing USB devices may block: not on the event loop
+                self.port = await trio.to_thread.run_sync(Port, self.options)
             except DriverError as exc:
                 if reported is not False:
                     log.warning("serial device not available: %s", exc)

@@ -142,7 +142,10 @@ class Port:
             return b""
         with trio.move_on_at(deadline):
             while True:
-                await trio.lowlevel.wait_readable(self._fd)
+                try:
+                    await trio.lowlevel.wait_readable(self._fd)
+                except trio.ClosedResourceError:
+                    raise DriverError(f"{self.name}: closed") from None
                 try:
                     data = os.read(self._fd, 65536)
                 except BlockingIOError:
@@ -175,7 +178,10 @@ class Port:
             try:
                 sent = os.write(self._fd, view)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._fd)
+                try:
+                    await trio.lowlevel.wait_writable(self._fd)
+                except trio.ClosedResourceError:
+                    raise DriverError(f"{self.name}: closed") from None
                 continue
             except OSError as exc:
                 raise DriverError(f"{self.name}: {exc.strerror or exc}") from exc
