@@ -306,14 +306,31 @@ def _apply_extra(ds: Dataset, attributes: Sequence[tuple[str, str]]) -> list[str
     return skipped
 
 
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+
+
+def storage_syntax(device_file: Dataset | None) -> str:
+    """The transfer syntax an instance is stored in: explicit VR little endian, or the device file's own
+    when its pixel data is encapsulated (compressed pixels are kept as they are, never re-encoded)."""
+    from pydicom.uid import UID
+
+    if device_file is None or getattr(device_file, "file_meta", None) is None:
+        return EXPLICIT_VR_LE
+    ts = UID(str(device_file.file_meta.get("TransferSyntaxUID", "") or EXPLICIT_VR_LE))
+    if ts == "1.2.840.10008.1.2.2":
+        raise ImageError("the device's file is explicit VR big endian (retired): not supported")
+    return str(ts) if ts.is_encapsulated else EXPLICIT_VR_LE
+
+
 def encode_for_store(ds: Dataset, transfer_syntax: str) -> bytes:
-    """The data set's bytes in `transfer_syntax` (explicit VR little endian for anything encapsulated)."""
+    """The data set's bytes for `transfer_syntax` (see `storage_syntax`): always explicit VR little endian
+    encoding; encapsulated pixel data stays encapsulated."""
     from pydicom.filewriter import write_dataset
 
-    from agent.services.dataset import encode, EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE
+    from agent.services.dataset import encode
 
-    if transfer_syntax in (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE):
-        return encode(ds, transfer_syntax)
+    if transfer_syntax == EXPLICIT_VR_LE:
+        return encode(ds, EXPLICIT_VR_LE)
     from pydicom.filebase import DicomBytesIO
 
     fp = DicomBytesIO()
@@ -325,4 +342,4 @@ def encode_for_store(ds: Dataset, transfer_syntax: str) -> bytes:
 
 
 __all__ = ["DeviceImage", "ImageError", "ProcedureContext", "identity_attributes", "image_dataset",
-           "read_device_file", "request_attributes", "series_modality", "encode_for_store"]
+           "read_device_file", "request_attributes", "series_modality", "encode_for_store", "storage_syntax"]

@@ -55,7 +55,7 @@ from agent.store.queue import JobQueue
 from agent.store.worklist import WorklistStore
 from agent.workflow.mapping import (
     DeviceImage, ImageError, ProcedureContext, encode_for_store, identity_attributes, image_dataset,
-    read_device_file, series_modality,
+    read_device_file, series_modality, storage_syntax,
 )
 from agent.workflow.reasons import discontinuation_reason
 from agent.workflow.selection import select_item
@@ -263,12 +263,8 @@ class ModalityWorkflow:
                 dicom_file=event.dicom_file, pixel_spacing_mm=event.pixel_spacing_mm, attributes=event.attributes,
             ), sop_instance_uid=image.sop_instance_uid, instance_number=image.instance_number,
                 device_file=device_file)
-            ts = EXPLICIT_VR_LE
-            if device_file is not None and getattr(device_file, "file_meta", None) is not None:
-                ts = str(device_file.file_meta.get("TransferSyntaxUID", EXPLICIT_VR_LE) or EXPLICIT_VR_LE)
-            body = encode_for_store(ds, ts if ts != "1.2.840.10008.1.2" else EXPLICIT_VR_LE)
-            if ts == "1.2.840.10008.1.2":
-                ts = EXPLICIT_VR_LE
+            ts = storage_syntax(device_file)
+            body = encode_for_store(ds, ts)
         except (ImageError, DataSetError) as exc:
             self.procedures.set_image(key, event.image_key, ImageState.FAILED, str(exc))
             log.error("image %s/%s not stored: %s", key, event.image_key, exc)

@@ -400,3 +400,53 @@ async def test_a_completed_procedure_is_printed_on_film(nursery: trio.Nursery, t
                 await trio.sleep(0.1)
     finally:
         conn.close()
+
+
+def device_dicom_file(path: Path, *, compressed: bool) -> np.ndarray:
+    """A file as a device's own software writes it: its own patient, UIDs and (RLE) pixel data."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    arr = (np.arange(32 * 40, dtype=np.uint16).reshape(32, 40) * 3) % 1024
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # US Image Storage
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.PatientID, ds.PatientName, ds.Modality = "DEVICE-LOCAL", "LOCAL^NAME", "US"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 40, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 10, 9, 0
+    ds.PixelData = arr.tobytes()
+    if compressed:
+        ds.compress(RLELossless, arr)
+    ds.save_as(path, enforce_file_format=True)
+    return arr
+
+
+async def test_dicom_files_from_the_device_keep_pixels_and_class_and_take_the_worklist_identity(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    item = worklist_item("ACC660", "PID660", "1.2.826.0.1.3680043.10.660")
+    hospital = await start_hospital(nursery, tmp_path / "hospital", [item])
+    modality = await start_modality(nursery, tmp_path / "modality", hospital.port)
+    assert modality.device is not None
+    plain, rle, junk = tmp_path / "plain.dcm", tmp_path / "rle.dcm", tmp_path / "junk.dcm"
+    arr = device_dicom_file(plain, compressed=False)
+    device_dicom_file(rle, compressed=True)
+    junk.write_bytes(b"not a DICOM file at all")
+    await modality.device.feed(
+        ProcedureStarted("P-66", worklist_key="ACC660"),
+        ImageAcquired("P-66", "plain", dicom_file=str(plain)), ImageAcquired("P-66", "rle", dicom_file=str(rle)),
+        ImageAcquired("P-66", "junk", dicom_file=str(junk)), ProcedureEnded("P-66"))
+    row = await wait_state(modality, "P-66", ProcedureState.COMPLETED)
+    assert [(i.image_key, i.state) for i in row.images] == [("plain", "stored"), ("rle", "stored"), ("junk", "failed")]
+    assert "not a readable DICOM file" in row.images[2].error
+    by_uid = {ds.SOPInstanceUID: ds for ds in pacs_instances(hospital)}
+    assert set(by_uid) == {row.images[0].sop_instance_uid, row.images[1].sop_instance_uid}
+    for image_row in row.images[:2]:
+        ds = by_uid[image_row.sop_instance_uid]
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.6.1" == image_row.sop_class_uid
+        assert (ds.PatientID, ds.PatientName, ds.AccessionNumber) == ("PID660", "PATIENT^PID660", "ACC660")
+        assert ds.StudyInstanceUID == item.StudyInstanceUID and ds.SeriesInstanceUID == row.series_instance_uid
+        assert np.array_equal(ds.pixel_array, arr)
+    assert by_uid[row.images[1].sop_instance_uid].file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE kept
