@@ -269,3 +269,65 @@ async def test_sigkilled_agents_perform_a_queued_run_once_and_whole(tmp_path: Pa
     uids = [i["sop_instance_uid"] for r in report for i in r["images"]]
     assert len(set(uids)) == 9
     assert sim.read_state(data_dir)["delivered"] == {"procedures": 3, "images": 9, "ended": 3, "aborted": 0}
+
+
+async def test_sigkilled_agents_take_each_watch_folder_file_once(tmp_path: Path) -> None:
+    """Two procedures of three PNGs each in the watch folder, the agent SIGKILLed twice while it takes
+    them: afterwards both procedures are completed with one instance per image, and every file is in
+    done/ exactly once."""
+    import os
+    import signal
+
+    from PIL import Image
+
+    profile = write_profile(tmp_path, '[device]\ndriver = "folder"\nselect = "first"\n'
+                                      'options = { path = "incoming", poll = 0.05 }\n')
+    p = str(profile.source)
+    incoming = profile.agent.data_dir / "incoming"
+    incoming.mkdir(parents=True)
+    for proc_key in ("F1", "F2"):
+        for n in range(3):
+            Image.fromarray(np.full((16, 16), n * 40, dtype=np.uint8)).save(incoming / f"{proc_key}-{n}.png")
+            (incoming / f"{proc_key}-{n}.json").write_text(json.dumps({"procedure": proc_key, "image": str(n)}))
+        (incoming / f"{proc_key}.end").write_text("")
+    total = 2 * (3 * 2 + 1)
+
+    def taken() -> int:
+        done = incoming / "done"
+        return sum(1 for d in done.iterdir() for _ in d.iterdir()) if done.is_dir() else 0
+
+    for kill_at in (2, 7):
+        proc = await trio.lowlevel.open_process([sys.executable, "-m", "agent", "run", "--profile", p],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with trio.fail_after(90):
+                while taken() < kill_at:
+                    assert proc.poll() is None, f"agent exited with {proc.returncode}"
+                    await trio.sleep(0.005)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    proc = await trio.lowlevel.open_process([sys.executable, "-m", "agent", "run", "--profile", p],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with trio.fail_after(90):
+            while True:
+                listed = await acli("procedures", "list", "--profile", p, "--json")
+                report = json.loads(listed.stdout) if listed.returncode == 0 else []
+                if (taken() == total and len(report) == 2
+                        and all(r["state"] == "completed" for r in report)):
+                    break
+                await trio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(30):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert sorted(r["procedure_key"] for r in report) == ["F1", "F2"]
+    for r in report:
+        assert sorted(i["image_key"] for i in r["images"]) == ["0", "1", "2"]
+        assert all(i["state"] == "stored" for i in r["images"])
+    assert len({i["sop_instance_uid"] for r in report for i in r["images"]}) == 6
+    assert [f for f in incoming.iterdir() if f.is_file()] == [] and not (incoming / "rejected").exists()
