@@ -111,6 +111,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def run_device(args: argparse.Namespace) -> int:
+    from agent.errors import ProfileError
     from agent.profile import load_profile
 
     profile = load_profile(args.profile)
@@ -127,10 +128,8 @@ def run_device(args: argparse.Namespace) -> int:
 
     try:
         settings = sim.parse_options(profile.device.options)
-    except DriverOptionError as exc:
-        print(f"dicom-agent: bad profile: {profile.source}: [device] options.{exc.key}: {exc.expected}",
-              file=sys.stderr)
-        return EX_CONFIG
+    except DriverOptionError as exc:  # what the agent would refuse at start-up, said the same way (78)
+        raise ProfileError(profile.source, f"device.options.{exc.key}", exc.expected) from None
     from agent.data_dir import prepare_data_dir
 
     command = _command(args)

@@ -120,7 +120,7 @@ def test_bad_arguments_exit_2_and_a_bad_sim_option_exits_78(tmp_path: Path) -> N
         assert r.returncode == 2, (args, r.stderr)
     bad = write_profile(tmp_path / "bad", '[device]\ndriver = "sim"\noptions = { size = "huge" }\n')
     r = cli("device", "start", "--profile", str(bad.source))
-    assert r.returncode == 78 and "options.size" in r.stderr
+    assert r.returncode == 78 and "device.options.size: COLUMNSxROWS" in r.stderr
     assert not (tmp_path / "bad" / "data" / "device-sim").exists()  # nothing queued
 
 
