@@ -33,7 +33,6 @@ EX_OK = 0
 EX_FAILED = 1
 EX_USAGE = 2
 EX_TEMPFAIL = 75
-EX_CONFIG = 78
 
 SIM_COMMANDS = ("start", "image", "end", "abort", "run")
 
