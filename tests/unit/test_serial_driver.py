@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +19,7 @@ import trio
 
 from drivers.acquisition.serial import device as sim
 from drivers.acquisition.serial.driver import SerialDriver, open_driver
-from drivers.acquisition.serial.link import ACK, ENQ, EOT, encode_frame, split_message
+from drivers.acquisition.serial.link import ACK, ENQ, EOT, NAK, encode_frame, split_message
 from drivers.acquisition.serial.message import encode_message, parse_message
 from drivers.acquisition.serial.transport import PortOptions
 from drivers.base import (
@@ -122,19 +122,26 @@ class ManualDevice:
         return self.reply() if expect_reply else b""
 
 
+async def device_then_stop(device_side: Callable[[], None], nursery: trio.Nursery) -> None:
+    """Run the blocking device side in a thread; once it is done, stop waiting for more events."""
+    await trio.to_thread.run_sync(device_side)
+    nursery.cancel_scope.cancel()
+
+
 # ------------------------------------------------------------------ over a pty, against the simulator
 
 
 @pytest.mark.parametrize("size, faults", [
     # a dropped frame costs the whole message (the sender's timer, then from the start): not on 2,900 frames
-    (512, dict(corrupt=0.03, noise=0.05)),
-    (16, dict(corrupt=0.1, drop=0.1, noise=0.1)),
+    (512, dict(corrupt=0.03, noise=0.05, reply_timeout=15.0)),
+    (16, dict(corrupt=0.1, drop=0.1, noise=0.1, reply_timeout=2.0)),
 ])
 async def test_simulated_device_over_a_pty_with_line_faults(pty: Pty, size: int, faults: dict) -> None:
     messages = sim.planned_messages(procedures=2, images=2, rows=size, columns=size, bits=16, seed=5)
     expected = expected_events(messages)
     progress = sim.Progress(None, "t")
-    device = sim.Simulator(pty.master, messages, progress, reply_timeout=2.0, retry_delay=0.2,
+    timeout = faults.pop("reply_timeout")
+    device = sim.Simulator(pty.master, messages, progress, reply_timeout=timeout, retry_delay=0.2,
                            faults=sim.Faults(**faults, rng=random.Random(1)), log=lambda s: None)
     driver = open_driver({"port": pty.path, "baudrate": 115200}, Path("."))
     got: list[object] = []
@@ -208,7 +215,7 @@ async def test_device_restarted_mid_message_the_image_arrives_once_and_whole(pty
         os.write(pty.master, encode_frame(6, frames[5], False)[:100])  # the power goes mid-frame
 
     progress = sim.Progress(None, "t")
-    device = sim.Simulator(pty.master, messages, progress, reply_timeout=5.0, retry_delay=0.2, log=lambda s: None)
+    device = sim.Simulator(pty.master, messages, progress, reply_timeout=15.0, retry_delay=0.2, log=lambda s: None)
     driver = open_driver({"port": pty.path}, Path("."))
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
@@ -250,12 +257,10 @@ async def test_device_silent_mid_message_is_discarded_and_nothing_half_kept(pty:
         async with trio.open_nursery() as nursery:
             events = driver.events()
             assert (await events.__anext__()).connected  # type: ignore[union-attr]
-            nursery.start_soon(trio.to_thread.run_sync, device_side)
+            nursery.start_soon(device_then_stop, device_side, nursery)
             [event] = await collect(events, 1)
             assert event == ProcedureStarted("WHOLE")
-            # pull once more (with a deadline) so the WHOLE message is ACKed and the device side completes
-            with trio.move_on_after(5):
-                await events.__anext__()
+            await events.__anext__()  # pull once more: the WHOLE message is ACKed, the device side completes
     await driver.aclose()
 
 
@@ -417,3 +422,32 @@ async def test_aclose_from_another_task_ends_the_event_stream_quietly(pty: Pty) 
             await connected.wait()
             await driver.aclose()  # the consumer is blocked reading the port: it must end, without an error
     assert seen == [DeviceStatus(True, pty.path)]
+
+
+async def test_a_message_that_does_not_parse_is_refused_with_nak_and_nothing_is_kept(pty: Pty) -> None:
+    bad = b"H|D|1\rI|P|1|2|2|8|MONOCHROME2|||4|00000000\rD|AAECAw==\rL|N"  # wrong CRC-32
+    good = encode_message("D", [ProcedureStarted("GOOD")])
+    manual = ManualDevice(pty.master)
+    replies: list[bytes] = []
+
+    def device_side() -> None:
+        assert manual.send(bytes([ENQ])) == bytes([ACK])
+        [frame] = [encode_frame(1, t, True) for t in split_message(bad)]
+        for _ in range(6):
+            replies.append(manual.send(frame))
+        os.write(pty.master, bytes([EOT]))  # six refusals: the device aborts
+        assert manual.send(bytes([ENQ])) == bytes([ACK])
+        assert manual.send(encode_frame(1, good, True)) == bytes([ACK])
+        os.write(pty.master, bytes([EOT]))
+
+    driver = open_driver({"port": pty.path}, Path("."))
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            events = driver.events()
+            assert (await events.__anext__()).connected  # type: ignore[union-attr]
+            nursery.start_soon(device_then_stop, device_side, nursery)
+            [event] = await collect(events, 1)
+            assert event == ProcedureStarted("GOOD")
+            await events.__anext__()  # the ACK of GOOD goes out on this pull; the device side completes
+    await driver.aclose()
+    assert replies == [bytes([NAK])] * 6
