@@ -3,7 +3,9 @@
 The folder (option `path`) receives, per image, a data file and a sidecar with the same stem:
 - the data file: a DICOM Part 10 file (128-byte preamble then "DICM", PS3.10 7.1), or a PNG, JPEG or
   TIFF image (one frame; 8-bit or 16-bit grayscale, or RGB; palette, RGBA and CMYK images become RGB);
-- the sidecar `NAME.json` (a JSON object) or `NAME.txt` (`key=value` lines, `#` comments) with:
+- the sidecar `NAME.json` (a JSON object) or `NAME.txt` (`key=value` lines, `#` comments), NAME being
+  the data file's name without its last extension ("IMG1.png": "IMG1.json") or its whole name
+  ("1.2.3.4", a UID: "1.2.3.4.json"; "IMG1.png.json" works too), with:
   `procedure` (required: the device's procedure key, 1-64 of A-Z a-z 0-9 . _ -), `image` (the image key,
   default NAME), `worklist` (the worklist key), `patient_id`, `patient_name` (FAMILY^GIVEN),
   `birth_date` (YYYYMMDD), `sex` (M/F/O), `description`, `operator`, `bits` (bits stored of a 16-bit
@@ -294,17 +296,20 @@ class WatchFolder:
         ends = sorted(n for n in current if n.endswith(END_SUFFIX))
         data = sorted((n for n in current if not n.endswith(SIDECAR_SUFFIXES + (END_SUFFIX,))),
                       key=lambda n: (current[n][1], n))
-        stems: dict[str, list[str]] = {}
+        # A data file's sidecar is NAME.json (its whole name) or, failing that, STEM.json (its name up to
+        # the last dot): "IMG1.png" -> "IMG1.png.json" or "IMG1.json"; "1.2.3.4" (a UID) -> "1.2.3.4.json".
+        owner = {n: n if n in sidecars else _stem(n) for n in data}
+        users: dict[str, list[str]] = {}
         for n in data:
-            stems.setdefault(_stem(n), []).append(n)
+            users.setdefault(owner[n], []).append(n)
 
         blocking: set[str | None] = set()  # procedure keys (None: unknown) with data still pending
         for name in data:
-            stem = _stem(name)
+            stem = owner[name]
             side = sidecars.get(stem)
-            if len(stems[stem]) > 1:
+            if len(users[stem]) > 1:
                 if {name, side} <= stable | {None}:
-                    self._reject((name,), f"{name}: {len(stems[stem])} files share the sidecar stem {stem!r}")
+                    self._reject((name,), f"{name}: {len(users[stem])} files share the sidecar {stem}.json/.txt")
                     continue
                 blocking.add(None)
                 continue
@@ -323,9 +328,8 @@ class WatchFolder:
                 self._reject((name, side), str(exc))
                 continue
 
-        data_stems = set(stems)
         for stem, side in sorted(sidecars.items()):
-            if stem in data_stems or side not in stable:
+            if stem in users or side not in stable:
                 continue
             # A sidecar alone: the second half of an acknowledged move (its data file is in done/), or
             # an orphan once `orphan` seconds passed.
@@ -377,7 +381,7 @@ class WatchFolder:
             raise Rejected(f"{name}: procedure {key} already ended ({self.proc_dir(key) / (key + END_SUFFIX)})")
         if (self.proc_dir(key) / name).exists():
             raise Rejected(f"{name}: a file of this name was already taken for procedure {key}")
-        image_key = values.get("image", _stem(name))
+        image_key = values.get("image", side.rsplit(".", 1)[0])  # default: the sidecar's NAME
         spacing = _spacing(side, values["pixel_spacing"]) if "pixel_spacing" in values else None
         if is_dicom_file(path):
             image = ImageAcquired(procedure_key=key, image_key=image_key, dicom_file=str(path),

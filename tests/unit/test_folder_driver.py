@@ -353,3 +353,28 @@ def test_two_sidecars_for_one_file_are_rejected(inbox: Path) -> None:
     assert "two sidecars" in (inbox / "rejected" / "A.json.reason").read_text()
     assert (inbox / "rejected" / "A.txt").exists()
     assert "no sidecar" in (inbox / "rejected" / "A.png.reason").read_text()
+
+
+def test_a_sidecar_may_carry_the_whole_name_of_its_file(inbox: Path) -> None:
+    uid = "1.2.826.0.1.3680043.2.1125.1"
+    png(inbox / uid, gray())  # a device that names its files by UID, no extension
+    sidecar(inbox, uid, procedure="P1")
+    png(inbox / "B.png", gray())
+    sidecar(inbox, "B.png", procedure="P1")
+    watch = WatchFolder(settings(inbox, orphan=0))
+    take(watch)
+    keys = {take(watch).event.image_key, take(watch).event.image_key}
+    assert keys == {uid, "B.png"}
+    assert scan(watch) is None and not (inbox / "rejected").exists()
+    assert sorted(p.name for p in (inbox / "done" / "P1").iterdir()) == sorted(
+        [uid, f"{uid}.json", "B.png", "B.png.json"])
+
+
+def test_two_files_for_one_sidecar_are_rejected(inbox: Path) -> None:
+    png(inbox / "A.png", gray())
+    png(inbox / "A.tif", gray())
+    sidecar(inbox, "A", procedure="P1")
+    watch = WatchFolder(settings(inbox))
+    assert scan(watch) is None
+    assert "2 files share the sidecar A.json/.txt" in (inbox / "rejected" / "A.png.reason").read_text()
+    assert (inbox / "rejected" / "A.tif").exists()
