@@ -357,7 +357,7 @@ def test_frame_numbers_wrap_over_many_frames() -> None:
     assert numbers == [(i + 1) % 8 for i in range(21)]
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(40))
 def test_line_faults_in_both_directions_message_arrives_once_and_whole(seed: int) -> None:
     rnd = random.Random(seed)
     texts = [message(rnd.randint(0, 3000), seed=seed * 10 + i) for i in range(4)]
@@ -416,3 +416,24 @@ def test_a_stale_reply_read_with_the_current_one_is_ignored() -> None:
     assert sender.data_to_send() == first
     sender.receive_data(bytes([ACK]), 2.0)
     assert sender.data_to_send()[1:2] == b"2"
+
+
+def test_a_message_longer_than_the_limit_is_refused_and_dropped() -> None:
+    wire = Wire(Link(priority=True, retry_delay=1.0), Link(priority=False, max_message=1000))
+    wire.sender.send_message(b"x" * 1200, "big", 0.0)
+    for _ in range(200):
+        a = wire.sender.data_to_send()
+        events = wire.receiver.receive_data(a, 0.0)
+        assert not any(isinstance(e, MessageReceived) for e in events)
+        aborted = wire.sender.receive_data(wire.receiver.data_to_send(), 0.0)
+        if aborted:
+            break
+    assert aborted == [SendAborted("big", "frame refused 6 times")]
+    assert any(isinstance(e, FrameRejected) and "longer than 1000" in e.reason for e in events)
+    wire.receiver.receive_data(wire.sender.data_to_send(), 0.0)  # EOT
+    assert wire.receiver.state is State.NEUTRAL
+
+
+def test_send_message_refuses_restricted_characters_at_once() -> None:
+    with pytest.raises(LinkError):
+        Link(priority=True).send_message(b"H|\x04|1", "m", 0.0)
