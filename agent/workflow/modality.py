@@ -67,6 +67,10 @@ log = logging.getLogger("agent.workflow")
 
 #: Longest wait between two attempts to record an event that failed (the device keeps it meanwhile).
 MAX_RETRY_DELAY = 30.0
+#: How long a procedure start may wait for the RIS when no cached item matches. A device waits only so
+#: long for its acknowledgement (a serial link 15 s, ASTM E1381) and re-sends: waiting longer for a RIS
+#: that does not answer would make every re-sent start wait again, and the procedure would never begin.
+REFRESH_WAIT = 5.0
 _PATIENT_FIELDS = (("patient_id", "PatientID"), ("patient_name", "PatientName"),
                    ("birth_date", "PatientBirthDate"), ("sex", "PatientSex"))
 
@@ -176,7 +180,11 @@ class ModalityWorkflow:
         item = await self.blocking.run(self._select, event)
         if item is None and self.worklist_service is not None and self.worklist_service.source is not None:
             try:  # the item may have been scheduled since the last refresh: ask the RIS once more
-                await self.worklist_service.refresh()
+                with trio.move_on_after(REFRESH_WAIT) as waited:
+                    await self.worklist_service.refresh()
+                if waited.cancelled_caught:
+                    log.warning("procedure %s: the RIS did not answer within %g s; deciding on the cached worklist",
+                                event.procedure_key, REFRESH_WAIT)
             except AgentError as exc:
                 log.warning("procedure %s: worklist refresh failed: %s", event.procedure_key, exc)
             item = await self.blocking.run(self._select, event)

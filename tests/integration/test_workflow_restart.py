@@ -107,3 +107,33 @@ async def test_work_queued_while_the_peers_were_down_goes_out_after_restart(nurs
     assert len(pacs_instances(hospital)) == 2
     assert hospital.agent.workflow is not None and hospital.agent.workflow.mpps_scp is not None
     assert list(hospital.agent.workflow.mpps_scp.received) == [("N-CREATE", row.mpps_uid), ("N-SET", row.mpps_uid)]
+
+
+async def test_a_silent_ris_does_not_hold_a_procedure_start(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The RIS accepts the connection and never answers: the start is decided on the cached worklist
+    within a few seconds (a device re-sends an unacknowledged start after 15 s; waiting for the RIS's
+    own timeouts would make every re-sent start wait again)."""
+    silent = trio.socket.socket()
+    await silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[trio.socket.SocketType] = []
+
+    async def accept_and_hold() -> None:
+        with silent:  # closed when the test's nursery is cancelled at its end
+            while True:
+                conn, _ = await silent.accept()
+                held.append(conn)
+
+    nursery.start_soon(accept_and_hold)
+    port = silent.getsockname()[1]
+    slow = 'artim_timeout = "300s"\ndimse_timeout = "300s"\nconnect_timeout = "300s"\n'
+    from tests.integration.test_workflow_modality import modality_body
+
+    profile = write_profile(tmp_path / "modality", modality_body(port), ae_title="MODALITY", agent_extra=slow)
+    modality = await run_agent(nursery, profile, ScriptedDevice())
+    assert modality.device is not None
+    await modality.device.feed(ProcedureStarted("P-11", worklist_key="ACC-NEW", patient=PatientData("D11", "D^E")))
+    # Decided in about REFRESH_WAIT (5 s); the agent's own timeouts would take 25 s or more.
+    with trio.fail_after(20):
+        row = await wait_state(modality, "P-11", ProcedureState.MPPS_CREATED)
+    assert not row.scheduled
