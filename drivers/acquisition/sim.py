@@ -26,7 +26,9 @@ Options: `procedures` (planned once, when the state is first created; 0), `image
 `size` ("COLUMNSxROWS"; "256x256"), `bits` (8-16; 12), `color` (RGB; false), `worklist` ("first": no
 key; "accession:A" or "key:A": key A; "patient:ID": no key and PatientData with ID), `worklist_keys`
 (one key per planned procedure, in order; the rest use `worklist`), `unscheduled` (no key and generated
-patient data; false), `abort_every` (every Nth planned procedure is aborted half way; 0 = never), `seed`
+patient data; false), `abort_every` (every Nth planned procedure is aborted half way; 0 = never),
+`bad_image_every` (every Nth image the device acquires carries pixels no instance can be made of: a
+(rows, columns, 2) array; 0 = never), `seed`
 (0), `interval` (seconds between events; 0), `poll` (seconds between inbox scans; 0.2).
 Procedure keys are SIM-0001, SIM-0002, ... unless a `start` names one; image keys are "1", "2", ...
 The stream never ends by itself: after its plan the device waits for commands.
@@ -81,6 +83,7 @@ class Settings:
     worklist_keys: tuple[str, ...]
     unscheduled: bool
     abort_every: int
+    bad_image_every: int
     seed: int
     interval: float
     poll: float
@@ -88,7 +91,7 @@ class Settings:
 
 def parse_options(options: Mapping[str, object]) -> Settings:
     opts = Options(options, ("procedures", "images", "size", "bits", "color", "worklist", "worklist_keys",
-                             "unscheduled", "abort_every", "seed", "interval", "poll"))
+                             "unscheduled", "abort_every", "bad_image_every", "seed", "interval", "poll"))
     size = opts.string("size", "256x256") or "256x256"
     m = re.fullmatch(r"(\d{1,5})x(\d{1,5})", size)
     if not m or not (8 <= int(m.group(1)) <= 8192 and 8 <= int(m.group(2)) <= 8192):
@@ -106,6 +109,7 @@ def parse_options(options: Mapping[str, object]) -> Settings:
         worklist=worklist, worklist_keys=opts.strings("worklist_keys", ()),
         unscheduled=opts.boolean("unscheduled", False),
         abort_every=opts.integer("abort_every", 0, 0, MAX_PROCEDURES),
+        bad_image_every=opts.integer("bad_image_every", 0, 0, 1_000_000),
         seed=opts.integer("seed", 0, 0, 2**31 - 1),
         interval=opts.number("interval", 0.0, 0.0, 3600.0),
         poll=opts.number("poll", 0.2, 0.01, 60.0),
@@ -273,10 +277,11 @@ class Planner:
     def _image(self, state: dict[str, Any]) -> None:
         o = state["open"]
         o["images"] += 1
+        state["images_planned"] = count = state.get("images_planned", 0) + 1
         state["pending"].append({
             "t": "image", "p": o["procedure"], "i": str(o["images"]), "seq": o["seq"], "n": o["images"],
             "cols": self.s.columns, "rows": self.s.rows, "bits": self.s.bits, "color": self.s.color,
-            "seed": self.s.seed,
+            "seed": self.s.seed, "bad": self.s.bad_image_every > 0 and count % self.s.bad_image_every == 0,
         })
 
     def _end(self, state: dict[str, Any], aborted: bool, reason: str) -> None:
@@ -336,6 +341,8 @@ def to_event(spec: Mapping[str, Any]) -> DeviceEvent:
     if spec["t"] == "image":
         pixels = synthetic_image(spec["seq"], spec["n"], spec["cols"], spec["rows"], spec["bits"], spec["color"],
                                  spec["seed"])
+        if spec.get("bad"):  # the fault `bad_image_every`: two samples per pixel, which no photometric has
+            pixels = np.stack([pixels, pixels], axis=-1)
         return ImageAcquired(procedure_key=spec["p"], image_key=spec["i"], pixels=pixels, bits_stored=spec["bits"],
                              photometric="RGB" if spec["color"] else "MONOCHROME2")
     return ProcedureEnded(procedure_key=spec["p"], aborted=spec["aborted"], reason=spec["reason"])

@@ -331,3 +331,19 @@ async def test_sigkilled_agents_take_each_watch_folder_file_once(tmp_path: Path)
         assert all(i["state"] == "stored" for i in r["images"])
     assert len({i["sop_instance_uid"] for r in report for i in r["images"]}) == 6
     assert [f for f in incoming.iterdir() if f.is_file()] == [] and not (incoming / "rejected").exists()
+
+
+async def test_a_bad_image_from_the_device_is_failed_with_a_reason_and_the_rest_is_kept(
+    tmp_path: Path, start_agent
+) -> None:
+    profile = write_profile(tmp_path, '[device]\ndriver = "sim"\nselect = "first"\n'
+                                      'options = { size = "16x16", bits = 8, poll = 0.05, bad_image_every = 2 }\n')
+    await start_agent(profile)
+    p = str(profile.source)
+    r = await acli("device", "run", "--profile", p, "--procedures", "1", "--images", "3", "--wait", "90")
+    assert r.returncode == 0, r.stderr
+    shown = await acli("procedures", "show", "SIM-0001", "--profile", p, "--json")
+    assert shown.returncode == 0, shown.stderr
+    images = {i["image_key"]: i for i in json.loads(shown.stdout)["images"]}
+    assert [images[k]["state"] for k in ("1", "2", "3")] == ["stored", "failed", "stored"]
+    assert "shape (16, 16, 2)" in images["2"]["error"]  # the reason is kept with the image

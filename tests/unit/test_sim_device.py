@@ -218,3 +218,11 @@ def test_the_state_file_is_json_a_person_can_read(tmp_path: Path) -> None:
     device.open()
     state = json.loads((tmp_path / "device-sim" / "state.json").read_text())
     assert [p["t"] for p in state["pending"]] == ["start", "image", "end"] and state["commands"] == {"profile": 3}
+
+
+async def test_bad_image_every_delivers_an_image_no_instance_can_be_made_of(tmp_path: Path) -> None:
+    options = {**FAST, "procedures": 1, "images": 4, "size": "16x16", "bad_image_every": 2}
+    stream = open_device("sim", options, tmp_path).events()
+    images = [e for e in await pull_n(stream, 6) if isinstance(e, ImageAcquired)]
+    assert [i.pixels.shape for i in images] == [(16, 16), (16, 16, 2), (16, 16), (16, 16, 2)]
+    await stream.aclose()
