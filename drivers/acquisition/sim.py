@@ -214,6 +214,8 @@ class Planner:
         elif op == "run":
             n = _int(command.get("procedures", 1), "procedures", 1, MAX_PROCEDURES)
             m = _int(command.get("images", self.s.images), "images", 0, MAX_IMAGES)
+            if n * m > MAX_IMAGES * 10:  # the plan lives in one JSON file, rewritten at every event
+                raise CommandError(f"run: {n} x {m} images is more than {MAX_IMAGES * 10} in one command")
             self.plan_run(state, n, m, command)
         else:
             raise CommandError(f"unknown op {op!r} (one of {', '.join(OPS)})")
@@ -234,6 +236,12 @@ class Planner:
             raise CommandError(f"start: procedure {state['open']['procedure']} is still open (end or abort it first)")
         seq = state["seq"] + 1
         key = str(command.get("procedure") or f"SIM-{seq:04d}")
+        n = 1
+        while not command.get("procedure") and key in state["keys"]:  # a start named it by hand before
+            n += 1
+            key = f"SIM-{seq:04d}-{n}"
+        if "patient" in command and not isinstance(command["patient"], Mapping):
+            raise CommandError("patient must be an object (patient_id, patient_name, birth_date, sex)")
         if not KEY_RE.fullmatch(key):
             raise CommandError(f"procedure key must be 1-64 of A-Z a-z 0-9 . _ -, not {key!r}")
         if key in state["keys"]:

@@ -133,6 +133,8 @@ async def test_a_run_command_plans_whole_procedures(tmp_path: Path) -> None:
         ([{"op": "start", "procedure": "a b"}], "procedure key must be"),
         ([{"op": "start", "patient": {"sex": "Q"}}], "sex must be"),
         ([{"op": "start"}, {"op": "image", "count": 0}], "count must be"),
+        ([{"op": "start", "patient": "DOE"}], "patient must be an object"),
+        ([{"op": "run", "procedures": 1000, "images": 1000}], "more than"),
     ],
 )
 async def test_commands_that_cannot_be_planned_are_rejected_with_a_reason(
@@ -225,4 +227,14 @@ async def test_bad_image_every_delivers_an_image_no_instance_can_be_made_of(tmp_
     stream = open_device("sim", options, tmp_path).events()
     images = [e for e in await pull_n(stream, 6) if isinstance(e, ImageAcquired)]
     assert [i.pixels.shape for i in images] == [(16, 16), (16, 16, 2), (16, 16), (16, 16, 2)]
+    await stream.aclose()
+
+
+async def test_a_generated_key_never_repeats_one_given_by_hand(tmp_path: Path) -> None:
+    stream = open_device("sim", {**FAST, "size": "16x16"}, tmp_path).events()
+    sim.queue_command(tmp_path, {"op": "start", "procedure": "SIM-0002"})
+    sim.queue_command(tmp_path, {"op": "end"})
+    sim.queue_command(tmp_path, {"op": "run", "procedures": 1, "images": 0})
+    keys = [e.procedure_key for e in await pull_n(stream, 4) if isinstance(e, ProcedureStarted)]
+    assert keys == ["SIM-0002", "SIM-0002-2"]
     await stream.aclose()
