@@ -21,24 +21,8 @@ import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from drivers.base import DriverOptionError, PrinterCapabilities
+from drivers.base import FILM_SIZES_MM, DriverOptionError, PrinterCapabilities
 
-#: Film Size ID (2010,0050) defined terms of PS3.3 C.13.8 with their size in mm (portrait).
-#: Kept here (not imported from the agent) because a driver depends on drivers.base only.
-FILM_SIZES_MM: dict[str, tuple[float, float]] = {
-    "8INX10IN": (203.2, 254.0),
-    "8_5INX11IN": (215.9, 279.4),
-    "10INX12IN": (254.0, 304.8),
-    "10INX14IN": (254.0, 355.6),
-    "11INX14IN": (279.4, 355.6),
-    "11INX17IN": (279.4, 431.8),
-    "14INX14IN": (355.6, 355.6),
-    "14INX17IN": (355.6, 431.8),
-    "24CMX24CM": (240.0, 240.0),
-    "24CMX30CM": (240.0, 300.0),
-    "A4": (210.0, 297.0),
-    "A3": (297.0, 420.0),
-}
 
 CAPABILITY_KEYS = frozenset({"film_sizes", "dpi", "min_density", "max_density", "color", "drive_bits", "curve"})
 

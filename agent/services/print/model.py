@@ -14,21 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-#: Film Size ID (2010,0050) defined terms, PS3.3 C.13.8, as (width mm, height mm) in portrait.
-FILM_SIZES_MM: dict[str, tuple[float, float]] = {
-    "8INX10IN": (203.2, 254.0),
-    "8_5INX11IN": (215.9, 279.4),
-    "10INX12IN": (254.0, 304.8),
-    "10INX14IN": (254.0, 355.6),
-    "11INX14IN": (279.4, 355.6),
-    "11INX17IN": (279.4, 431.8),
-    "14INX14IN": (355.6, 355.6),
-    "14INX17IN": (355.6, 431.8),
-    "24CMX24CM": (240.0, 240.0),
-    "24CMX30CM": (240.0, 300.0),
-    "A4": (210.0, 297.0),
-    "A3": (297.0, 420.0),
-}
+from drivers.base import FILM_SIZES_MM  # the one table, shared with the drivers
+
 
 
 @dataclass(frozen=True, slots=True)
