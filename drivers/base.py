@@ -283,7 +283,11 @@ class AcquisitionDriver(Protocol):
 
 
 def open_device(name: str, options: Mapping[str, object], data_dir: Path) -> AcquisitionDriver:
-    """Build acquisition driver `name`. KeyError: unknown name; DriverOptionError: bad option."""
+    """Build acquisition driver `name`. KeyError: unknown name; DriverOptionError: bad option.
+
+    An acquisition factory only validates its options and builds the driver: it opens no port, creates
+    no file or folder and starts nothing (that waits for `events()`), so `dicom-agent check-profile` can
+    build one just to check a profile's options."""
     driver = load_factory("acquisition", name)(options, data_dir)
     return driver  # type: ignore[no-any-return]
 

@@ -187,6 +187,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         profile = _profile(args.profile)
         check_data_dir(profile.agent.data_dir)  # creates nothing; exit 78 when the folder cannot be used
         check_database(profile.agent.data_dir / DB_FILENAME)  # an existing one must pass a quick check (73)
+        if profile.device is not None:  # a wrong [device.options] value: 78 now, not at start-up
+            from agent.workflow.device import open_device_driver
+
+            open_device_driver(profile)  # acquisition factories validate and build; they open nothing
         print(describe_profile(profile))
         return 0
     setup_logging("debug" if args.verbose else "warning")

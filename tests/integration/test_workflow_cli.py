@@ -63,12 +63,14 @@ def test_commitment_needs_sending_and_one_requester(tmp_path: Path) -> None:
     assert result.returncode == EX_CONFIG and "the same peer as storage.commit_with" in result.stderr
 
 
-def test_a_bad_driver_option_stops_run_naming_the_option(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["check-profile", "run"])
+def test_a_bad_driver_option_is_a_profile_error_naming_the_option(tmp_path: Path, command: str) -> None:
     path = write(tmp_path, 'driver = "sim"\noptions = { size = "big" }')
-    assert cli("check-profile", str(path)).returncode == 0
-    result = cli("run", "--profile", str(path))
+    result = cli(command, str(path)) if command == "check-profile" else cli("run", "--profile", str(path))
     assert result.returncode == EX_CONFIG
     assert f"{path}: device.options.size: " in result.stderr and "Traceback" not in result.stderr
+    if command == "check-profile":
+        assert not (tmp_path / "data").exists()  # checking creates nothing
 
 
 def test_procedures_is_read_only_and_needs_the_section(tmp_path: Path) -> None:
