@@ -136,6 +136,8 @@ async def device_then_stop(device_side: Callable[[], None], nursery: trio.Nurser
     # a dropped frame costs the whole message (the sender's timer, then from the start): not on 2,900 frames
     (512, dict(corrupt=0.03, noise=0.05, reply_timeout=15.0)),
     (16, dict(corrupt=0.1, drop=0.1, noise=0.1, reply_timeout=2.0)),
+    # the device reboots in the middle of a frame: its new ENQ drops the partial message at once
+    (128, dict(restart=0.7, corrupt=0.02, reply_timeout=15.0)),
 ])
 async def test_simulated_device_over_a_pty_with_line_faults(pty: Pty, size: int, faults: dict) -> None:
     messages = sim.planned_messages(procedures=2, images=2, rows=size, columns=size, bits=16, seed=5)

@@ -2,7 +2,7 @@
 
     python -m drivers.acquisition.serial.device (--port PATH | --pty LINK | --fd N)
         [--script FILE | --procedures N --images M --size 256x256 [--bits 16]] [--seed S]
-        [--state FILE] [--reply-timeout 15] [--retry-delay 1] [--corrupt P] [--drop P] [--noise P]
+        [--state FILE] [--reply-timeout 15] [--retry-delay 1] [--corrupt P] [--drop P] [--noise P] [--restart P]
 
 It plays the instrument of ASTM E1381: it sends each message (procedure start, one per image,
 procedure end) and moves to the next only once the receiver ACKed its last frame. Its progress (how
@@ -14,7 +14,9 @@ Ports: `--port PATH` opens a tty; `--pty LINK` creates a pseudo-terminal pair, k
 the symlink LINK at the other end for the agent; `--fd N` uses an inherited descriptor (for example
 the master of a pair a test made with os.openpty()).
 Faults, per frame sent, with `--fault-seed`: `--corrupt` (wrong checksum), `--drop` (not sent at all),
-`--noise` (random bytes before the frame; never EOT or ENQ, which would rightly end the session).
+`--noise` (random bytes before the frame; never EOT or ENQ, which would rightly end the session);
+per message, `--restart` (the device reboots once in the middle of a frame and sends the message again
+from ENQ, as after a power cut).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 
 from drivers.base import DeviceEvent, ImageAcquired, Measurement, PatientData, ProcedureEnded, ProcedureStarted
 
-from .link import ENQ, EOT, STX, Link, MessageSent, SendAborted
+from .link import ENQ, EOT, STX, Link, MessageSent, SendAborted, split_message
 from .message import encode_message
 
 MessageSource = Callable[[], bytes]
@@ -146,7 +148,14 @@ class Faults:
     corrupt: float = 0.0
     drop: float = 0.0
     noise: float = 0.0
+    restart: float = 0.0  # per message: the device reboots once in the middle of it
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def restart_at(self, frames: int) -> int | None:
+        """The frame (1-based) of a message of `frames` frames during which the device reboots, or None."""
+        if self.restart and self.rng.random() < self.restart:
+            return self.rng.randint(1, frames)
+        return None
 
     def apply(self, chunk: bytes) -> bytes:
         """What actually goes on the line for `chunk` (one frame, or control characters)."""
@@ -175,6 +184,7 @@ class Simulator:
         self.progress = progress
         self.faults = faults or Faults()
         self.log = log
+        self._timers = (reply_timeout, retry_delay)
         self.link = Link(priority=True, sender_timeout=reply_timeout, retry_delay=retry_delay)
         self._stop = threading.Event()
         os.set_blocking(fd, False)
@@ -186,13 +196,30 @@ class Simulator:
     def run(self, until: float | None = None) -> bool:
         """True once every message is acknowledged; False if `until` (time.monotonic) came first."""
         link, pending = self.link, bytearray()
+        frames_sent, reboot_at = 0, None
+
+        def queue_next(now: float) -> None:
+            nonlocal frames_sent, reboot_at
+            text = self.messages[self.progress.acked][1]()
+            link.send_message(text, self.progress.acked, now)
+            frames_sent, reboot_at = 0, self.faults.restart_at(len(split_message(text)))
+
         if self.progress.acked < len(self.messages):
-            link.send_message(self.messages[self.progress.acked][1](), self.progress.acked, time.monotonic())
+            queue_next(time.monotonic())
         while self.progress.acked < len(self.messages):
             now = time.monotonic()
             if (until is not None and now >= until) or self._stop.is_set():
                 return False
             out = link.data_to_send()
+            if out[:1] == bytes([STX]):
+                frames_sent += 1
+                if frames_sent == reboot_at:  # the power goes in the middle of this frame
+                    pending += out[: len(out) // 2]
+                    self.log(f"restarting in the middle of frame {frames_sent}: {self.messages[self.progress.acked][0]}")
+                    link = self.link = Link(priority=True, sender_timeout=self._timers[0], retry_delay=self._timers[1])
+                    link.send_message(self.messages[self.progress.acked][1](), self.progress.acked, now)
+                    reboot_at = None
+                    continue
             if out:
                 pending += self.faults.apply(out)
             deadline = link.next_deadline()
@@ -225,7 +252,7 @@ class Simulator:
                     self.progress.save()
                     self.log(f"acknowledged {self.progress.acked}/{len(self.messages)}: {self.messages[event.tag][0]}")  # type: ignore[index]
                     if self.progress.acked < len(self.messages):
-                        link.send_message(self.messages[self.progress.acked][1](), self.progress.acked, now)
+                        queue_next(now)
                 elif isinstance(event, SendAborted):
                     self.log(f"not acknowledged ({event.reason}); sending it again: {self.messages[event.tag][0]}")  # type: ignore[index]
         out = link.data_to_send()  # the final EOT
@@ -281,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corrupt", type=float, default=0.0)
     parser.add_argument("--drop", type=float, default=0.0)
     parser.add_argument("--noise", type=float, default=0.0)
+    parser.add_argument("--restart", type=float, default=0.0, help="per message: reboot once mid-message")
     parser.add_argument("--fault-seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.script:
@@ -300,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = "plan:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     progress = Progress.load(args.state, plan)
     fd, keep = open_port(args)
-    faults = Faults(args.corrupt, args.drop, args.noise, random.Random(args.fault_seed))
+    faults = Faults(args.corrupt, args.drop, args.noise, args.restart, random.Random(args.fault_seed))
     sim = Simulator(fd, messages, progress, reply_timeout=args.reply_timeout, retry_delay=args.retry_delay,
                     faults=faults)
     print(f"device {args.device_id}: {len(messages)} messages, {progress.acked} already acknowledged", file=sys.stderr, flush=True)
