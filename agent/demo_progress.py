@@ -71,7 +71,7 @@ class DemoReport:
     layout: DemoLayout
     images: int
     procedures: tuple[ProcedureView, ...]
-    fetched: int | None
+    fetched: int | None  # the most items one refresh got (later ones serve fewer: performed steps drop out)
     films: tuple[str, ...]
     dead_jobs: tuple[str, ...]
     elapsed: float
@@ -83,7 +83,7 @@ class DemoReport:
     def missing(self) -> list[str]:
         """One line per step that did not complete."""
         out = []
-        if not self.fetched:
+        if self.fetched is None:
             out.append("the worklist was never fetched from the RIS")
         for p in self.procedures:
             what = []
@@ -145,7 +145,7 @@ class Progress:
             for ds in items
         }
         self.snapshot = Snapshot()
-        self._said_fetch = False
+        self._fetched: int | None = None
         self._said_films = 0
         self._said_dead: set[str] = set()
 
@@ -207,9 +207,10 @@ class Progress:
 
     def update(self, snap: Snapshot, say: Callable[[str], None]) -> None:
         self.snapshot = snap
-        if snap.fetched is not None and not self._said_fetch:
-            self._said_fetch = True
-            say(f"worklist: {snap.fetched} item(s) fetched from the RIS")
+        if snap.fetched is not None:
+            if self._fetched is None:
+                say(f"worklist: {snap.fetched} item(s) fetched from the RIS")
+            self._fetched = max(self._fetched or 0, snap.fetched)
         now = self.clock()
         for acc, v in self.views.items():
             label = f"procedure {acc} ({v.patient})"
@@ -258,7 +259,7 @@ class Progress:
 
     def report(self, elapsed: float) -> DemoReport:
         snap = self.snapshot
-        return DemoReport(self.layout, self.images, tuple(self.views.values()), snap.fetched,
+        return DemoReport(self.layout, self.images, tuple(self.views.values()), self._fetched,
                           tuple(snap.films), tuple(snap.dead_jobs), elapsed)
 
 
