@@ -442,3 +442,28 @@ async def test_a_message_that_does_not_parse_is_refused_with_nak_and_nothing_is_
             await events.__anext__()  # the ACK of GOOD goes out on this pull; the device side completes
     await driver.aclose()
     assert replies == [bytes([NAK])] * 6
+
+
+async def test_simulator_command_reports_naks_and_matches_planned_events(pty: Pty, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "drivers.acquisition.serial.device", "--fd", str(pty.master), "--procedures", "1",
+               "--images", "2", "--size", "64x32", "--bits", "12", "--seed", "5", "--corrupt", "0.3", "--fault-seed", "2"]
+    driver = open_driver({"port": pty.path}, tmp_path)
+    got: list[object] = []
+
+    async def consume() -> None:
+        async for event in driver.events():
+            if not isinstance(event, DeviceStatus):
+                got.append(event)
+
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            result = await trio.run_process(command, pass_fds=[pty.master], capture_stderr=True, check=False)
+            nursery.cancel_scope.cancel()
+    await driver.aclose()
+    assert result.returncode == 0
+    log = result.stderr.decode()
+    assert "NAK for frame" in log and "acknowledged 4/4" in log and "all messages acknowledged" in log
+    expected = sim.planned_events(procedures=1, images=2, size="64x32", bits=12, seed=5)
+    assert expected[1].pixels.shape == (32, 64)  # type: ignore[attr-defined]
+    assert len(got) == len(expected) and all(same(a, b) for a, b in zip(got, expected))

@@ -40,8 +40,8 @@ import numpy as np
 
 from drivers.base import DeviceEvent, ImageAcquired, Measurement, PatientData, ProcedureEnded, ProcedureStarted
 
-from .link import ENQ, EOT, STX, Link, MessageSent, SendAborted, split_message
-from .message import encode_message
+from .link import ENQ, EOT, MAX_REFUSALS, STX, FrameRefused, Link, MessageSent, SendAborted, split_message
+from .message import encode_message, parse_message
 
 MessageSource = Callable[[], bytes]
 
@@ -72,6 +72,26 @@ def planned_messages(*, procedures: int, images: int, rows: int, columns: int, b
         ended.append(ProcedureEnded(key, aborted, "simulated fault" if aborted else ""))
         out.append((f"{key} end", _encoder(device_id, ended)))
     return out
+
+
+def planned_events(*, procedures: int, images: int, size: str = "256x256", bits: int = 16, seed: int = 0,
+                   device_id: str = "SIM", worklist_keys: Sequence[str] = (), measurements: int = 0,
+                   abort_every: int = 0) -> list[DeviceEvent]:
+    """The events a receiver gets from the command run with the same options (names as on the command line,
+    `size` as COLUMNSxROWS), in order: for tests that compare what was stored with what was sent."""
+    columns, rows = parse_size(size)
+    messages = planned_messages(procedures=procedures, images=images, rows=rows, columns=columns, bits=bits,
+                                seed=seed, device_id=device_id, worklist_keys=worklist_keys,
+                                measurements=measurements, abort_every=abort_every)
+    return [event for _, encode in messages for event in parse_message(encode())[1]]
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'256x128' -> (columns 256, rows 128); ValueError otherwise."""
+    columns, rows = (int(v) for v in size.lower().split("x"))
+    if columns < 1 or rows < 1:
+        raise ValueError(size)
+    return columns, rows
 
 
 def scripted_messages(script: dict) -> list[tuple[str, MessageSource]]:
@@ -253,8 +273,10 @@ class Simulator:
                     self.log(f"acknowledged {self.progress.acked}/{len(self.messages)}: {self.messages[event.tag][0]}")  # type: ignore[index]
                     if self.progress.acked < len(self.messages):
                         queue_next(now)
+                elif isinstance(event, FrameRefused):
+                    self.log(f"NAK for frame {event.number} ({event.count} of {MAX_REFUSALS}): {self.messages[self.progress.acked][0]}")
                 elif isinstance(event, SendAborted):
-                    self.log(f"not acknowledged ({event.reason}); sending it again: {self.messages[event.tag][0]}")  # type: ignore[index]
+                    self.log(f"not acknowledged ({event.reason}); EOT sent, sending it again: {self.messages[event.tag][0]}")  # type: ignore[index]
         out = link.data_to_send()  # the final EOT
         pending += out
         end = time.monotonic() + 2.0
@@ -317,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = "script:" + hashlib.sha256(raw).hexdigest()
     else:
         try:
-            columns, rows = (int(v) for v in args.size.lower().split("x"))
+            columns, rows = parse_size(args.size)
         except ValueError:
             parser.error(f"--size {args.size!r}: expected COLUMNSxROWS, e.g. 256x256")
         keys = [k for k in args.worklist_keys.split(",")] if args.worklist_keys else []

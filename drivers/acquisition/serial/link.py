@@ -113,6 +113,14 @@ class FrameRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameRefused:
+    """Sender: the receiver answered frame `number` with NAK, `count` times so far (informational)."""
+
+    number: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageSent:
     """The receiver ACKed the last frame of the message queued with `tag`."""
 
@@ -127,7 +135,7 @@ class SendAborted:
     reason: str
 
 
-LinkEvent = MessageReceived | MessageDiscarded | FrameRejected | MessageSent | SendAborted
+LinkEvent = MessageReceived | MessageDiscarded | FrameRejected | FrameRefused | MessageSent | SendAborted
 
 
 class State(Enum):
@@ -299,6 +307,7 @@ class Link:
                 self._frame_acknowledged(now, events)
             elif byte == NAK:
                 self._refusals += 1
+                events.append(FrameRefused(self._number % 8, self._refusals))
                 if self._refusals >= MAX_REFUSALS:
                     self._abort(f"frame refused {MAX_REFUSALS} times", now, events)
                 else:
@@ -442,6 +451,6 @@ def _check_frame(frame: bytes) -> str | None:
 
 __all__ = [
     "ACK", "CR", "ENQ", "EOT", "ETB", "ETX", "LF", "NAK", "STX", "MAX_REFUSALS", "MAX_TEXT",
-    "FrameRejected", "Link", "LinkError", "LinkEvent", "MessageDiscarded", "MessageReceived",
+    "FrameRefused", "FrameRejected", "Link", "LinkError", "LinkEvent", "MessageDiscarded", "MessageReceived",
     "MessageSent", "SendAborted", "State", "checksum", "encode_frame", "split_message",
 ]
