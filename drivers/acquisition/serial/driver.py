@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -68,8 +69,9 @@ class SerialDriver:
             reported, backoff = True, BACKOFF_FIRST
             yield DeviceStatus(True, self.port.name)
             try:
-                async for event in self._session(self.port):
-                    yield event
+                async with aclosing(self._session(self.port)) as session:
+                    async for event in session:
+                        yield event
             except DriverError as exc:
                 log.warning("serial device lost: %s", exc)
                 reported = False
