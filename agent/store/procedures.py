@@ -251,8 +251,9 @@ class ProcedureStore:
             ).fetchone()
         return None if row is None else _image(row)
 
-    def get(self, procedure_key: str) -> ProcedureRow | None:
-        rows = self._select("WHERE procedure_key = ?", (procedure_key,))
+    def get(self, procedure_key: str, *, details: bool = True) -> ProcedureRow | None:
+        """One procedure; `details=False` leaves out its images and measurements (cheaper per event)."""
+        rows = self._select("WHERE procedure_key = ?", (procedure_key,), details=details)
         return rows[0] if rows else None
 
     def list(self, states: Iterable[str] | None = None) -> list[ProcedureRow]:
@@ -284,7 +285,7 @@ class ProcedureStore:
             ).fetchall()
         return {(r[0], r[1], r[2]) for r in rows}
 
-    def _select(self, where: str, params: tuple[Any, ...]) -> list[ProcedureRow]:
+    def _select(self, where: str, params: tuple[Any, ...], *, details: bool = True) -> list[ProcedureRow]:
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT {', '.join(_PROC_COLUMNS)} FROM procedures {where} ORDER BY created_at, procedure_key",
@@ -292,7 +293,7 @@ class ProcedureStore:
             ).fetchall()
             images: dict[str, list[ImageRow]] = {}
             measurements: dict[str, list[tuple[str, str, str]]] = {}
-            keys = [r[0] for r in rows]
+            keys = [r[0] for r in rows] if details else []
             for chunk in range(0, len(keys), 500):
                 part = keys[chunk:chunk + 500]
                 marks = ", ".join("?" * len(part))

@@ -243,13 +243,13 @@ class ModalityWorkflow:
 
     def _image(self, event: ImageAcquired) -> None:
         key = event.procedure_key
-        row = self.procedures.get(key)
+        row = self.procedures.get(key, details=False)
         if row is None:
             log.warning("image %s/%s for a procedure never started: ignored", key, event.image_key)
             return
         if row.state is ProcedureState.SELECTED:
             self.advance(key)
-            row = self.procedures.get(key)
+            row = self.procedures.get(key, details=False)
             assert row is not None
         if row.state not in OPEN:
             found = self.procedures.image(key, event.image_key)
