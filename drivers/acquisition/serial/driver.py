@@ -65,6 +65,10 @@ class SerialDriver:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
+            if self._closed:  # aclose() came while the port was opening
+                self.port.close()
+                self.port = None
+                return
             log.info("serial device connected on %s", self.port.name)
             reported, backoff = True, BACKOFF_FIRST
             yield DeviceStatus(True, self.port.name)
