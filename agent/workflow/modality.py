@@ -33,7 +33,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,6 @@ class ModalityWorkflow:
     retry_delay: float = 1.0
     device_status: DeviceStatus | None = None
     recorded: int = 0  # events recorded since start (observability)
-    _stop_consuming: bool = field(default=False, repr=False)
 
     # ------------------------------------------------------------------ running
 

@@ -450,3 +450,30 @@ async def test_dicom_files_from_the_device_keep_pixels_and_class_and_take_the_wo
         assert ds.StudyInstanceUID == item.StudyInstanceUID and ds.SeriesInstanceUID == row.series_instance_uid
         assert np.array_equal(ds.pixel_array, arr)
     assert by_uid[row.images[1].sop_instance_uid].file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE kept
+
+
+async def test_an_event_that_cannot_be_recorded_is_retried_and_not_acknowledged(
+        nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The disk is below the store's free-space floor: the image cannot be stored, so the next event is
+    not pulled (the device keeps the image unacknowledged); once there is room it is stored, once."""
+    item = worklist_item("ACC670", "PID670", "1.2.826.0.1.3680043.10.670")
+    hospital = await start_hospital(nursery, tmp_path / "hospital", [item])
+    profile = write_profile(tmp_path / "modality", modality_body(hospital.port).replace(
+        '[storage]\n', '[storage]\nfree_space_floor = "1000TB"\n'), ae_title="MODALITY")
+    modality = await run_agent(nursery, profile, ScriptedDevice())
+    device = modality.device
+    assert device is not None and modality.agent.modality is not None
+    modality.agent.modality.retry_delay = 0.2
+    await device.feed(ProcedureStarted("P-67", worklist_key="ACC670"), image("P-67", 1), ProcedureEnded("P-67"))
+    with trio.fail_after(DEADLINE):
+        while "could not record ImageAcquired" not in caplog.text:
+            await trio.sleep(0.05)
+    await trio.sleep(1)  # several retries
+    assert device.pulled == 2  # the end was not taken: the image is still the device's to re-send
+    (row,) = await trio.to_thread.run_sync(procedures_of, modality)
+    assert [i.state for i in row.images] == ["pending"]
+    assert modality.agent.store is not None
+    modality.agent.store.free_space_floor = 0  # room again
+    row = await wait_state(modality, "P-67", ProcedureState.COMPLETED)
+    assert device.pulled == 3 and [i.state for i in row.images] == ["stored"]
+    assert len(pacs_instances(hospital)) == 1
