@@ -123,7 +123,8 @@ class DemoReport:
             f"  modality store:          {lay.modality / 'objects'}",
             f"  databases:               {lay.modality_db} (modality), {lay.hospital_db} (RIS, PACS, printer)",
             f"  profiles:                {lay.modality_profile}, {lay.hospital_profile}",
-            f"  look closer:             dicom-agent mpps list --profile {lay.hospital_profile}",
+            f"  look closer:             dicom-agent procedures list --profile {lay.modality_profile}",
+            f"                           dicom-agent mpps list --profile {lay.hospital_profile}",
         ]
         if not self.complete:
             lines.append("Not completed:")

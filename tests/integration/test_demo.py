@@ -63,6 +63,14 @@ def test_demo_performs_every_procedure_end_to_end(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     steps = json.loads(listed.stdout)
     assert [s["status"] for s in steps] == ["COMPLETED", "COMPLETED"]
+    # ... and the modality's procedures, with the command the summary names.
+    assert f"dicom-agent procedures list --profile {folder / 'modality.toml'}" in out
+    listed = subprocess.run([*DICOM_AGENT, "procedures", "list", "--json", "--profile", str(folder / "modality.toml")],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert listed.returncode == 0, listed.stderr
+    procedures = json.loads(listed.stdout)
+    assert sorted((p["accession_number"], p["state"]) for p in procedures) == [
+        ("DEMO0001", "completed"), ("DEMO0002", "completed")]
 
 
 def test_demo_that_cannot_finish_in_time_says_what_is_missing(tmp_path: Path) -> None:
