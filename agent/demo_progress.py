@@ -80,6 +80,12 @@ class DemoReport:
     def complete(self) -> bool:
         return not self.missing()
 
+    @property
+    def failed(self) -> bool:
+        """A step failed for good (a procedure failed or was discontinued, a job is dead): waiting longer
+        cannot complete the run."""
+        return bool(self.dead_jobs) or any(p.state in ("failed", "discontinued") for p in self.procedures)
+
     def missing(self) -> list[str]:
         """One line per step that did not complete."""
         out = []
@@ -155,7 +161,8 @@ class Progress:
         while True:
             snap = await trio.to_thread.run_sync(self.read)
             self.update(snap, say)
-            if self.report(0.0).complete:
+            report = self.report(0.0)
+            if report.complete or report.failed:
                 return
             await trio.sleep(POLL)
 

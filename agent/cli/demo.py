@@ -1,8 +1,9 @@
 """`dicom-agent demo`: the whole modality loop on this machine (agent.demo), with progress and a summary.
 
 - `demo [--dir DIR] [--procedures N] [--images M] [--timeout SECONDS]`: one line on stdout per step as
-  it happens, then the summary. Exit 0 when every step completed, 1 when one did not within the
-  timeout (the summary then lists what did not complete), 78 for a demo folder it may not use.
+  it happens, then the summary. Exit 0 when every step completed; 1 when one failed for good (the demo
+  stops at once) or did not complete within the timeout (the summary then lists what did not
+  complete); 78 for a demo folder it may not use.
 - Logs (warnings and errors of both agents) go to stderr; `-v` shows the agents' info lines too.
 """
 
@@ -60,7 +61,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return EX_CONFIG
     print(report.summary(), flush=True)
     if not report.complete:
-        print(f"dicom-agent: the demo did not complete within {args.timeout:g} s (see 'Not completed' above)",
-              file=sys.stderr)
+        why = "a step failed" if report.failed else f"it did not complete within {args.timeout:g} s"
+        print(f"dicom-agent: the demo did not complete: {why} (see 'Not completed' above)", file=sys.stderr)
         return EX_FAILED
     return 0

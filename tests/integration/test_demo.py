@@ -79,7 +79,7 @@ def test_demo_that_cannot_finish_in_time_says_what_is_missing(tmp_path: Path) ->
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT COMPLETE" in result.stdout
     assert "procedure DEMO0001:" in result.stdout  # the summary names what did not complete
-    assert "did not complete within 0.01 s" in result.stderr
+    assert "it did not complete within 0.01 s" in result.stderr
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:

@@ -59,3 +59,14 @@ def test_an_image_at_the_pacs_without_the_worklists_patient_is_not_done(tmp_path
     report = progress.report(1.0)
     assert not report.complete
     assert report.missing() == ["procedure DEMO0002: 0/1 images at the PACS with the worklist's patient and study"]
+
+
+def test_a_discontinued_procedure_ends_the_wait_and_is_named(tmp_path: Path) -> None:
+    progress, said = Progress(DemoLayout(tmp_path), ITEMS, images=1), []
+    snap = done_snapshot(fetched=2)
+    snap.procedures["DEMO0002"] = ("SIM-0002", "discontinued", "simulated fault")
+    progress.update(snap, said.append)
+    report = progress.report(1.0)
+    assert report.failed and not report.complete
+    assert "procedure DEMO0002 (ROE^RICHARD): DISCONTINUED: simulated fault" in said
+    assert "procedure DEMO0002: the modality's procedure is discontinued, not completed" in report.missing()[0]
