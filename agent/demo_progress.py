@@ -8,9 +8,10 @@ Invariants:
   PROGRESS" once the RIS holds the instance, "forwarded" once the PACS has indexed the image,
   "committed" once the modality recorded the PACS's commitment, "film printed" once the printer's job is
   done. Counts only grow, so every line is printed once, in order, even when a poll sees several steps.
-- Done means, for every worklist item: MPPS COMPLETED at the RIS, every image at the PACS with the
-  item's patient ID, accession number and Study Instance UID, every image committed; and one film
-  printed per procedure.
+- Done means, for every worklist item: the modality's procedure completed, MPPS COMPLETED at the RIS,
+  every image at the PACS with the item's patient ID, accession number and Study Instance UID, every
+  image committed; and one film printed per procedure. A failed or discontinued procedure or a dead
+  queue job means it never will be (`DemoReport.failed`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ class ProcedureView:
     matching_at_pacs: int = 0  # ... of them with the item's patient ID and Study Instance UID
     committed: int = 0  # images the PACS committed (per the modality's index)
     started_at: float | None = None  # time.monotonic() when the procedure was first seen
-    committed_at: float | None = None  # ... when its last image was seen committed
 
 
 @dataclass
@@ -62,7 +62,6 @@ class Snapshot:
     committed: dict[str, int] = field(default_factory=dict)
     at_pacs: dict[str, tuple[int, int]] = field(default_factory=dict)  # accession -> (all, matching)
     films: list[str] = field(default_factory=list)  # film files of printed jobs, in print order
-    failed_films: list[str] = field(default_factory=list)
     dead_jobs: list[str] = field(default_factory=list)  # "kind to dest: error" of the modality's dead jobs
 
 
@@ -72,6 +71,7 @@ class DemoReport:
     images: int
     procedures: tuple[ProcedureView, ...]
     fetched: int | None  # the most items one refresh got (later ones serve fewer: performed steps drop out)
+    fetch_error: str
     films: tuple[str, ...]
     dead_jobs: tuple[str, ...]
     elapsed: float
@@ -90,7 +90,8 @@ class DemoReport:
         """One line per step that did not complete."""
         out = []
         if self.fetched is None:
-            out.append("the worklist was never fetched from the RIS")
+            error = f" (last error: {self.fetch_error})" if self.fetch_error else ""
+            out.append(f"the worklist was never fetched from the RIS{error}")
         for p in self.procedures:
             what = []
             if p.state != "completed":
@@ -208,8 +209,6 @@ class Progress:
         for state, ref, raster in _all(db, "SELECT state, driver_ref, film_path FROM print_jobs ORDER BY created_at, id"):
             if state == "done":
                 snap.films.append(str(self.layout.films / ref) if ref else raster)
-            elif state == "failed":
-                snap.failed_films.append(raster)
 
     # ---- saying
 
@@ -248,8 +247,6 @@ class Progress:
             for k in range(v.committed + 1, committed + 1):
                 say(f"{label}: image {k}/{self.images} committed by the PACS")
             v.committed = max(v.committed, committed)
-            if v.committed >= self.images and v.committed_at is None:
-                v.committed_at = now
             if state and state != v.state:
                 v.procedure_key = key
                 if state in ("failed", "discontinued"):
@@ -268,7 +265,7 @@ class Progress:
     def report(self, elapsed: float) -> DemoReport:
         snap = self.snapshot
         return DemoReport(self.layout, self.images, tuple(self.views.values()), self._fetched,
-                          tuple(snap.films), tuple(snap.dead_jobs), elapsed)
+                          snap.fetch_error, tuple(snap.films), tuple(snap.dead_jobs), elapsed)
 
 
 # ------------------------------------------------------------------ helpers
@@ -295,9 +292,9 @@ class _reader:
             self.conn.close()
 
 
-def _all(db: sqlite3.Connection, sql: str) -> list[tuple]:
+def _all(db: sqlite3.Connection, sql: str, params: tuple[str, ...] = ()) -> list[tuple]:
     try:
-        return db.execute(sql).fetchall()
+        return db.execute(sql, params).fetchall()
     except sqlite3.OperationalError:  # no such table yet, or a moment of lock contention
         return []
 
@@ -312,7 +309,7 @@ def _mpps_by_accession(db: sqlite3.Connection, origin: str) -> dict[str, str]:
     from agent.services.dataset import DataSetError, decode
 
     out = {}
-    for status, data in _all(db, f"SELECT status, data FROM mpps_instances WHERE origin = '{origin}' ORDER BY created_at"):
+    for status, data in _all(db, "SELECT status, data FROM mpps_instances WHERE origin = ? ORDER BY created_at", (origin,)):
         try:
             steps = decode(bytes(data), eager=True).get("ScheduledStepAttributesSequence") or []
         except DataSetError:
