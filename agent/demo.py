@@ -84,7 +84,7 @@ poll_interval = "1s"
 directory = "films"                  # relative to data_dir
 format = "png"
 film_sizes = ["8INX10IN", "10INX12IN", "14INX17IN"]
-dpi = 100
+dpi = {dpi}                            # enough for the images at their own size in the film's layout
 """
 
 MODALITY_PROFILE = """\
@@ -259,8 +259,20 @@ def device_section(accessions: list[str], images: int, rows: int = 256, columns:
     )
 
 
-def hospital_profile_text(modality_port: int) -> str:
-    return HOSPITAL_PROFILE.format(hospital_ae=HOSPITAL_AE, modality_ae=MODALITY_AE, modality_port=modality_port)
+def hospital_profile_text(modality_port: int, dpi: int = 100) -> str:
+    return HOSPITAL_PROFILE.format(hospital_ae=HOSPITAL_AE, modality_ae=MODALITY_AE, modality_port=modality_port,
+                                   dpi=dpi)
+
+
+def film_dpi(images: int, rows: int, columns: int) -> int:
+    """The printer's resolution for one procedure's film (8x10 in, portrait, the layout of
+    `device_section`): high enough that each image box holds its image at its own size with a quarter
+    to spare for borders (a smaller box would demagnify it and the Print SCP warn, B604), from 100 dpi
+    up to 300 dpi."""
+    cols = math.ceil(math.sqrt(images))
+    lines = math.ceil(images / cols)
+    need = max(cols * columns / 8.0, lines * rows / 10.0) * 1.25
+    return min(300, max(100, math.ceil(need)))
 
 
 def free_loopback_port() -> int:
@@ -328,7 +340,8 @@ async def run_demo(options: DemoOptions, say: Say) -> DemoReport:
 
     layout = await trio.to_thread.run_sync(prepare_folder, options.folder)
     modality_port = free_loopback_port()
-    layout.hospital_profile.write_text(hospital_profile_text(modality_port))
+    dpi = film_dpi(options.images, options.rows, options.columns)
+    layout.hospital_profile.write_text(hospital_profile_text(modality_port, dpi))
     hospital = Agent(load_profile(layout.hospital_profile))
     items = worklist_items(options.procedures)
     started = time.monotonic()

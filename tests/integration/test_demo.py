@@ -103,3 +103,12 @@ def _rows(db: Path, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def test_demo_films_hold_every_image_at_its_own_size(tmp_path: Path) -> None:
+    # Ten images make a 4x3 film: the printer's resolution must give each box room for a 256x256 image,
+    # or the Print SCP demagnifies it and warns (B604) once per image on the user's terminal.
+    result = demo("--procedures", "1", "--images", "10", "--dir", str(tmp_path / "d"), "--timeout", "300")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demagnified" not in result.stderr
+    assert "films printed:           1/1" in result.stdout
