@@ -5,7 +5,9 @@ Invariants (seed Tables 7, 70-72; S-17, S-25, S-33, S-34; docs/architecture.md "
   `[mpps] send_to` peer in one transaction; `mpps_ended` updates it and queues `mpps-set` jobs. Jobs of
   one instance and destination share the group key `<MPPS UID>@<destination>`, so the queue runs the
   N-SET strictly after its N-CREATE succeeded (a dead N-CREATE blocks it); one destination being down
-  does not hold the others. A retried N-CREATE answered 0111 (duplicate SOP instance) counts as created.
+  does not hold the others. A retried N-CREATE answered 0111 (duplicate SOP instance) counts as created;
+  an N-SET answered 0110 "may no longer be updated" (the instance is final there, e.g. our own N-SET
+  repeated after a crash) ends its job with a warning instead of being retried for ever.
 - SCP: N-CREATE only with Performed Procedure Step Status IN PROGRESS (0106 otherwise); 0120 / 0121 for
   a missing / empty type 1 attribute (Table F.7.2-1); 0111 for an existing instance. N-SET: 0112 for an
   unknown instance; 0110 "Performed Procedure Step Object may no longer be updated" (F.7.2.2.4.2) once
@@ -349,7 +351,20 @@ class MppsPerformer:
         if self.kind == MPPS_CREATE_JOB and reply.status == Status.DUPLICATE_SOP_INSTANCE:
             log.info("MPPS %s: %s already has it (a repeated N-CREATE): counted as created", uid, conn.called_ae)
             return
+        comment = getattr(reply.message, "error_comment", None)
+        if self.kind == MPPS_SET_JOB and _no_longer_updatable(reply.status, comment):
+            # The instance is final at the peer (PS3.4 F.7.2.2.4.2), typically because this very N-SET
+            # reached it before a crash lost its response: sending it again can never succeed.
+            log.warning("MPPS %s: %s says it may no longer be updated (already COMPLETED or DISCONTINUED there, "
+                        "e.g. this N-SET repeated after a restart): not sent again", uid, conn.called_ae)
+            return
         check_status(reply.status, f"MPPS {'N-CREATE' if self.kind == MPPS_CREATE_JOB else 'N-SET'} of {uid}")
+
+
+def _no_longer_updatable(status: int, comment: str | None) -> bool:
+    """0110 with the Error Comment PS3.4 F.7.2.2.4.2 gives for a final instance; a bare 0110 stays a
+    processing failure that is retried (it may be the peer's transient trouble)."""
+    return status == Status.PROCESSING_FAILURE and NO_LONGER_UPDATABLE.lower() in (comment or "").lower()
 
 
 # ------------------------------------------------------------------ SCP

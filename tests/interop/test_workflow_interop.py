@@ -140,12 +140,14 @@ async def site(tmp_path: Path, nursery: trio.Nursery):  # type: ignore[no-untype
         s.close()
 
 
-def sim_device(keys: list[str], *, images: int, unscheduled: str = "allow", extra_options: str = "") -> str:
+def sim_device(keys: list[str], *, images: int, unscheduled: str = "allow") -> str:
+    """The simulated device: one procedure per worklist key, `images` 64x64 images each."""
     quoted = ", ".join(f'"{k}"' for k in keys)
+    options = f'procedures = {len(keys)}, images = {images}, size = "64x64", bits = 8, interval = 0.0'
     return f"""
             [device]
             driver = "sim"
-            options = {{ procedures = {len(keys)}, images = {images}, size = "64x64", bits = 8, interval = 0.0, worklist_keys = [{quoted}]{extra_options} }}
+            options = {{ {options}, worklist_keys = [{quoted}] }}
             select = "accession"
             unscheduled = "{unscheduled}"
             send_to = ["pacs"]
@@ -333,3 +335,55 @@ async def test_folder_files_that_are_not_images_are_rejected(site: Site, start_a
     (series,) = completed.dataset.PerformedSeriesSequence
     listed = [x.ReferencedSOPInstanceUID for x in series.ReferencedImageSequence]
     assert listed == [r["images"][0]["sop_instance_uid"]]
+
+
+async def test_repeated_final_n_set_answered_0110_is_not_retried(tmp_path: Path, start_agent) -> None:
+    """After a crash the agent may send its N-SET COMPLETED again although the RIS applied it (the
+    agent died before the response). A RIS answers 0110, "may no longer be updated" (PS3.4 F.7.2.2.4.2):
+    the instance is final there, so the job ends; it is not retried (it could never succeed)."""
+    import sqlite3
+
+    from pydicom.uid import generate_uid
+
+    ris = MppsRis("RIS")
+    try:
+        folder = make_wlmscpfs_db(tmp_path / "wl", "RIS", worklist())
+        profile = write_profile(tmp_path / "agent", f"""
+            [peers.ris]
+            ae_title = "RIS"
+            host = "127.0.0.1"
+            port = {ris.port}
+            retry_base = "0.1s"
+            retry_cap = "0.2s"
+
+            [worklist]
+            folder = "{folder}"
+            station_ae = "AGENT"
+            date = "any"
+
+            [mpps]
+            send_to = ["ris"]
+            """)
+        agent = await start_agent(profile)
+        scu = agent.agent.workflow.mpps_scu
+        item = next(i for i in await agent.agent.workflow.worklist.candidates() if i.AccessionNumber == "ACC102")
+        uid = await scu.started(item)
+        await wait_for(lambda: ris.final_states().get(uid) == "IN PROGRESS", "the N-CREATE at the RIS")
+        with ris.lock:  # the N-SET of the agent's previous life was applied; its answer was lost
+            ris.state[uid] = "COMPLETED"
+        await scu.ended(uid, "COMPLETED", [{"series_uid": generate_uid(), "protocol_name": "X",
+                                            "images": [(SC, generate_uid())]}])
+
+        def set_jobs() -> list[tuple[str, int]]:
+            conn = sqlite3.connect(agent.data_dir / "agent.db", timeout=30)
+            try:
+                return conn.execute("SELECT state, attempts FROM queue_jobs WHERE kind = 'mpps-set'").fetchall()
+            finally:
+                conn.close()
+
+        await wait_for(lambda: [s for s, _ in set_jobs()] == ["done"], "the N-SET job ended", timeout=30,
+                       show=set_jobs)
+        await trio.sleep(1)  # five retry intervals: a job that had not really ended would send again
+        assert [(m.op, m.status) for m in ris.snapshot()] == [("N-CREATE", 0), ("N-SET", 0x0110)]
+    finally:
+        ris.close()

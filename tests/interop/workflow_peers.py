@@ -51,10 +51,11 @@ class MppsMessage:
 class MppsRis:
     """A pynetdicom MPPS SCP with the state rules of PS3.4 F.7.2 (0111, 0112, 0110)."""
 
-    def __init__(self, ae_title: str = "RIS") -> None:
+    def __init__(self, ae_title: str = "RIS", on_message: Callable[[], None] | None = None) -> None:
         require_pynetdicom()
         from pynetdicom import AE, evt
 
+        self.on_message = on_message  # called after recording, before answering (a test may kill the SCU)
         self.messages: list[MppsMessage] = []
         self.state: dict[str, str] = {}  # uid -> Performed Procedure Step Status
         self.lock = threading.Lock()
@@ -73,20 +74,29 @@ class MppsRis:
             if status == 0:
                 self.state[uid] = str(ds.get("PerformedProcedureStepStatus", ""))
             self.messages.append(MppsMessage("N-CREATE", uid, status, ds))
+        if self.on_message is not None:
+            self.on_message()
         return status, (ds if status == 0 else None)
 
-    def _on_set(self, event: Any) -> tuple[int, Dataset | None]:
+    def _on_set(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
         ds = event.modification_list
         uid = str(event.request.RequestedSOPInstanceUID)
         with self.lock:
             if uid not in self.state:
                 status = 0x0112
             elif self.state[uid] in ("COMPLETED", "DISCONTINUED"):
-                status = 0x0110
+                status = 0x0110  # with the Error Comment PS3.4 F.7.2.2.4.2 asks for, below
             else:
                 status = 0x0000
                 self.state[uid] = str(ds.get("PerformedProcedureStepStatus", self.state[uid]))
             self.messages.append(MppsMessage("N-SET", uid, status, ds))
+        if self.on_message is not None:
+            self.on_message()
+        if status == 0x0110:
+            answer = Dataset()
+            answer.Status = status
+            answer.ErrorComment = "Performed Procedure Step Object may no longer be updated"
+            return answer, None
         return status, (ds if status == 0 else None)
 
     def snapshot(self) -> list[MppsMessage]:
