@@ -166,7 +166,17 @@ class ProcedureStore:
         self._lock = threading.RLock()
         with self._lock, transaction(conn):
             for statement in _SCHEMA:
+                if "procedures_step" in statement:
+                    self._add_missing_columns(conn)  # the index needs them
                 conn.execute(statement)
+
+    @staticmethod
+    def _add_missing_columns(conn: sqlite3.Connection) -> None:
+        """Columns added after the table was first made (a database from an earlier build keeps working)."""
+        have = {r[1] for r in conn.execute("PRAGMA table_info(procedures)")}
+        for column in ("step_study", "step_accession", "step_sps"):
+            if column not in have:
+                conn.execute(f"ALTER TABLE procedures ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
     # -- writing (inside the caller's transaction) ---------------------------------------------------
 
