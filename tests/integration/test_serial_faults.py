@@ -1,9 +1,10 @@
 """The serial link under faults, through the whole agent: the device simulator (a subprocess) talks over
 a pseudo-terminal line the test holds (PtyLink) to an agent whose `[device]` is the serial driver.
 
-Faults: the simulator's own (frames with a wrong checksum, frames not sent, noise between frames), bytes
-corrupted and acknowledgements lost on the wire (the test's line filter), and the device killed in the
-middle of a message and started again from its saved progress. Whatever happens on the line, each
+Faults: the simulator's own (frames with a wrong checksum, frames not sent, noise between frames, a
+reboot in the middle of a frame), bytes corrupted and acknowledgements lost on the wire (the test's
+line filter), and the device killed in the middle of a message and started again from its saved
+progress. Whatever happens on the line, each
 message arrives once and whole (every planned image is in the agent's store once, pixel for pixel), or
 the device is told (NAK, or EOT ending the transfer) and sends it again; nothing half is kept (no
 procedure or image the device did not finish sending, no image in a failed state).
@@ -149,7 +150,7 @@ async def test_bad_checksums_lost_frames_and_noise_from_the_device(tmp_path: Pat
     replies = Replies()
     link = PtyLink(to_device=replies)
     device = Device(tmp_path, link, [*plan_args(PLAN), "--corrupt", "0.1", "--drop", "0.03", "--noise", "0.1",
-                                     "--fault-seed", "11"])
+                                     "--restart", "0.1", "--fault-seed", "11"])
     try:
         agent = await start_agent(agent_profile(tmp_path, link))
         await device.start()
@@ -161,8 +162,9 @@ async def test_bad_checksums_lost_frames_and_noise_from_the_device(tmp_path: Pat
         link.close()
     # the device was told: a frame with a bad checksum was answered NAK (and sent again); a lost frame
     # left the device without a reply, so it ended the transfer (EOT) and the agent dropped the part
+    # a device that rebooted in the middle of a frame started the message again from ENQ
     assert replies.naks > 0
-    assert "not acknowledged" in device.log()
+    assert "not acknowledged" in device.log() and "restarting in the middle" in device.log()
     assert any("partial message discarded" in rec.getMessage() for rec in caplog.records)
 
 
