@@ -11,8 +11,8 @@ Invariants:
   that cannot be recorded now (disk full, database locked) is retried, never skipped: the device keeps it.
 - Every transition is ONE transaction that also queues its outgoing jobs: the MPPS N-CREATE with
   `mpps-created`; each image's index row with its `store` jobs (the instance store's on_commit hook) and
-  the image's `stored` mark; the MPPS N-SET (COMPLETED, or DISCONTINUED with the reason) and the film
-  with `stored` / `discontinued`.
+  the image's `stored` mark; the MPPS N-SET COMPLETED and the film with `stored`; the N-SET
+  DISCONTINUED (with the reason code) with `discontinued`.
 - Every UID is generated once and committed before use: Study (unscheduled), Series and MPPS SOP
   Instance UIDs when the procedure is selected, each SOP Instance UID (keyed by procedure and image key)
   before its instance is built. A replayed event finds them and makes nothing new; a restarted agent
