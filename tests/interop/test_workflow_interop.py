@@ -7,8 +7,9 @@ see (PS3.17 Annex J, PS3.4 F and J): the worklist item fetched; per procedure on
 PROGRESS, then an N-SET COMPLETED whose Performed Series Sequence lists the series and every instance
 made; every image at the PACS carrying the item's patient, accession number, Study Instance UID and
 Request Attributes Sequence, and a reference to its MPPS; every instance committed. Bad input: a
-worklist key that matches nothing (unscheduled, or refused per profile) and a folder file that is not
-an image (rejected with a clear log line, nothing half made).
+worklist key that matches nothing (unscheduled, or refused per profile), folder files that are not
+images or not in a taken format (rejected with a clear log line, nothing half made), and an MPPS N-SET
+repeated after a crash that the RIS answers 0110.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ from typing import Any
 import pytest
 import trio
 
-from tests.conftest import require_pynetdicom, write_profile
+from tests.conftest import free_port, require_pynetdicom, write_profile
 from tests.interop.workflow_peers import (
-    procedure_reports,
-    procedure_summary,
-    wait_for,
     MppsRis,
     commitment_peer,
     mpps_order_problems,
+    procedure_reports,
+    procedure_summary,
     start_storescp,
     start_wlmscpfs,
     stored_images,
     storescp_holdings,
+    wait_for,
 )
 from tests.interop.worklist_items import ISO_IR_100_NAME, make_item, make_wlmscpfs_db
 
@@ -53,10 +54,6 @@ def worklist() -> list[Any]:
     ]
 
 
-
-
-
-
 class Site:
     """The real peers of one test: RIS (wlmscpfs + MPPS SCP) and PACS (storescp + commitment SCP)."""
 
@@ -70,14 +67,8 @@ class Site:
         make_wlmscpfs_db(self.tmp / "wldb", "RIS", items)
         self.wl_port = await start_wlmscpfs(nursery, self.tmp / "wldb")
         self.store_port = await start_storescp(nursery, self.store_dir, "STORESCP")
-        self.commit_port = self._free_commit_port()
-
-    def _free_commit_port(self) -> int:
-        from tests.conftest import free_port
-
-        port = free_port()
-        self.commit.start(port)
-        return port
+        self.commit_port = free_port()
+        self.commit.start(self.commit_port)
 
     def close(self) -> None:
         self.mpps.close()
