@@ -203,12 +203,15 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: 
         write_wl(tmp_path / "worklist" / f"{a}.wl", item)
     killer = Killer()
     link = PtyLink(to_agent=killer.line)
-    pacs = KillingArchive(tmp_path / "pacs", report="same", ae_title="PACS")
+    port = free_port()
+    # "same": the commitment report on the request's association; "new": on a new one to the agent's
+    # listener, as some archives do (a report sent while the agent is down is lost: it must ask again)
+    pacs = KillingArchive(tmp_path / "pacs", report=os.environ.get("WORKFLOW_CRASH_REPORT", "same"),
+                          ae_title="PACS", agent_port=port, agent_ae="AGENT")
     pacs.killer = killer
     pacs_port = free_port()
     pacs.start(pacs_port)
     ris = MppsRis("RIS", on_message=killer.peer)
-    port = free_port()
     profile = tmp_path / "profile.toml"
     profile.write_text(profile_text(tmp_path, port, pacs_port, ris.port, link.agent_path))
     agent_log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115
