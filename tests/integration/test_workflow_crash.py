@@ -11,7 +11,9 @@ N-CREATE, N-SET: the agent dies before it hears the answer); the n-th byte the d
 The serial line is a pair of pseudo-terminals joined by the test (PtyLink), so it survives the agent's
 restarts as a real cable would. The peers are pynetdicom in this process: one AE that stores and commits
 (counting every C-STORE by SOP Instance UID) and an MPPS SCP with a RIS's rules (0111 for a repeated
-N-CREATE, 0112 for an N-SET of an unknown instance), recording every message.
+N-CREATE, 0112 for an N-SET of an unknown instance, 0110 for one already final), recording every
+message. WORKFLOW_CRASH_SEED picks other moments; WORKFLOW_CRASH_REPORT=new has the PACS send its
+commitment reports on a new association (one sent while the agent is down is lost: it must ask again).
 
 Afterwards, as the peers saw it:
 - every device image is stored exactly once: per procedure (accession number) the PACS holds as many
@@ -19,7 +21,7 @@ Afterwards, as the peers saw it:
   the same UID sent again (an idempotent re-send after a kill) is allowed and counted;
 - every procedure has exactly one MPPS instance, with exactly one successful N-CREATE, before its N-SET,
   and ends COMPLETED;
-- every instance is committed.
+- every instance is committed, and no job is left in the agent's queue (none retrying for ever).
 """
 
 from __future__ import annotations
