@@ -131,10 +131,12 @@ async def site(tmp_path: Path, nursery: trio.Nursery):  # type: ignore[no-untype
         s.close()
 
 
-def sim_device(keys: list[str], *, images: int, unscheduled: str = "allow") -> str:
-    """The simulated device: one procedure per worklist key, `images` 64x64 images each."""
+def sim_device(keys: list[str], *, images: int, unscheduled: str = "allow", abort_every: int = 0) -> str:
+    """The simulated device: one procedure per worklist key, `images` 64x64 images each; every
+    `abort_every`-th procedure aborted half way."""
     quoted = ", ".join(f'"{k}"' for k in keys)
-    options = f'procedures = {len(keys)}, images = {images}, size = "64x64", bits = 8, interval = 0.0'
+    options = (f'procedures = {len(keys)}, images = {images}, size = "64x64", bits = 8, interval = 0.0, '
+               f'abort_every = {abort_every}')
     return f"""
             [device]
             driver = "sim"
@@ -245,6 +247,35 @@ def drop_image(watch: Path, name: str, sidecar: dict[str, str], *, data: bytes |
         (watch / final).write_bytes(data)
     (watch / f"{name}.json").write_text(json.dumps(sidecar))
     return final
+
+
+async def test_device_abort_is_reported_discontinued(site: Site, start_agent) -> None:
+    """The device aborts its second procedure half way: MPPS N-SET DISCONTINUED with a coded reason (PS3.3
+    C.4.14, CID 9300) and the images made so far in the Performed Series Sequence; those images are still
+    stored and committed."""
+    agent = await start_agent(site.profile(sim_device(["ACC101", "ACC102"], images=4, abort_every=2)))
+
+    def settled() -> list[dict[str, Any]] | None:
+        rows = procedure_reports(agent.data_dir)
+        done = sorted(r["state"] for r in rows) == ["completed", "discontinued"]
+        return rows if done and all(i["committed"] for r in rows for i in r["images"]) else None
+
+    rows = await wait_for(settled, "one procedure completed, one discontinued, all committed",
+                          show=lambda: procedure_summary(agent.data_dir))
+    (stopped,) = [r for r in rows if r["state"] == "discontinued"]
+    assert stopped["accession_number"] == "ACC102" and len(stopped["images"]) == 2
+    await wait_for(lambda: [m for m in site.mpps.snapshot() if m.uid == stopped["mpps_uid"] and m.op == "N-SET"],
+                   "the N-SET DISCONTINUED")
+    ops = [m for m in site.mpps.snapshot() if m.uid == stopped["mpps_uid"] and m.status == 0]
+    assert [m.op for m in ops] == ["N-CREATE", "N-SET"]
+    final = ops[1].dataset
+    assert final.PerformedProcedureStepStatus == "DISCONTINUED"
+    code = final.PerformedProcedureStepDiscontinuationReasonCodeSequence[0]
+    assert code.CodingSchemeDesignator == "DCM" and code.CodeValue == "110501"  # "Equipment failure"
+    (series,) = final.PerformedSeriesSequence
+    listed = {x.ReferencedSOPInstanceUID for x in series.ReferencedImageSequence}
+    assert listed == {i["sop_instance_uid"] for i in stopped["images"]}
+    assert listed <= storescp_holdings(site.store_dir)
 
 
 async def test_no_matching_item_is_performed_unscheduled(site: Site, start_agent, tmp_path: Path) -> None:
