@@ -124,14 +124,30 @@ class PrinterCapabilities:
 
 def transmittance_curve(d_min: float, d_max: float, bits: int = 8, points: int = 64) -> tuple[tuple[float, int], ...]:
     """A curve for an ideal device whose drive level is proportional to transmittance (10**-D):
-    drive level top at `d_min`, 0 at `d_max`. The default for the file and sim drivers."""
+    drive level top at `d_min`, 0 at `d_max`."""
+    return _curve(d_min, d_max, bits, points, lambda relative: relative)
+
+
+def screen_curve(d_min: float, d_max: float, bits: int = 8, points: int = 256) -> tuple[tuple[float, int], ...]:
+    """A curve for film written as an image file (PNG, TIFF, PDF, PostScript): the drive level is the
+    sRGB encoding (IEC 61966-2-1) of the film's relative transmittance, so a screen or an office
+    printer, which decode 8-bit values with that gamma, shows the film as it looks on a light box
+    (luminance proportional to 10**-D). With `transmittance_curve` such a file looks nearly black: most
+    of a film's densities transmit under 10% of the light. The default of the printer drivers here."""
+
+    def srgb(linear: float) -> float:
+        return 12.92 * linear if linear <= 0.0031308 else 1.055 * linear ** (1 / 2.4) - 0.055
+
+    return _curve(d_min, d_max, bits, points, srgb)
+
+
+def _curve(d_min: float, d_max: float, bits: int, points: int, encode: Callable[[float], float]) -> tuple[tuple[float, int], ...]:
     top = (1 << bits) - 1
     t_min, t_max = 10.0 ** -d_max, 10.0 ** -d_min
     out = []
     for i in range(points):
         d = d_min + (d_max - d_min) * i / (points - 1)
-        t = 10.0 ** -d
-        out.append((d, round(top * (t - t_min) / (t_max - t_min))))
+        out.append((d, round(top * encode((10.0 ** -d - t_min) / (t_max - t_min)))))
     return tuple(out)
 
 
@@ -295,7 +311,7 @@ def open_device(name: str, options: Mapping[str, object], data_dir: Path) -> Acq
 __all__ = [
     "ENTRY_POINT_GROUP", "FILM_SIZES_MM", "DriverError", "DriverOptionError", "Film", "PrintJobState", "PrintJobStatus",
     "PrinterCapabilities", "PrinterDriver", "PrinterFactory", "PrinterState", "PrinterStatus",
-    "driver_names", "load_factory", "open_printer", "transmittance_curve",
+    "driver_names", "load_factory", "open_printer", "screen_curve", "transmittance_curve",
     "AcquisitionDriver", "DeviceEvent", "DeviceStatus", "ImageAcquired", "Measurement", "PatientData",
     "ProcedureEnded", "ProcedureStarted", "open_device",
 ]

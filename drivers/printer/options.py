@@ -12,7 +12,8 @@ The common capability keys (all optional):
 - `color`: whether the device prints RGB.
 - `drive_bits`: bits per drive level (8 unless the driver allows 16).
 - `curve`: the characteristic curve `[[od, level], ...]`, density ascending; without it the curve is
-  transmittance linear in drive level (drivers.base.transmittance_curve).
+  the sRGB encoding of transmittance (drivers.base.screen_curve): the film file looks on a screen as
+  the film does on a light box.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from drivers.base import FILM_SIZES_MM, DriverOptionError, PrinterCapabilities
+from drivers.base import FILM_SIZES_MM, DriverOptionError, PrinterCapabilities, screen_curve
 
 
 CAPABILITY_KEYS = frozenset({"film_sizes", "dpi", "min_density", "max_density", "color", "drive_bits", "curve"})
@@ -115,7 +116,7 @@ class Options:
             raise DriverOptionError("drive_bits", f"one of {', '.join(map(str, drive_bits))} for this driver, not {bits}")
         if is_color and bits != 8:
             raise DriverOptionError("drive_bits", "8 when color = true")
-        curve = self._curve(bits, low, high)
+        curve = self._curve(bits, low, high) or screen_curve(low / 100, high / 100, bits)
         return PrinterCapabilities(
             film_sizes=sizes, dpi=dpi, min_density=low, max_density=high, color=is_color, drive_bits=bits,
             characteristic_curve=curve, printer_name=printer_name, model_name=model_name,

@@ -118,8 +118,14 @@ def test_capabilities_come_from_the_options(tmp_path: Path) -> None:
     assert (caps.dpi, caps.min_density, caps.max_density, caps.color, caps.drive_bits) == (150, 15, 320, True, 8)
     assert caps.curve() == ((0.1, 255), (1.0, 120), (3.2, 0))
     plain = open_printer("file", {}, tmp_path).capabilities()
-    assert "14INX17IN" in plain.film_sizes and plain.characteristic_curve == ()
-    assert plain.curve()[0] == (0.2, 255) and plain.curve()[-1] == (3.0, 0)  # transmittance default
+    assert "14INX17IN" in plain.film_sizes
+    assert plain.curve()[0] == (0.2, 255) and plain.curve()[-1] == (3.0, 0)
+    # The default is the sRGB encoding of relative transmittance, so the film file looks on a screen as
+    # the film on a light box; computed here independently: 1.0 OD transmits 10**-0.8 of what 0.2 OD does.
+    relative = (10 ** -1.0 - 10 ** -3.0) / (10 ** -0.2 - 10 ** -3.0)
+    expected = round(255 * (1.055 * relative ** (1 / 2.4) - 0.055))
+    assert abs(dict(plain.curve())[min(dict(plain.curve()), key=lambda d: abs(d - 1.0))] - expected) <= 2
+    assert expected > 100  # not the nearly black file a transmittance-linear curve gives (about 40)
 
 
 # ------------------------------------------------------------------ file
