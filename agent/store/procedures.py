@@ -383,6 +383,7 @@ def procedure_report(conn: sqlite3.Connection, row: ProcedureRow) -> dict[str, A
             "image_key": image.image_key, "sop_instance_uid": image.sop_instance_uid,
             "sop_class_uid": image.sop_class_uid, "instance_number": image.instance_number,
             "state": str(image.state), "error": image.error, "forwarded": {}, "committed": False,
+            "in_store": False,
         }
         if image.state is ImageState.STORED:
             if queue:
@@ -392,6 +393,8 @@ def procedure_report(conn: sqlite3.Connection, row: ProcedureRow) -> dict[str, A
                 found = conn.execute("SELECT committed_at FROM instances WHERE sop_instance_uid = ?",
                                      (image.sop_instance_uid,)).fetchone()
                 entry["committed"] = found is not None and found[0] is not None
+                # False once retention deleted it (only committed instances are ever deleted).
+                entry["in_store"] = found is not None
         images.append(entry)
     printing: dict[str, Any] = {}
     if row.print_job is not None:

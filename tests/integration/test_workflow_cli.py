@@ -103,8 +103,8 @@ async def test_procedures_list_and_show(nursery: trio.Nursery, tmp_path: Path) -
     assert report["procedure_key"] == "P-90" and report["state"] == "completed" and report["scheduled"]
     assert report["accession_number"] == "ACC900" and report["mpps_uid"] == row.mpps_uid
     assert report["mpps"]["create"] == {"ris": "done"} and report["mpps"]["set"] == {"ris": "done"}
-    assert [(i["image_key"], i["state"], i["forwarded"], i["committed"]) for i in report["images"]] == [
-        ("1", "stored", {"pacs": "done"}, True), ("2", "stored", {"pacs": "done"}, True)]
+    assert [(i["image_key"], i["state"], i["forwarded"], i["committed"], i["in_store"]) for i in report["images"]] == [
+        ("1", "stored", {"pacs": "done"}, True, True), ("2", "stored", {"pacs": "done"}, True, True)]
 
     result = await trio.to_thread.run_sync(lambda: cli("procedures", "show", "P-90", "--profile", profile))
     assert result.returncode == 0, result.stderr
