@@ -249,6 +249,50 @@ def drop_image(watch: Path, name: str, sidecar: dict[str, str], *, data: bytes |
     return final
 
 
+async def test_serial_device_to_committed_against_real_peers(site: Site, start_agent, tmp_path: Path) -> None:
+    """The same loop with the serial driver: the device simulator on a pseudo-terminal line."""
+    import subprocess
+    import sys
+
+    from tests.interop.workflow_peers import PtyLink
+
+    items = {str(i.AccessionNumber): i for i in worklist()}
+    link = PtyLink()
+    agent = await start_agent(site.profile(f"""
+            [device]
+            driver = "serial"
+            options = {{ port = "{link.agent_path}" }}
+            select = "accession"
+            unscheduled = "refuse"
+            send_to = ["pacs"]
+            commit_with = "commit"
+            """))
+    device = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "drivers.acquisition.serial.device", "--port", link.device_path,
+         "--procedures", "2", "--images", "2", "--size", "64x64", "--bits", "12", "--worklist-keys", "ACC101,ACC102",
+         "--reply-timeout", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        done = await wait_for(lambda: completed_reports(agent.data_dir, 2), "2 procedures completed",
+                              show=lambda: procedure_summary(agent.data_dir))
+        with trio.fail_after(30):
+            await device.wait()
+        assert device.returncode == 0
+    finally:
+        if device.returncode is None:
+            device.kill()
+        link.close()
+    assert mpps_order_problems(site.mpps.snapshot()) == []
+    held = by_uid(site.store_dir)
+    assert set(held) == {i["sop_instance_uid"] for r in done for i in r["images"]} and len(held) == 4
+    for r in done:
+        item = items[r["accession_number"]]
+        assert all(i["committed"] for i in r["images"])
+        for image in r["images"]:
+            ds = held[image["sop_instance_uid"]]
+            assert ds.PatientID == item.PatientID and ds.StudyInstanceUID == item.StudyInstanceUID
+            assert ds.BitsStored == 12 and ds.Rows == 64 and ds.Columns == 64
+
+
 async def test_device_abort_is_reported_discontinued(site: Site, start_agent) -> None:
     """The device aborts its second procedure half way: MPPS N-SET DISCONTINUED with a coded reason (PS3.3
     C.4.14, CID 9300) and the images made so far in the Performed Series Sequence; those images are still
