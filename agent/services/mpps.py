@@ -139,6 +139,7 @@ def create_attributes(
     pps_id: str | None = None,
     description: str = "",
     study_id: str = "",
+    station_name: str = "",
     start: datetime.datetime | None = None,
 ) -> Dataset:
     """The N-CREATE attribute list (PS3.4 Table F.7.2-1, type 1 and 2) for a worklist item, or for an
@@ -159,7 +160,7 @@ def create_attributes(
     sps = (source.get("ScheduledProcedureStepSequence") or [Dataset()])[0]
     ds.PerformedProcedureStepID = pps_id or start.strftime("%y%m%d%H%M%S")
     ds.PerformedStationAETitle = station_ae
-    ds.PerformedStationName = None
+    ds.PerformedStationName = station_name or None
     ds.PerformedLocation = None
     ds.PerformedProcedureStepStartDate = start.strftime("%Y%m%d")
     ds.PerformedProcedureStepStartTime = start.strftime("%H%M%S")

@@ -429,7 +429,7 @@ class ModalityWorkflow:
         ctx = self.context(row)
         self.mpps_scu.mpps_started(
             item, uid=row.mpps_uid, modality=ctx.modality, pps_id=row.pps_id,
-            description=ctx.series_description, start=ctx.started,
+            description=ctx.series_description, start=ctx.started, station_name=ctx.station_name,
         )
 
     def _mpps_end(self, row: ProcedureRow, status: str, extra: Dataset | None) -> None:

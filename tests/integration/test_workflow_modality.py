@@ -223,7 +223,7 @@ def image(key: str, n: int, value: int = 0) -> ImageAcquired:
 async def test_scheduled_procedure_is_reported_stored_and_committed(nursery: trio.Nursery, tmp_path: Path) -> None:
     item = worklist_item("ACC100", "PID100", "1.2.826.0.1.3680043.10.100")
     hospital = await start_hospital(nursery, tmp_path / "hospital", [item])
-    modality = await start_modality(nursery, tmp_path / "modality", hospital.port)
+    modality = await start_modality(nursery, tmp_path / "modality", hospital.port, 'station_name = "ROOM1"')
     device = modality.device
     assert device is not None
     await device.feed(ProcedureStarted("P-1", worklist_key="ACC100", operator="TECH^A"),
@@ -250,6 +250,7 @@ async def test_scheduled_procedure_is_reported_stored_and_committed(nursery: tri
     assert sorted(r.ReferencedSOPInstanceUID for r in series.ReferencedImageSequence) == sorted(
         ds.SOPInstanceUID for ds in stored)
     assert mpps.ScheduledStepAttributesSequence[0].AccessionNumber == "ACC100"
+    assert mpps.PerformedStationName == "ROOM1" and all(ds.StationName == "ROOM1" for ds in stored)
     # The step performed is no longer offered: a second start for the same accession is unscheduled.
     await device.feed(ProcedureStarted("P-1b", worklist_key="ACC100", patient=PatientData("PID100", "X^Y")))
     again = await wait_state(modality, "P-1b", ProcedureState.MPPS_CREATED)
