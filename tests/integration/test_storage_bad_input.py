@@ -343,15 +343,18 @@ async def test_database_full_at_the_index_step_answers_a700_and_leaves_nothing(
     stays behind. `max_page_count` makes SQLite hit the very error a full disk gives, deterministically."""
     running = await start_agent(write_profile(tmp_path / "agent", STORAGE))
     db = running.agent.db
+    # The agent's own tasks (housekeeping at start-up) share this connection: touch it only through the
+    # agent's one-thread-at-a-time bridge, as they do, or a race decides what the store meets.
+    run = running.agent.blocking.run
     uid, data = dataset_of(image)
-    fill_database(db)
+    await run(fill_database, db)
     async with _assoc(running.port) as conn:
         reply = await store(conn, uid, data)
         assert reply.status == Status.OUT_OF_RESOURCES == 0xA700
-        db.execute("DELETE FROM instances WHERE sop_instance_uid LIKE 'filler.%'")
+        await run(db.execute, "DELETE FROM instances WHERE sop_instance_uid LIKE 'filler.%'")
         assert_nothing_stored(running.data_dir)
         # Space is back: the same association stores the same instance.
-        db.execute("PRAGMA max_page_count = 1073741823")
+        await run(db.execute, "PRAGMA max_page_count = 1073741823")
         assert (await store(conn, uid, data)).status == Status.SUCCESS
     assert index_row(running.data_dir, uid) is not None
     assert len(object_files(running.data_dir)) == 1
