@@ -215,7 +215,8 @@ class Agent:
             s, w = requester_settings(p), p.worklist
             nursery.start_soon(Maintenance(
                 self.blocking, self.queue, self.commitments, self.worklist_store, w.folder if w else None,
-                self.mpps_store, commitment_requested=s is not None and s.commit_with is not None).run)
+                self.mpps_store, procedures=self.procedures,
+                commitment_requested=s is not None and s.commit_with is not None).run)
             if self.print_service is not None:  # held and interrupted print jobs resume before we listen
                 await nursery.start(self.print_service.run)
             if self.modality is not None:  # unfinished procedures resume, then device events are consumed

@@ -15,6 +15,9 @@ Each pass (at start-up, then every `Retention.interval` seconds) does, in this o
   than `performed_steps` (7 days) ago is removed; the record that a step was performed is deleted
   once it is that old *and* no source (RIS cache, local items, folder) lists the step any more, so a
   performed step never reappears in the worklist while a source still carries it.
+- Modality procedures (`[device]`): a procedure that ended (completed, discontinued, failed) is
+  deleted with its image and measurement records `procedures` (30 days) after its last change; its
+  instances stay in the store under the store's own retention.
 The MPPS SCP's list of recent operations is bounded where it is kept (agent.services.mpps).
 
 Every step is one short transaction through `Blocking.run`; a failing step is logged and the others
@@ -38,6 +41,7 @@ from agent.services.forward import STORE_JOB
 from agent.services.worklist import load_stored_dated, read_folder_dated, scan_folder, step_ref
 from agent.store.commitment import CommitmentStore
 from agent.store.mpps import MppsStore
+from agent.store.procedures import ProcedureStore
 from agent.store.queue import JobQueue
 from agent.store.worklist import WorklistStore
 
@@ -53,6 +57,7 @@ class Retention:
     done_jobs: float = 7 * DAY
     commitments: float = 30 * DAY
     performed_steps: float = 7 * DAY
+    procedures: float = 30 * DAY
     interval: float = 600.0
 
 
@@ -64,6 +69,7 @@ class Maintenance:
     worklist: WorklistStore | None = None
     worklist_folder: Path | None = None
     mpps: MppsStore | None = None
+    procedures: ProcedureStore | None = None
     #: `[storage] commit_with` is set: keep DONE store jobs of instances awaiting commitment.
     commitment_requested: bool = False
     retention: Retention = field(default_factory=Retention)
@@ -105,6 +111,9 @@ class Maintenance:
             steps.append(("expired MPPS instances deleted", self.mpps.purge_expired))
         if self.worklist is not None:
             steps.append(("performed worklist steps forgotten", self._prune_performed))
+        procedures = self.procedures
+        if procedures is not None:
+            steps.append(("finished procedures deleted", lambda: procedures.purge_finished(r.procedures)))
         return steps
 
     def _prune_performed(self) -> int:

@@ -200,6 +200,19 @@ class ProcedureStore:
                  None, now, now, *step),
             )
 
+    def purge_finished(self, older_than: float) -> int:
+        """Delete procedures that ended (completed, discontinued, failed) and did not change for
+        `older_than` seconds, with their images and measurements. Their instances stay in the store
+        (retention there is `[storage] retention`); a device does not re-send an event that old."""
+        cutoff = self._clock() - older_than
+        finished = tuple(str(state) for state in TERMINAL)
+        with self._lock, transaction(self._conn) as conn:
+            cursor = conn.execute(
+                f"DELETE FROM procedures WHERE state IN ({', '.join('?' * len(finished))}) AND updated_at < ?",
+                (*finished, cutoff),
+            )
+            return cursor.rowcount
+
     def set_state(self, procedure_key: str, state: ProcedureState, **fields: Any) -> None:
         """Move a procedure to `state`, with optional `ended_at`, `reason`, `error`, `print_job`."""
         allowed = {"ended_at", "reason", "error", "print_job"}

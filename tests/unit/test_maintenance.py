@@ -149,3 +149,24 @@ def _policy():  # type: ignore[no-untyped-def]
 
     return RetryPolicy()
 
+
+
+def test_finished_procedures_go_after_their_retention_open_ones_stay(env) -> None:
+    from agent.store.procedures import ProcedureState, ProcedureStore
+
+    db, queue, stores, clock = env
+    procedures = ProcedureStore(db, clock=clock)
+    for key, state in (("DONE", ProcedureState.COMPLETED), ("ABORTED", ProcedureState.DISCONTINUED),
+                       ("REFUSED", ProcedureState.FAILED), ("RUNNING", ProcedureState.ACQUIRING)):
+        procedures.insert(procedure_key=key, state=state, scheduled=False, item=None, patient={},
+                          study_instance_uid="1.2.3", series_instance_uid="1.2.3.1", mpps_uid=None,
+                          pps_id="1", started_at=clock.now)
+    procedures.reserve_image("DONE", "I1", "1.2.3.1.1", "1.2.840.10008.5.1.4.1.1.7")
+    retention = Retention(done_jobs=10.0, commitments=20.0, performed_steps=30.0, procedures=50.0)
+    job = Maintenance(Blocking(), queue, procedures=procedures, retention=retention)
+    clock.now += 49
+    assert job.run_once().get("finished procedures deleted") == 0
+    clock.now += 2
+    assert job.run_once()["finished procedures deleted"] == 3
+    assert [row.procedure_key for row in procedures.list()] == ["RUNNING"]
+    assert procedures.image("DONE", "I1") is None  # its image records went with it
