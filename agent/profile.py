@@ -48,6 +48,7 @@ __all__ = [
     "EMBEDDED_SOURCE",
     "TRANSFER_SYNTAX_ALIASES",
     "load_default_profile",
+    "open_driver",
     "load_profile",
     "parse_profile",
     "parse_duration",
@@ -232,6 +233,29 @@ def load_profile(path: str | Path) -> Profile:
         reason = exc.strerror or type(exc).__name__
         raise ProfileError(source, "(file)", f"a readable TOML file, got: {reason}") from None
     return _parse_bytes(raw, source, Path(os.path.abspath(path)).parent)
+
+
+def open_driver(profile: Profile, section: Literal["print", "device"]) -> object:
+    """Open the driver that `[print]` or `[device]` names, with its options. Every driver error is a
+    ProfileError naming the file and the key (exit 78): a bad option `SECTION.options.KEY` (the factory
+    validates its options), a driver that is gone or cannot start `SECTION.driver`."""
+    from drivers.base import DriverError, DriverOptionError, driver_names, open_device, open_printer
+
+    settings = profile.print if section == "print" else profile.device
+    assert settings is not None, section
+    kind, noun, opener = (
+        ("printer", "printer", open_printer) if section == "print" else ("acquisition", "device", open_device)
+    )
+    try:
+        return opener(settings.driver, settings.options, profile.agent.data_dir)
+    except DriverOptionError as exc:
+        raise ProfileError(profile.source, f"{section}.options.{exc.key}", exc.expected) from None
+    except KeyError:
+        raise ProfileError(profile.source, f"{section}.driver",
+                           f"an installed {kind} driver (known: {', '.join(driver_names(kind)) or 'none'}), "
+                           f"got {settings.driver!r}") from None
+    except DriverError as exc:
+        raise ProfileError(profile.source, f"{section}.driver", f"a {noun} that can be opened: {exc}") from None
 
 
 def load_default_profile() -> Profile:
@@ -730,23 +754,19 @@ class _Parser:
         )
 
     def acquisition_driver(self, value: object, key: str) -> str:
-        from drivers.base import driver_names
-
-        known = driver_names("acquisition")
-        if isinstance(value, str) and value in known:
-            return value
-        hint = _suggest(value, known) if isinstance(value, str) else ""
-        raise self.fail(key, f"an installed acquisition driver ({hint}known: {', '.join(known) or 'none'}), "
-                             f"got {_show(value)}")
+        return self._driver("acquisition", value, key)
 
     def printer_driver(self, value: object, key: str) -> str:
+        return self._driver("printer", value, key)
+
+    def _driver(self, kind: str, value: object, key: str) -> str:
         from drivers.base import driver_names
 
-        known = driver_names("printer")
+        known = driver_names(kind)
         if isinstance(value, str) and value in known:
             return value
         hint = _suggest(value, known) if isinstance(value, str) else ""
-        raise self.fail(key, f"an installed printer driver ({hint}known: {', '.join(known) or 'none'}), got {_show(value)}")
+        raise self.fail(key, f"an installed {kind} driver ({hint}known: {', '.join(known) or 'none'}), got {_show(value)}")
 
     def display_format_kind(self, value: object, key: str) -> str:
         # Image Display Format kinds (PS3.3 C.13.3) the renderer lays out; SLIDE, SUPERSLIDE and CUSTOM\\i

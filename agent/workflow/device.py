@@ -14,24 +14,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from agent.errors import ProfileError
-from agent.profile import Profile, StorageSettings
-from drivers.base import AcquisitionDriver, DriverError, DriverOptionError, driver_names, open_device
+from agent.profile import Profile, StorageSettings, open_driver
+from drivers.base import AcquisitionDriver
 
 
 def open_device_driver(profile: Profile) -> AcquisitionDriver:
-    settings = profile.device
-    assert settings is not None
-    try:
-        return open_device(settings.driver, settings.options, profile.agent.data_dir)
-    except DriverOptionError as exc:
-        raise ProfileError(profile.source, f"device.options.{exc.key}", exc.expected) from None
-    except KeyError:
-        raise ProfileError(profile.source, "device.driver",
-                           f"an installed acquisition driver (known: {', '.join(driver_names('acquisition')) or 'none'}), "
-                           f"got {settings.driver!r}") from None
-    except DriverError as exc:
-        raise ProfileError(profile.source, "device.driver", f"a device that can be opened: {exc}") from None
+    return open_driver(profile, "device")  # type: ignore[return-value]
 
 
 def requester_settings(profile: Profile) -> StorageSettings | None:

@@ -23,10 +23,8 @@ from agent.services.print.jobs import PrintWorker
 from agent.services.print.scp import PrintSCP
 from agent.services.print.session import PrinterLimits
 from agent.store.printjobs import PrintJobStore
-from agent.errors import ProfileError
-from drivers.base import (
-    DriverError, DriverOptionError, Film, PrinterCapabilities, PrinterDriver, driver_names, open_printer,
-)
+from agent.profile import open_driver
+from drivers.base import Film, PrinterCapabilities, PrinterDriver, open_printer
 
 
 def _render(request: Any, caps: PrinterCapabilities) -> Film:
@@ -38,17 +36,7 @@ def _render(request: Any, caps: PrinterCapabilities) -> Film:
 def open_printer_driver(profile: Any) -> PrinterDriver:
     """The `[print]` driver with its options; a bad option is a ProfileError naming
     `print.options.KEY` (the agent exits 78), a driver that cannot start one naming `print.driver`."""
-    settings = profile.print
-    try:
-        return open_printer(settings.driver, settings.options, profile.agent.data_dir)
-    except DriverOptionError as exc:
-        raise ProfileError(profile.source, f"print.options.{exc.key}", exc.expected) from None
-    except KeyError:
-        raise ProfileError(profile.source, "print.driver",
-                           f"an installed printer driver (known: {', '.join(driver_names('printer'))}), "
-                           f"got {settings.driver!r}") from None
-    except DriverError as exc:
-        raise ProfileError(profile.source, "print.driver", f"a printer that can be opened: {exc}") from None
+    return open_driver(profile, "print")  # type: ignore[return-value]
 
 
 @dataclass
