@@ -119,7 +119,7 @@ class DemoReport:
             f"Demo summary ({self.elapsed:.1f} s): {'every step completed' if self.complete else 'NOT COMPLETE'}",
             f"  worklist items fetched:  {self.fetched if self.fetched is not None else 0}",
             f"  procedures performed:    {performed}/{n}",
-            f"  MPPS states at the RIS:  " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())),
+            "  MPPS states at the RIS:  " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())),
             f"  instances stored:        {sum(p.stored for p in self.procedures)}/{n * m} at the modality, "
             f"{sum(p.matching_at_pacs for p in self.procedures)}/{n * m} at the PACS",
             f"  instances committed:     {sum(p.committed for p in self.procedures)}/{n * m}",

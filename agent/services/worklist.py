@@ -43,7 +43,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from agent.dimse import CCancelRQ, CFindRQ, CommandReceived, Status
 from agent.dimse.status import StatusCategory, category, describe
-from agent.errors import AgentError, AssociationAborted
+from agent.errors import AgentError
 from agent.matching import MatchingError, build_response, compile_identifier
 from agent.net.client import associate
 from agent.net.connection import DicomConnection, Timeouts, unexpected_event
@@ -353,7 +353,8 @@ class WorklistService:
             found = await query_worklist(peer, calling_ae=self.ae_title, identifier=build_query(self.settings),
                                          timeouts=self.timeouts)
         except AgentError as exc:
-            await self.blocking.run(lambda: self.store.record_failure(peer.name, str(exc)))
+            failure = str(exc)
+            await self.blocking.run(lambda: self.store.record_failure(peer.name, failure))
             raise
         count = await self.blocking.run(lambda: self.store.replace_cache(peer.name, found))
         self.refreshes += 1
