@@ -158,6 +158,15 @@ def by_uid(folder: Path) -> dict[str, Any]:
     return {img.uid: img.dataset for img in stored_images(folder)}
 
 
+async def final_n_sets(site: Site, reports: list[dict[str, Any]]) -> None:
+    """Wait until the RIS holds a successful N-SET for each procedure. A procedure is `completed` once
+    its images are committed, and its N-SET goes to another peer through its own queue, so the RIS may
+    hear it a moment later (on a loaded machine, seconds later)."""
+    uids = {r["mpps_uid"] for r in reports}
+    await wait_for(lambda: uids <= {m.uid for m in site.mpps.snapshot() if m.op == "N-SET" and m.status == 0},
+                   "the N-SET of every procedure at the RIS", show=lambda: site.mpps.snapshot())
+
+
 async def test_worklist_to_committed_against_real_peers(site: Site, start_agent) -> None:
     items = {str(i.AccessionNumber): i for i in worklist()}
     profile = site.profile(sim_device(["ACC101", "ACC102"], images=3))
@@ -172,6 +181,7 @@ async def test_worklist_to_committed_against_real_peers(site: Site, start_agent)
     assert all(r["scheduled"] for r in done), done
 
     # MPPS: for each procedure exactly one N-CREATE IN PROGRESS, then N-SET COMPLETED, in that order
+    await final_n_sets(site, done)
     messages = site.mpps.snapshot()
     assert mpps_order_problems(messages) == []
     held = by_uid(site.store_dir)
@@ -281,6 +291,7 @@ async def test_serial_device_to_committed_against_real_peers(site: Site, start_a
         if device.returncode is None:
             device.kill()
         link.close()
+    await final_n_sets(site, done)
     assert mpps_order_problems(site.mpps.snapshot()) == []
     held = by_uid(site.store_dir)
     assert set(held) == {i["sop_instance_uid"] for r in done for i in r["images"]} and len(held) == 4
@@ -343,6 +354,7 @@ async def test_no_matching_item_is_performed_unscheduled(site: Site, start_agent
         assert not ds.get("AccessionNumber")
         assert ds.PatientID == "DEV-7" and str(ds.PatientName) == "DEVICE^PAT"
         assert ds.PatientBirthDate == "19800202" and ds.PatientSex == "F"
+    await final_n_sets(site, [r])
     (created, completed) = [m for m in site.mpps.snapshot() if m.status == 0]
     assert created.op == "N-CREATE" and completed.op == "N-SET"
     assert created.dataset.PatientID == "DEV-7"
@@ -365,6 +377,7 @@ async def test_no_matching_item_refused_by_profile(site: Site, start_agent, capl
     assert failed["images"] == [] or all(i["state"] != "stored" for i in failed["images"])
     assert any("NOSUCHACC" in rec.getMessage() and rec.levelno >= logging.WARNING for rec in caplog.records)
     # nothing half made: no MPPS and no instance for the refused procedure, the next one unharmed
+    await final_n_sets(site, [ok])
     assert {m.uid for m in site.mpps.snapshot()} == {ok["mpps_uid"]}
     assert storescp_holdings(site.store_dir) == {i["sop_instance_uid"] for i in ok["images"]}
 
@@ -397,6 +410,7 @@ async def test_folder_files_that_are_not_images_are_rejected(site: Site, start_a
     assert r["accession_number"] == "ACC102"
     assert [(i["image_key"], i["state"]) for i in r["images"]] == [("1", "stored")]
     assert storescp_holdings(site.store_dir) == {r["images"][0]["sop_instance_uid"]}
+    await final_n_sets(site, [r])
     (completed,) = [m for m in site.mpps.snapshot() if m.op == "N-SET" and m.status == 0]
     (series,) = completed.dataset.PerformedSeriesSequence
     listed = [x.ReferencedSOPInstanceUID for x in series.ReferencedImageSequence]
