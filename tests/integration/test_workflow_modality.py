@@ -203,6 +203,15 @@ def pacs_instances(hospital: Running) -> list[Dataset]:
     return out
 
 
+async def ris_final(hospital: Running, uid: str) -> None:
+    """Wait until the RIS holds MPPS `uid` as COMPLETED or DISCONTINUED. A procedure is `completed` once
+    its images are committed by the PACS; its N-SET goes to the RIS through another destination's
+    queue, so on a loaded machine it can arrive a moment after."""
+    with trio.fail_after(DEADLINE):
+        while not any(u == uid and st is not PpsStatus.IN_PROGRESS for u, st, _ in ris_mpps(hospital)):
+            await trio.sleep(0.1)
+
+
 def ris_mpps(hospital: Running) -> list[tuple[str, PpsStatus, Dataset]]:
     conn = sqlite3.connect(str(hospital.profile.agent.data_dir / "agent.db"))
     try:
@@ -241,6 +250,7 @@ async def test_scheduled_procedure_is_reported_stored_and_committed(nursery: tri
         assert ds.SeriesInstanceUID == row.series_instance_uid
     assert sorted(ds.InstanceNumber for ds in stored) == [1, 2]
     # The RIS saw one MPPS: N-CREATE, then N-SET COMPLETED listing the series and both images.
+    await ris_final(hospital, row.mpps_uid)
     assert hospital.agent.workflow is not None and hospital.agent.workflow.mpps_scp is not None
     assert list(hospital.agent.workflow.mpps_scp.received) == [("N-CREATE", row.mpps_uid), ("N-SET", row.mpps_uid)]
     ((uid, status, mpps),) = ris_mpps(hospital)
@@ -270,6 +280,7 @@ async def test_replayed_events_make_no_second_instance_or_mpps(nursery: trio.Nur
     await wait_pulled(device, 9)
     assert len(row.images) == 2
     assert len(pacs_instances(hospital)) == 2
+    await ris_final(hospital, row.mpps_uid)
     assert len(ris_mpps(hospital)) == 1
     assert hospital.agent.workflow is not None and hospital.agent.workflow.mpps_scp is not None
     assert [op for op, _ in hospital.agent.workflow.mpps_scp.received] == ["N-CREATE", "N-SET"]
@@ -320,6 +331,7 @@ async def test_no_match_is_performed_unscheduled(nursery: trio.Nursery, tmp_path
     (ds,) = pacs_instances(hospital)
     assert (ds.PatientID, ds.PatientName, ds.PatientBirthDate) == ("DEV-4", "DEVICE^PAT", "19900101")
     assert ds.StudyInstanceUID == row.study_instance_uid and ds.AccessionNumber == ""
+    await ris_final(hospital, row.mpps_uid)
     ((_uid, status, mpps),) = ris_mpps(hospital)
     step = mpps.ScheduledStepAttributesSequence[0]
     assert status is PpsStatus.COMPLETED and step.StudyInstanceUID == row.study_instance_uid
@@ -372,6 +384,7 @@ async def test_a_bad_image_is_refused_and_the_rest_goes_on(nursery: trio.Nursery
     assert "uint8 or uint16" in row.images[0].error
     assert "image P-6/bad not stored" in caplog.text
     assert len(pacs_instances(hospital)) == 1
+    await ris_final(hospital, row.mpps_uid)
     ((_uid, _status, mpps),) = ris_mpps(hospital)
     assert len(mpps.PerformedSeriesSequence[0].ReferencedImageSequence) == 1
 
