@@ -83,7 +83,8 @@ async def test_destination_down_then_up(tmp_path: Path, start_agent) -> None:
     # Connection refused: the jobs stay pending and are retried with backoff, never dead.
     await wait_until(lambda: max(a for _, a, _ in jobs(agent.data_dir)) >= 2, 10, "two failed attempts")
     states = jobs(agent.data_dir)
-    assert {s for s, _, _ in states} == {"pending"} and all("connect" in (e or "") for *_, e in states if e)
+    # Never dead; a job may be caught in the middle of its next attempt (claimed) on a busy machine.
+    assert {s for s, _, _ in states} <= {"pending", "claimed"} and all("connect" in (e or "") for *_, e in states if e)
     # The destination pauses as a whole: far fewer attempts than a retry per job per backoff would make.
     archive = PynetdicomArchive(tmp_path / "pacs", stores_only=True, ae_title="PACS")
     up = time.monotonic()
