@@ -76,6 +76,14 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def create_tables(conn: sqlite3.Connection, schema: str) -> None:
+    """Run a store's `CREATE … IF NOT EXISTS` statements (separated by ';') inside the caller's
+    transaction, one at a time: `executescript` would COMMIT the open transaction."""
+    for statement in schema.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """`BEGIN IMMEDIATE` … `COMMIT`, or `ROLLBACK` on any exception.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.errors import AgentError
-from agent.store.db import transaction
+from agent.store.db import create_tables, transaction
 
 __all__ = ["JobState", "PrintJob", "PrintJobError", "PrintJobStore"]
 
@@ -112,10 +112,7 @@ class PrintJobStore:
         self._clock = clock
         self._lock = threading.RLock()
         with self._lock, transaction(conn):
-            # one statement at a time: executescript would COMMIT the open transaction
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            create_tables(conn, _SCHEMA)
 
     # ------------------------------------------------------------ the SCP
 

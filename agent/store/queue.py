@@ -36,7 +36,7 @@ from enum import StrEnum
 from typing import Any
 
 from agent.errors import QueueError
-from agent.store.db import transaction
+from agent.store.db import create_tables, transaction
 
 __all__ = [
     "DestinationStats",
@@ -225,9 +225,7 @@ class JobQueue:
         self._lock = threading.RLock()
         self._listeners: builtins.list[Callable[[str, str], None]] = []
         with self._write():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            create_tables(conn, _SCHEMA)
 
     # -- producing ------------------------------------------------------------------------------------
 

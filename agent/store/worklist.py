@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from agent.store.db import transaction
+from agent.store.db import create_tables, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS worklist_cache (
@@ -107,9 +107,7 @@ class WorklistStore:
         self._clock = clock
         self._lock = threading.RLock()
         with self._lock, transaction(conn):
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            create_tables(conn, _SCHEMA)
 
     @contextlib_contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
