@@ -46,6 +46,7 @@ from pydicom.multival import MultiValue
 from agent import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from agent.errors import StoreError
 from agent.store.db import DIR_MODE, FILE_MODE, make_private_dirs, transaction
+from agent.store.index_columns import INDEX_COLUMNS, IndexColumn
 from agent.store.dicomfile import (
     DataSetError,
     FileMeta,
@@ -91,33 +92,33 @@ class InstanceNotFound(StoreError):
     """No indexed instance with that SOP Instance UID, or its file is gone."""
 
 
+#: Columns every row has, whatever the index attributes are (`path` is relative to `data_dir`).
+_CORE_COLUMNS = (
+    ("sop_instance_uid", "TEXT PRIMARY KEY"),
+    ("sop_class_uid", "TEXT NOT NULL"),
+    ("transfer_syntax_uid", "TEXT NOT NULL"),
+    ("size", "INTEGER NOT NULL"),
+    ("path", "TEXT NOT NULL"),
+    ("received_at", "REAL NOT NULL"),
+    ("calling_ae", "TEXT NOT NULL"),
+    ("committed_at", "REAL"),
+)
+
+
+def _sql_type(column: IndexColumn) -> str:
+    return "INTEGER" if column.kind == "int" else "TEXT"
+
+
+#: Every column of `instances`: the core ones, then one per row of `INDEX_COLUMNS`.
+_ALL_COLUMNS: tuple[str, ...] = (*(c for c, _ in _CORE_COLUMNS), *(c.column for c in INDEX_COLUMNS))
+
 _SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS instances (
-        sop_instance_uid TEXT PRIMARY KEY,
-        sop_class_uid TEXT NOT NULL,
-        transfer_syntax_uid TEXT NOT NULL,
-        patient_id TEXT,
-        patient_name TEXT,
-        patient_birth_date TEXT,
-        patient_sex TEXT,
-        study_instance_uid TEXT,
-        study_date TEXT,
-        study_time TEXT,
-        accession_number TEXT,
-        study_id TEXT,
-        study_description TEXT,
-        referring_physician_name TEXT,
-        series_instance_uid TEXT,
-        series_number INTEGER,
-        modality TEXT,
-        instance_number INTEGER,
-        size INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        calling_ae TEXT NOT NULL,
-        committed_at REAL,
-        specific_character_set TEXT
-    )""",
+    "CREATE TABLE IF NOT EXISTS instances (\n    "
+    + ",\n    ".join(
+        [f"{name} {decl}" for name, decl in _CORE_COLUMNS]
+        + [f"{c.column} {_sql_type(c)}" for c in INDEX_COLUMNS]
+    )
+    + "\n)",
     "CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid)",
     "CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid)",
     "CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id)",
@@ -130,25 +131,18 @@ _SCHEMA = (
     )""",
 )
 
-#: Index column -> data set keyword, for the attributes read from the data set itself.
-_TEXT_ATTRIBUTES = {
-    "patient_id": "PatientID",
-    "patient_name": "PatientName",
-    "patient_birth_date": "PatientBirthDate",
-    "patient_sex": "PatientSex",
-    "study_instance_uid": "StudyInstanceUID",
-    "study_date": "StudyDate",
-    "study_time": "StudyTime",
-    "accession_number": "AccessionNumber",
-    "study_id": "StudyID",
-    "study_description": "StudyDescription",
-    "referring_physician_name": "ReferringPhysicianName",
-    "series_instance_uid": "SeriesInstanceUID",
-    "modality": "Modality",
-    "specific_character_set": "SpecificCharacterSet",
-}
-_INT_ATTRIBUTES = {"series_number": "SeriesNumber", "instance_number": "InstanceNumber"}
-_READ_TAGS = [*_TEXT_ATTRIBUTES.values(), *_INT_ATTRIBUTES.values(), "SOPClassUID", "SOPInstanceUID"]
+
+_INSERT = (
+    f"INSERT OR REPLACE INTO instances ({', '.join(_ALL_COLUMNS)}) VALUES ({', '.join('?' * len(_ALL_COLUMNS))})"
+)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """A database made before a row was added to `INDEX_COLUMNS` gets the column (NULL in old rows)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
+    for column in INDEX_COLUMNS:
+        if column.column not in have:
+            conn.execute(f"ALTER TABLE instances ADD COLUMN {column.column} {_sql_type(column)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +175,8 @@ class StoredInstance:
     specific_character_set: str | None
 
 
-_COLUMNS = tuple(f.name for f in fields(StoredInstance))
+#: The columns `StoredInstance` carries; a row may have more (an index column added for queries).
+_FIELDS = frozenset(f.name for f in fields(StoredInstance))
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,12 +340,13 @@ class Incoming:
         check_dataset(self.temp_path, self.dataset_offset, self.transfer_syntax_uid)
         try:
             ds = dcmread(
-                self.temp_path, stop_before_pixels=True, defer_size="64 KB", specific_tags=_READ_TAGS
+                self.temp_path, stop_before_pixels=True, defer_size="64 KB",
+                specific_tags=[c.keyword for c in INDEX_COLUMNS] + ["SOPClassUID", "SOPInstanceUID"],
             )
             index: dict[str, Any] = {
-                col: _text_value(ds.get(kw)) for col, kw in _TEXT_ATTRIBUTES.items()
+                c.column: (_int_value if c.kind == "int" else _text_value)(ds.get(c.keyword))
+                for c in INDEX_COLUMNS
             }
-            index.update({col: _int_value(ds.get(kw)) for col, kw in _INT_ATTRIBUTES.items()})
             ds_class = _text_value(ds.get("SOPClassUID"))
             ds_instance = _text_value(ds.get("SOPInstanceUID"))
         except Exception as exc:  # pydicom raises many types for malformed input
@@ -407,6 +403,7 @@ class InstanceStore:
         with self._lock, transaction(conn):
             for statement in _SCHEMA:
                 conn.execute(statement)
+            _add_missing_columns(conn)
 
     # -- receiving ----------------------------------------------------------------------------------
 
@@ -504,10 +501,15 @@ class InstanceStore:
                 received_at=incoming.received_at,
                 calling_ae=incoming.calling_ae,
                 committed_at=None,
-                **index,
+                **{k: v for k, v in index.items() if k in _FIELDS},
             )
+            values = {
+                **index,
+                **{c: getattr(stored, c) for c, _ in _CORE_COLUMNS},
+                "path": str(rel),
+            }
             try:
-                self._run_transaction(stored, stored, on_commit)
+                self._run_transaction(values, stored, on_commit)
             except BaseException:
                 if journalled:
                     self._undo_replace(uid, final, backup)
@@ -560,24 +562,18 @@ class InstanceStore:
 
     def _run_transaction(
         self,
-        row: StoredInstance | None,
+        row: dict[str, Any] | None,
         stored: StoredInstance,
         on_commit: OnCommit | None,
     ) -> None:
         try:
             with transaction(self.conn) as conn:
                 if row is not None:
-                    values = [getattr(row, c) for c in _COLUMNS]
-                    values[_COLUMNS.index("path")] = str(row.path.relative_to(self.data_dir))
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO instances ({', '.join(_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                        values,
-                    )
+                    conn.execute(_INSERT, [row.get(c) for c in _ALL_COLUMNS])
                     # The new row is acknowledged: no journalled replace of this UID may be undone any
                     # more (also a stale one an interrupted undo could not delete).
                     conn.execute(
-                        "DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (row.sop_instance_uid,)
+                        "DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (stored.sop_instance_uid,)
                     )
                 if on_commit is not None:
                     on_commit(conn, stored)
@@ -636,7 +632,7 @@ class InstanceStore:
     # -- lookups ------------------------------------------------------------------------------------
 
     def _row(self, row: sqlite3.Row) -> StoredInstance:
-        values = dict(row)
+        values = {k: row[k] for k in row.keys() if k in _FIELDS}
         rel = Path(values["path"])
         if rel.is_absolute() or ".." in rel.parts:
             raise StoreError(f"index row {values['sop_instance_uid']} has an unsafe path {rel}")
@@ -662,7 +658,7 @@ class InstanceStore:
 
     def find(self, **equal_filters: Any) -> list[StoredInstance]:
         """Rows whose columns equal the given values (None matches NULL), oldest first."""
-        unknown = set(equal_filters) - set(_COLUMNS) - {"path"}
+        unknown = set(equal_filters) - _FIELDS - {"path"}
         if unknown or "path" in equal_filters:
             raise ValueError(f"not filterable: {sorted(unknown | ({'path'} & set(equal_filters)))}")
         clauses = [f"{c} IS ?" for c in equal_filters]

@@ -1,0 +1,73 @@
+"""The attributes of a received data set that the instance index keeps: one declarative table.
+
+Each row names the `instances` column, the data set keyword, its tag and how the value is turned into a
+column value. The header walker in `dicomfile.py` extracts exactly the tags listed here (top level of
+the data set only, PS3.5 7.1), in one pass over the header, and `instances.py` writes the columns.
+
+Adding an index attribute is one row here plus the column in the schema (and, for a database that
+already exists, an `ALTER TABLE ... ADD COLUMN` migration owned by whoever adds the row).
+
+Kinds:
+- `text`: the value decoded with the data set's Specific Character Set (0008,0005), trailing padding
+  removed, multiple values joined with a backslash as they are encoded (PS3.5 6.2); empty is NULL.
+- `person-name`: like `text`; a PN may carry three component groups separated by "=" (PS3.5 6.2.1),
+  each possibly in another character set, so it is decoded group by group.
+- `int`: the first value of an IS (or a binary integer VR) as an int; empty or unparseable is NULL.
+- `uid`: ASCII, trailing NUL/space padding removed (PS3.5 9.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["text", "person-name", "int", "uid"]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexColumn:
+    column: str
+    keyword: str
+    tag: int
+    kind: Kind
+
+
+#: Index attributes read from the data set itself, in the order of the `instances` columns.
+INDEX_COLUMNS: tuple[IndexColumn, ...] = (
+    IndexColumn("patient_id", "PatientID", 0x00100020, "text"),
+    IndexColumn("patient_name", "PatientName", 0x00100010, "person-name"),
+    IndexColumn("patient_birth_date", "PatientBirthDate", 0x00100030, "text"),
+    IndexColumn("patient_sex", "PatientSex", 0x00100040, "text"),
+    IndexColumn("study_instance_uid", "StudyInstanceUID", 0x0020000D, "uid"),
+    IndexColumn("study_date", "StudyDate", 0x00080020, "text"),
+    IndexColumn("study_time", "StudyTime", 0x00080030, "text"),
+    IndexColumn("accession_number", "AccessionNumber", 0x00080050, "text"),
+    IndexColumn("study_id", "StudyID", 0x00200010, "text"),
+    IndexColumn("study_description", "StudyDescription", 0x00081030, "text"),
+    IndexColumn("referring_physician_name", "ReferringPhysicianName", 0x00080090, "person-name"),
+    IndexColumn("series_instance_uid", "SeriesInstanceUID", 0x0020000E, "uid"),
+    IndexColumn("series_number", "SeriesNumber", 0x00200011, "int"),
+    IndexColumn("modality", "Modality", 0x00080060, "text"),
+    IndexColumn("instance_number", "InstanceNumber", 0x00200013, "int"),
+    IndexColumn("specific_character_set", "SpecificCharacterSet", 0x00080005, "text"),
+)
+
+#: Read as well, to compare with the C-STORE command (PS3.4 B.2.3: B007 when they differ); not columns.
+SOP_CLASS_UID_TAG = 0x00080016
+SOP_INSTANCE_UID_TAG = 0x00080018
+SPECIFIC_CHARACTER_SET_TAG = 0x00080005
+
+#: Every tag the header walker must extract.
+INDEX_TAGS: frozenset[int] = frozenset(
+    {c.tag for c in INDEX_COLUMNS} | {SOP_CLASS_UID_TAG, SOP_INSTANCE_UID_TAG, SPECIFIC_CHARACTER_SET_TAG}
+)
+
+__all__ = [
+    "INDEX_COLUMNS",
+    "INDEX_TAGS",
+    "IndexColumn",
+    "Kind",
+    "SOP_CLASS_UID_TAG",
+    "SOP_INSTANCE_UID_TAG",
+    "SPECIFIC_CHARACTER_SET_TAG",
+]
