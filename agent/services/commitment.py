@@ -69,6 +69,13 @@ STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 WELL_KNOWN_INSTANCE = "1.2.840.10008.1.20.1.1"
 COMMIT_REQUEST_JOB = "commit-request"
 COMMIT_REPORT_JOB = "commit-report"
+#: N-ACTION refused for an unusable request: "operation failed" (A900), the one failure status the
+#: seed agent returns.
+ACTION_FAILED = 0xA900
+#: Every status the SCP answers to N-ACTION, and the requester to N-EVENT-REPORT (PS3.4 J.3.2, J.3.3);
+#: the conformance statement lists these, and a test checks the handlers answer no other.
+ACTION_STATUSES: tuple[int, ...] = (Status.SUCCESS, Status.NO_SUCH_ACTION, ACTION_FAILED)
+REPORT_STATUSES: tuple[int, ...] = (Status.SUCCESS, Status.NO_SUCH_EVENT_TYPE, Status.INVALID_ARGUMENT)
 EVENT_ALL_COMMITTED = 1
 EVENT_FAILURES = 2
 FAILURE_NO_SUCH_INSTANCE = 0x0112
@@ -464,7 +471,7 @@ class CommitmentSCP:
         except BadCommitmentData as exc:
             # Seed Table 69: A900 "Operation failed" is the one failure status the seed returns.
             log.error("%s: Storage Commitment N-ACTION refused: %s", conn.remote, exc)
-            await conn.send_message(ctx.id, msg.response(0xA900, error_comment=str(exc)[:64].strip()))
+            await conn.send_message(ctx.id, msg.response(ACTION_FAILED, error_comment=str(exc)[:64].strip()))
             return
         calling_ae = conn.calling_ae
         route = self.route_for(calling_ae)

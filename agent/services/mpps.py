@@ -68,6 +68,13 @@ MPPS_SET_JOB = "mpps-set"
 NO_LONGER_UPDATABLE = "Performed Procedure Step Object may no longer be updated"
 #: How many recent operations `MppsSCP.received` keeps (the instances themselves are in the database).
 RECEIVED_KEPT = 1000
+#: Every status the MPPS SCP answers to N-CREATE and N-SET (PS3.4 F.7.2.1.2, F.7.2.2.2); the conformance
+#: statement lists these, and a test checks that the handlers answer no status missing here.
+SCP_STATUSES: tuple[int, ...] = (
+    Status.SUCCESS, Status.MISSING_ATTRIBUTE, Status.MISSING_ATTRIBUTE_VALUE, Status.INVALID_ATTRIBUTE_VALUE,
+    Status.DUPLICATE_SOP_INSTANCE, Status.NO_SUCH_SOP_INSTANCE, Status.PROCESSING_FAILURE,
+    0xA900,  # an undecodable data set (seed S-25)
+)
 
 #: Type 1 attributes of the N-CREATE (PS3.4 Table F.7.2-1), by keyword.
 CREATE_TYPE1 = (

@@ -54,6 +54,13 @@ COMPRESSED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
 
 OnCommit = Callable[[sqlite3.Connection, StoredInstance], None]
 
+#: Every status the C-STORE SCP answers (PS3.4 Table B.2-1, PS3.7 Annex C); the conformance statement
+#: lists these, and a test checks that the handler answers no status missing here.
+SCP_STATUSES: tuple[int, ...] = (
+    Status.SUCCESS, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, Status.SOP_CLASS_NOT_SUPPORTED,
+    Status.CANNOT_UNDERSTAND, Status.OUT_OF_RESOURCES, Status.PROCESSING_FAILURE,
+)
+
 #: Data set bytes gathered in memory before they are appended to the temporary file in a worker thread:
 #: bounds memory per association, and a typical image (well under this) costs one thread hop in all.
 FLUSH_SIZE = 1 << 20

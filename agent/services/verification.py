@@ -16,6 +16,9 @@ from agent.ul.negotiation import PresentationContext, ProposedContext, SyntaxSup
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
+#: Every status the C-ECHO SCP answers (PS3.4 A.4.2); the conformance statement lists these.
+SCP_STATUSES: tuple[int, ...] = (Status.SUCCESS,)
+
 
 async def handle_echo(conn: DicomConnection, ctx: PresentationContext, message: CEchoRQ) -> None:  # type: ignore[override]
     await conn.send_message(ctx.id, message.response(Status.SUCCESS))

@@ -59,6 +59,12 @@ log = logging.getLogger("agent.worklist")
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist Information Model - FIND
 FOLDER_RESCAN = 2.0
+#: Every status the MWL C-FIND SCP answers (see the invariants above); the conformance statement lists
+#: these, and a test checks that the handler answers no status missing here.
+SCP_STATUSES: tuple[int, ...] = (
+    Status.PENDING, Status.SUCCESS, Status.CANCEL, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+    Status.UNABLE_TO_PROCESS, Status.OUT_OF_RESOURCES,
+)
 WORKLIST_SUFFIXES = (".wl",)
 
 

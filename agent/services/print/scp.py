@@ -67,6 +67,17 @@ META_MEMBERS = {
     COLOR_META: (FILM_SESSION, FILM_BOX, COLOR_IMAGE_BOX, PRINTER),
 }
 ACTION_PRINT = 1
+#: Every status the Print SCP answers, on any of its SOP classes (PS3.4 H.4; this module, `session`
+#: and `attributes` choose them); the conformance statement lists these, and a test checks that the
+#: three modules answer no status missing here.
+SCP_STATUSES: tuple[int, ...] = (
+    Status.SUCCESS, Status.ATTRIBUTE_LIST_ERROR, Status.MEMORY_ALLOCATION_NOT_SUPPORTED,
+    Status.FILM_SESSION_EMPTY_PAGE, Status.FILM_BOX_EMPTY_PAGE, Status.DENSITY_OUT_OF_RANGE,
+    Status.INVALID_ATTRIBUTE_VALUE, Status.MISSING_ATTRIBUTE, Status.DUPLICATE_SOP_INSTANCE,
+    Status.NO_SUCH_SOP_CLASS, Status.NO_SUCH_SOP_INSTANCE, Status.NO_SUCH_ACTION, Status.UNRECOGNIZED_OPERATION,
+    Status.PROCESSING_FAILURE, Status.FILM_SESSION_NO_FILM_BOX, Status.PRINT_QUEUE_FULL_FILM_SESSION,
+    Status.PRINT_QUEUE_FULL_FILM_BOX,
+)
 #: Printer N-EVENT-REPORT Event Type IDs (PS3.4 H.4.11.1.2) and Print Job ones (H.4.6.1.2).
 PRINTER_EVENTS = {PrinterState.NORMAL: 1, PrinterState.WARNING: 2, PrinterState.FAILURE: 3}
 JOB_EVENTS = {"PENDING": 1, "PRINTING": 2, "DONE": 3, "FAILURE": 4}
