@@ -50,6 +50,28 @@ INDEX_COLUMNS: tuple[IndexColumn, ...] = (
     IndexColumn("modality", "Modality", 0x00080060, "text"),
     IndexColumn("instance_number", "InstanceNumber", 0x00200013, "int"),
     IndexColumn("specific_character_set", "SpecificCharacterSet", 0x00080005, "text"),
+    # Query/Retrieve keys (PS3.4 C.6; agent/services/query/model.py says which level serves each).
+    IndexColumn("other_patient_ids", "OtherPatientIDs", 0x00101000, "text"),
+    IndexColumn("series_date", "SeriesDate", 0x00080021, "text"),
+    IndexColumn("series_time", "SeriesTime", 0x00080031, "text"),
+    IndexColumn("series_description", "SeriesDescription", 0x0008103E, "text"),
+    IndexColumn("body_part_examined", "BodyPartExamined", 0x00180015, "text"),
+    IndexColumn("pps_start_date", "PerformedProcedureStepStartDate", 0x00400244, "text"),
+    IndexColumn("pps_start_time", "PerformedProcedureStepStartTime", 0x00400245, "text"),
+    IndexColumn("image_rows", "Rows", 0x00280010, "int"),
+    IndexColumn("image_columns", "Columns", 0x00280011, "int"),
+    IndexColumn("bits_allocated", "BitsAllocated", 0x00280100, "int"),
+    IndexColumn("number_of_frames", "NumberOfFrames", 0x00280008, "int"),
+    IndexColumn("content_date", "ContentDate", 0x00080023, "text"),
+    IndexColumn("content_time", "ContentTime", 0x00080033, "text"),
+    IndexColumn("presentation_label", "ContentLabel", 0x00700080, "text"),
+    IndexColumn("presentation_description", "ContentDescription", 0x00700081, "text"),
+    IndexColumn("presentation_creation_date", "PresentationCreationDate", 0x00700082, "text"),
+    IndexColumn("presentation_creation_time", "PresentationCreationTime", 0x00700083, "text"),
+    IndexColumn("content_creator_name", "ContentCreatorName", 0x00700084, "person-name"),
+    IndexColumn("completion_flag", "CompletionFlag", 0x0040A491, "text"),
+    IndexColumn("verification_flag", "VerificationFlag", 0x0040A493, "text"),
+    IndexColumn("observation_datetime", "ObservationDateTime", 0x0040A032, "text"),
 )
 
 #: Read as well, to compare with the C-STORE command (PS3.4 B.2.3: B007 when they differ); not columns.
