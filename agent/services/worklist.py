@@ -59,6 +59,8 @@ log = logging.getLogger("agent.worklist")
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist Information Model - FIND
 FOLDER_RESCAN = 2.0
+#: What the MWL SCU proposes to `[worklist] source` (the conformance statement lists it).
+SCU_PROPOSALS: tuple[ProposedContext, ...] = (ProposedContext(MWL_FIND, (EXPLICIT_VR_LE, IMPLICIT_VR_LE)),)
 #: Every status the MWL C-FIND SCP answers (see the invariants above); the conformance statement lists
 #: these, and a test checks that the handler answers no status missing here.
 SCP_STATUSES: tuple[int, ...] = (
@@ -295,10 +297,9 @@ def build_query(settings: WorklistSettings, today: datetime.date | None = None) 
 
 async def query_worklist(peer: Peer, *, calling_ae: str, identifier: Dataset, timeouts: Timeouts) -> list[bytes]:
     """One MWL C-FIND; the matches as Explicit VR LE bytes (as received when that TS was negotiated)."""
-    proposals = [ProposedContext(MWL_FIND, (EXPLICIT_VR_LE, IMPLICIT_VR_LE))]
     found: list[bytes] = []
     async with associate(peer.host, peer.port, calling_ae=calling_ae, called_ae=peer.ae_title,
-                         proposals=proposals, timeouts=timeouts) as conn:
+                         proposals=SCU_PROPOSALS, timeouts=timeouts) as conn:
         ctx = conn.context_for(MWL_FIND)
         if ctx is None:
             raise WorklistError(f"{peer.name} ({peer.ae_title}) did not accept the Modality Worklist FIND SOP Class")
