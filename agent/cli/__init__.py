@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -82,6 +83,9 @@ def _add_association_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("host", help="peer host name or address")
     p.add_argument("port", type=_tcp_port, help="peer port")
+    from agent.cli.tls_options import add_tls_args
+
+    add_tls_args(p)  # --tls, --tls-ca, --tls-cert, --tls-key, ...
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,11 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.device import add_parsers as add_device_parsers
 
     add_device_parsers(sub)
+    from agent.cli.query import add_parsers as add_query_parsers
+
+    add_query_parsers(sub)  # find, move, get
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Patient data: whatever this process creates (database, instances, print spool, temp files) is
+    # owner/group only, 0640 files and 0750 folders, whatever umask it was started with.
+    os.umask(0o027)
     args = build_parser().parse_args(argv)
+    if getattr(args, "tls", None) is not None:  # echo, store: a --tls-* option without --tls exits 2 now
+        from agent.cli.tls_options import tls_from_args
+
+        tls_from_args(args)
     try:
         return _dispatch(args)
     except AgentError as exc:
@@ -228,6 +242,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli.device import run_device
 
         return run_device(args)
+    if args.command in ("find", "move", "get"):
+        from agent.cli.query import run_find, run_get, run_move
+
+        return {"find": run_find, "move": run_move, "get": run_get}[args.command](args)
     raise AssertionError(args.command)
 
 
@@ -246,16 +264,18 @@ def describe_profile(profile: Profile) -> str:
 
 
 def _echo(args: argparse.Namespace) -> int:
+    from agent.cli.tls_options import tls_from_args
     from agent.net.connection import Timeouts
     from agent.services.verification import EchoResult, echo
 
     t = args.timeout
+    tls = tls_from_args(args)
 
     async def echo_within_timeout() -> EchoResult:
         # One deadline for the whole operation: connect, association and the response.
         with trio.move_on_after(t):
             return await echo(args.host, args.port, calling_ae=args.aet, called_ae=args.aec,
-                              timeouts=Timeouts(artim=t, dimse=t, idle=t, connect=t))
+                              timeouts=Timeouts(artim=t, dimse=t, idle=t, connect=t), tls=tls)
         raise TimeoutExpired(f"{args.aec} at {args.host}:{args.port} did not complete the C-ECHO within {t:g} s")
 
     result = trio.run(echo_within_timeout)

@@ -1,0 +1,263 @@
+"""Query/Retrieve peers for the SCU tests: a small archive of known content, served by DCMTK's dcmqrscp
+(filled with storescu, as an operator would) or by an in-test pynetdicom AE with FIND/MOVE/GET handlers.
+
+The archive: three patients, four studies, seven images, with an ISO_IR 100 name and an ISO_IR 192
+(Polish, Japanese ideographic and phonetic) name, so character sets cross the wire both ways.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+
+from tests.conftest import free_port, wait_listening
+
+PEER_ENV = {**os.environ, "TCP_NODELAY": "1"}
+ROOT = "1.2.826.0.1.3680043.8.498.7712"
+
+POLISH = "Wałęsa^Łucja=山田^太郎=やまだ^たろう"
+
+
+@dataclass(frozen=True)
+class Study:
+    patient_id: str
+    patient_name: str
+    charset: str
+    study_uid: str
+    date: str
+    modality: str
+    description: str
+    series: tuple[tuple[str, int], ...]  # (series UID, number of images)
+
+
+STUDIES = (
+    Study("QR-P1", "MÜLLER^JÜRGEN", "ISO_IR 100", f"{ROOT}.1", "20230105", "CT", "HEAD",
+          ((f"{ROOT}.1.1", 2),)),
+    Study("QR-P1", "MÜLLER^JÜRGEN", "ISO_IR 100", f"{ROOT}.2", "20240310", "MR", "KNEE",
+          ((f"{ROOT}.2.1", 1),)),
+    Study("QR-P2", POLISH, "ISO_IR 192", f"{ROOT}.3", "20240611", "CT", "CHEST", ((f"{ROOT}.3.1", 1),)),
+    Study("QR-P3", "DOE^JOHN", "", f"{ROOT}.4", "20240612", "CT", "ABDOMEN",
+          ((f"{ROOT}.4.1", 2), (f"{ROOT}.4.2", 1))),
+)
+
+
+def image_uid(series_uid: str, n: int) -> str:
+    return f"{series_uid}.{n + 1}"
+
+
+def all_images() -> list[str]:
+    return [image_uid(s, n) for st in STUDIES for s, count in st.series for n in range(count)]
+
+
+def make_archive(directory: Path) -> list[Path]:
+    """One Part 10 file per image of STUDIES (16x16, explicit VR little endian)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for st in STUDIES:
+        for number, (series_uid, count) in enumerate(st.series, start=1):
+            for n in range(count):
+                uid = image_uid(series_uid, n)
+                sop = CTImageStorage if st.modality == "CT" else MRImageStorage
+                ds = Dataset()
+                if st.charset:
+                    ds.SpecificCharacterSet = st.charset
+                ds.SOPClassUID, ds.SOPInstanceUID = sop, uid
+                ds.StudyDate, ds.StudyTime, ds.AccessionNumber = st.date, "101010", f"A{st.study_uid[-1]}"
+                ds.Modality, ds.StudyDescription = st.modality, st.description
+                ds.ReferringPhysicianName = ""
+                ds.PatientName, ds.PatientID = st.patient_name, st.patient_id
+                ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = st.study_uid, series_uid
+                ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", number, n + 1
+                ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+                ds.Rows = ds.Columns = 16
+                ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+                ds.PixelData = np.full((16, 16), n + 1, dtype=np.uint16).tobytes()
+                meta = FileMetaDataset()
+                meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, uid
+                meta.TransferSyntaxUID = ExplicitVRLittleEndian
+                ds.file_meta = meta
+                path = directory / f"{uid}.dcm"
+                ds.save_as(path, enforce_file_format=True)
+                out.append(path)
+    return out
+
+
+# ------------------------------------------------------------------ dcmqrscp
+
+
+async def start_dcmqrscp(
+    nursery: trio.Nursery, work: Path, files: Iterable[Path], *, ae_title: str = "QRSCP",
+    destinations: Iterable[tuple[str, int]] = (), fill: bool = True,
+) -> int:
+    """dcmqrscp over a fresh storage area, filled with `files` through storescu; `destinations` are
+    (AE title, port) on 127.0.0.1 it may move to. Returns its port."""
+    db = work / "db"
+    db.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    hosts = "\n".join(f"dest{i} = ({ae}, 127.0.0.1, {p})" for i, (ae, p) in enumerate(destinations))
+    config = work / "dcmqrscp.cfg"
+    config.write_text(textwrap.dedent(f"""\
+        NetworkTCPPort = {port}
+        MaxPDUSize = 16384
+        MaxAssociations = 16
+        HostTable BEGIN
+        """) + hosts + textwrap.dedent(f"""
+        HostTable END
+        VendorTable BEGIN
+        VendorTable END
+        AETable BEGIN
+        {ae_title} {db} RW (1000, 1024mb) ANY
+        AETable END
+        """))
+    log = open(work / "dcmqrscp.log", "wb")
+    proc = await nursery.start(lambda task_status: trio.run_process(
+        ["dcmqrscp", "-c", str(config), str(port)], env=PEER_ENV, stdout=log,
+        stderr=subprocess.STDOUT, task_status=task_status, check=False))
+    await wait_listening(port, proc, timeout=30)
+    files = list(files)
+    if fill and files:
+        done = await trio.run_process(["storescu", "-aec", ae_title, "127.0.0.1", str(port), *map(str, files)],
+                                      env=PEER_ENV, capture_stdout=True, capture_stderr=True, check=False)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return port
+
+
+# ------------------------------------------------------------------ pynetdicom
+
+
+class PynetdicomQR:
+    """A pynetdicom Q/R SCP (FIND, MOVE, GET, both roots) over data sets read from `files`.
+
+    Matching is the plain one a test needs: exact values, `*` wildcards and a date range on single
+    values; what it received is recorded in `requests` for the tests to look at."""
+
+    def __init__(self, files: Iterable[Path], ae_title: str = "PYNQR",
+                 destinations: dict[str, tuple[str, int]] | None = None) -> None:
+        self.datasets = [dcmread(p) for p in files]
+        self.ae_title = ae_title
+        self.destinations = destinations or {}
+        self.requests: list[tuple[str, Dataset]] = []
+        self.port = free_port()
+        self.server: Any = None
+        self.cancelled = threading.Event()
+
+    def start(self) -> int:
+        from pynetdicom import AE, StoragePresentationContexts, evt
+        from pynetdicom.sop_class import (
+            PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelGet,
+            PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove,
+        )
+        from pynetdicom import build_role
+
+        ae = AE(ae_title=self.ae_title)
+        for sop in (PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelGet,
+                    PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelFind,
+                    StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove):
+            ae.add_supported_context(sop)
+        for cx in StoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, scu_role=True, scp_role=True)
+            ae.add_requested_context(cx.abstract_syntax)  # for C-MOVE sub-operations
+        del build_role
+        handlers = [(evt.EVT_C_FIND, self._find), (evt.EVT_C_GET, self._get), (evt.EVT_C_MOVE, self._move)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        return self.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+
+    def matching(self, identifier: Dataset) -> list[Dataset]:
+        level = identifier.QueryRetrieveLevel
+        unique = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+                  "IMAGE": "SOPInstanceUID"}[level]
+        found: dict[str, Dataset] = {}
+        for ds in self.datasets:
+            if all(_matches(ds, elem) for elem in identifier if elem.keyword not in
+                   ("QueryRetrieveLevel", "SpecificCharacterSet")):
+                found.setdefault(str(ds.get(unique, "")), ds)
+        return list(found.values())
+
+    def _find(self, event: Any) -> Any:
+        identifier = event.identifier
+        self.requests.append(("find", identifier))
+        for ds in self.matching(identifier):
+            if event.is_cancelled:
+                self.cancelled.set()
+                yield 0xFE00, None
+                return
+            out = Dataset()
+            out.SpecificCharacterSet = ds.get("SpecificCharacterSet", "ISO_IR 6")
+            for elem in identifier:
+                if elem.keyword == "SpecificCharacterSet":
+                    continue
+                out.add_new(elem.tag, elem.VR, ds[elem.tag].value if elem.tag in ds else elem.value)
+            yield 0xFF00, out
+        yield 0x0000, None
+
+    def _get(self, event: Any) -> Any:
+        self.requests.append(("get", event.identifier))
+        found = [ds for ds in self.datasets if _instance_match(ds, event.identifier, self)]
+        yield len(found)
+        for ds in found:
+            if event.is_cancelled:
+                self.cancelled.set()
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
+
+    def _move(self, event: Any) -> Any:
+        self.requests.append(("move", event.identifier))
+        dest = self.destinations.get(event.move_destination)
+        if dest is None:
+            yield None, None
+            return
+        yield dest[0], dest[1]
+        found = [ds for ds in self.datasets if _instance_match(ds, event.identifier, self)]
+        yield len(found)
+        for ds in found:
+            if event.is_cancelled:
+                self.cancelled.set()
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
+
+
+def _instance_match(ds: Dataset, identifier: Dataset, qr: PynetdicomQR) -> bool:
+    return any(ds.SOPInstanceUID == m.SOPInstanceUID for m in qr.datasets if _all_match(m, identifier)) \
+        and _all_match(ds, identifier)
+
+
+def _all_match(ds: Dataset, identifier: Dataset) -> bool:
+    return all(_matches(ds, e) for e in identifier if e.keyword not in ("QueryRetrieveLevel", "SpecificCharacterSet"))
+
+
+def _matches(ds: Dataset, elem: Any) -> bool:
+    want = elem.value
+    if want in (None, "") or elem.VR == "SQ":
+        return True
+    have = str(ds.get(elem.tag).value) if elem.tag in ds else ""
+    want = str(want)
+    if elem.VR == "DA" and "-" in want:
+        lo, _, hi = want.partition("-")
+        return (not lo or have >= lo) and (not hi or have <= hi)
+    if "\\" in want and elem.VR == "UI":
+        return have in want.split("\\")
+    if "*" in want or "?" in want:
+        import fnmatch
+
+        return fnmatch.fnmatchcase(have, want)
+    return have == want
