@@ -1,0 +1,229 @@
+"""C-FIND / C-MOVE / C-GET identifiers over the instance index: validation, SQL pre-filter, matching.
+
+Pure and blocking (no trio): the SCP runs `run_find` and `retrieve_rows` through the blocking bridge.
+
+Rules (what a peer observes):
+- Query/Retrieve Level (0008,0052) must be one of the model's levels, else C001 naming (0008,0052).
+- A key of a level below the query level is refused: A900 naming it (PS3.4 C.4.1.2.1; relational
+  queries do not allow lower-level keys either).
+- Hierarchical queries (no relational extended negotiation): the unique key of every level above the
+  query level must be present with a value, else A900 naming the missing key. Other keys of upper
+  levels are matched too (a lenient reading that changes no hierarchical answer: the upper entity is
+  already fixed by its unique key). Relational queries (PS3.4 C.4.1.2.2) lift the unique-key rule.
+- Keys the model does not know are answered with a zero-length value; keys it knows but the index
+  does not hold (some sequences) likewise. Either one carrying a value makes every pending response
+  FF01 (PS3.4 C.4.1.1.3.1: optional key not supported for matching); such keys never restrict the match.
+- Value semantics (single value, wildcard, UID list, range, sequence, Specific Character Set) are those
+  of agent.matching; SQL on indexed columns only narrows the candidates conservatively first.
+- Responses carry the stored Specific Character Set of the entity (agent.matching.build_response),
+  so names are returned in the character set they were received in (PS3.4 C.4.1.1.3).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement
+
+from agent.matching import Matcher, MatchingError, build_response, compile_identifier
+from agent.matching import values as v
+from agent.matching.elements import text_values
+from agent.services.query.keys import UNSUPPORTED, keys_at, tag_of
+from agent.services.query.models import UNIQUE_KEYS, Model
+from agent.store import query as q
+
+QUERY_RETRIEVE_LEVEL = 0x00080052
+SPECIFIC_CHARACTER_SET = 0x00080005
+A900 = 0xA900
+C001 = 0xC001
+
+
+class QueryRefused(Exception):
+    """An identifier the SCP refuses: the status, a comment and the offending tags to answer with."""
+
+    def __init__(self, status: int, comment: str, offending: tuple[int, ...] = ()) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment
+        self.offending = offending
+
+
+@dataclass
+class FindPlan:
+    model: Model
+    level: str
+    identifier: Dataset
+    matcher: Matcher
+    columns: dict[int, str]  # identifier tag -> row column filling it
+    flt: q.Filter
+    unsupported_matching: bool  # FF01 instead of FF00
+
+
+def query_level(model: Model, identifier: Dataset) -> str:
+    elem = identifier.get(QUERY_RETRIEVE_LEVEL)
+    level = str(elem.value or "").strip().upper() if elem is not None else ""
+    if level not in model.levels:
+        got = f"{level!r}" if level else "missing"
+        raise QueryRefused(C001, f"Query/Retrieve Level {got}: {model.name} root serves "
+                           f"{', '.join(model.levels)}", (QUERY_RETRIEVE_LEVEL,))
+    return level
+
+
+def _column_for(model: Model, keyword: str, key_level: str, level: str) -> str | None:
+    """The row column holding `keyword` (a key of `key_level`) in rows of `level`, or None."""
+    column = keys_at(model.name, key_level)[keyword]
+    if column.startswith("related_") and key_level != level:
+        prefix = {"STUDY": "study_", "SERIES": "series_"}.get(key_level)
+        return prefix + column if prefix else None
+    if column == "modalities" and level == "IMAGE":
+        return None
+    return column
+
+
+def _has_value(elem: DataElement) -> bool:
+    if elem.VR == "SQ":
+        return bool(elem.value) and any(len(item) for item in elem.value)
+    return elem.value not in (None, "", b"") and not (isinstance(elem.value, str) and not elem.value.strip("* "))
+
+
+def plan_find(model: Model, identifier: Dataset, *, relational: bool) -> FindPlan:
+    """Validate `identifier` for a C-FIND at its level; QueryRefused or MatchingError if refused."""
+    level = query_level(model, identifier)
+    at = model.levels.index(level)
+    columns: dict[int, str] = {}
+    unsupported = False
+    for elem in list(identifier):
+        tag = int(elem.tag)
+        if tag in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET) or tag & 0xFFFF == 0:
+            continue
+        keyword = keyword_for_tag(tag)
+        key_level = next((lv for lv in model.levels if keyword and keyword in keys_at(model.name, lv)), None)
+        if key_level is None:
+            known = next((lv for lv in model.levels if keyword in UNSUPPORTED.get(lv, ())), None)
+            if known is not None and model.levels.index(known) > at:
+                raise QueryRefused(A900, f"{keyword} is a {known} key, below the {level} level", (tag,))
+            unsupported = unsupported or _has_value(elem)
+            continue
+        if model.levels.index(key_level) > at:
+            raise QueryRefused(A900, f"{keyword} is a {key_level} key, below the {level} level", (tag,))
+        column = _column_for(model, keyword, key_level, level)
+        if column is not None:
+            columns[tag] = column
+    if not relational:
+        for upper in model.levels[:at]:
+            keyword, tag = UNIQUE_KEYS[upper]
+            elem = identifier.get(tag)
+            if elem is None or not _has_value(elem) or any(v.has_wildcard(t) for t in text_values(elem, identifier)):
+                raise QueryRefused(A900, f"hierarchical query at {level}: {keyword} needs a value", (tag,))
+    # The matcher sees only what the index can answer: unsupported keys are dropped from its copy.
+    matchable = Dataset()
+    for elem in identifier:
+        if int(elem.tag) in columns or int(elem.tag) == SPECIFIC_CHARACTER_SET:
+            matchable.add(elem)
+    matcher = compile_identifier(matchable)
+    return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported)
+
+
+def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
+    """Necessary conditions on indexed columns (module docstring); the matcher decides the rest."""
+    flt = q.Filter()
+    for tag, column in columns.items():
+        elem = identifier[tag]
+        if elem.VR == "SQ":
+            continue
+        try:
+            values = text_values(elem, identifier) if elem.VR in v.TEXT_VRS else []
+        except Exception:
+            continue
+        if not values:
+            continue
+        if elem.VR == "UI":
+            flt.equal(column, values)
+            continue
+        if len(values) != 1:
+            continue
+        value = values[0]
+        if elem.VR == "DA":
+            lo, hi = (value, value) if "-" not in value else value.split("-", 1)
+            if all(len(x) in (0, 8) and x.isdigit() or x == "" for x in (lo, hi)):
+                flt.between(column, lo, hi)
+        elif elem.VR == "PN":
+            prefix = value.split("*", 1)[0].split("?", 1)[0]
+            if prefix and "=" not in value and prefix.isascii() and prefix.replace("^", "").isalnum():
+                # A key without '=' may match any component group (agent.matching), hence the OR.
+                flt.clauses.append(f"({column} LIKE ? OR {column} LIKE ?)")
+                flt.params.extend([prefix + "%", "%=" + prefix + "%"])
+        elif column == "modalities" and not v.has_wildcard(value):
+            flt.contains_value(column, value)
+        elif elem.VR in ("LO", "SH", "CS", "AE") and not v.has_wildcard(value) and value.isascii():
+            flt.equal(column, [value])
+    return flt
+
+
+def _candidate(row: sqlite3.Row, plan: FindPlan) -> Dataset:
+    ds = Dataset()
+    names = row.keys()
+    charset = row["specific_character_set"] if "specific_character_set" in names else None
+    if charset:
+        ds.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
+    for tag, column in plan.columns.items():
+        if column not in names:
+            continue
+        value: Any = row[column]
+        if value is None or value == "":
+            continue
+        vr = dictionary_VR(tag)
+        if vr in ("IS", "US", "UL", "SS", "SL") and isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, str) and "\\" in value:
+            value = value.split("\\")
+        ds.add(DataElement(tag, vr, value))
+    return ds
+
+
+_TABLES = {"PATIENT": q.patients, "STUDY": q.studies, "SERIES": q.series, "IMAGE": q.instances}
+
+
+def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tuple[list[Dataset], bool]:
+    """The response identifiers (at most `max_results`) and whether more matched (blocking)."""
+    rows = _TABLES[plan.level](conn, plan.flt)
+    out: list[Dataset] = []
+    for row in rows:
+        candidate = _candidate(row, plan)
+        if not plan.matcher.matches(candidate):
+            continue
+        if len(out) == max_results:
+            return out, True
+        response = build_response(plan.identifier, candidate)
+        response.QueryRetrieveLevel = plan.level
+        out.append(response)
+    return out, False
+
+
+def retrieve_keys(model: Model, identifier: Dataset) -> tuple[str, list[str]]:
+    """Level and unique key values of a C-MOVE / C-GET identifier (PS3.4 C.4.2.2.1, C.4.3.2.1)."""
+    level = query_level(model, identifier)
+    keyword, tag = UNIQUE_KEYS[level]
+    elem = identifier.get(tag)
+    values = text_values(elem, identifier) if elem is not None else []
+    if not values or any(v.has_wildcard(x) for x in values):
+        raise QueryRefused(A900, f"retrieve at {level}: {keyword} needs one or more values", (tag,))
+    for value in values:
+        if tag != UNIQUE_KEYS["PATIENT"][1]:
+            try:
+                v.check_uid(value, keyword)
+            except MatchingError as exc:
+                raise QueryRefused(A900, str(exc), (tag,)) from None
+    return level, values
+
+
+def retrieve_rows(conn: sqlite3.Connection, level: str, values: list[str]) -> list[sqlite3.Row]:
+    return q.retrieve_uids(conn, level, values)
+
+
+__all__ = ["FindPlan", "QueryRefused", "plan_find", "query_level", "retrieve_keys", "retrieve_rows", "run_find",
+           "tag_of"]

@@ -1,0 +1,94 @@
+"""The keys the Query/Retrieve SCP serves at each level, and the index column behind each (PS3.4 C.6).
+
+A key is (keyword, index column). Patient Root puts the patient keys at the PATIENT level; Study Root
+has no PATIENT level and serves the same patient keys at the STUDY level (PS3.4 C.6.2.1).
+`UNSUPPORTED` keys are known Q/R keys the index does not keep (sequences): they are answered with a
+zero-length value, and a non-universal value for one makes the pending status FF01 (optional key not
+supported for matching, PS3.4 C.4.1.1.3.1) instead of FF00; the match ignores them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydicom.datadict import tag_for_keyword
+
+#: keyword -> column, per level (columns of agent.store.query's result rows).
+PATIENT_KEYS: Final = {
+    "PatientName": "patient_name",
+    "PatientID": "patient_id",
+    "PatientBirthDate": "patient_birth_date",
+    "PatientSex": "patient_sex",
+    "NumberOfPatientRelatedStudies": "related_studies",
+    "NumberOfPatientRelatedSeries": "related_series",
+    "NumberOfPatientRelatedInstances": "related_instances",
+}
+STUDY_KEYS: Final = {
+    "StudyInstanceUID": "study_instance_uid",
+    "StudyDate": "study_date",
+    "StudyTime": "study_time",
+    "AccessionNumber": "accession_number",
+    "StudyID": "study_id",
+    "StudyDescription": "study_description",
+    "ReferringPhysicianName": "referring_physician_name",
+    "ModalitiesInStudy": "modalities",
+    "NumberOfStudyRelatedSeries": "related_series",
+    "NumberOfStudyRelatedInstances": "related_instances",
+}
+SERIES_KEYS: Final = {
+    "SeriesInstanceUID": "series_instance_uid",
+    "SeriesNumber": "series_number",
+    "Modality": "modality",
+    "SeriesDate": "series_date",
+    "SeriesTime": "series_time",
+    "SeriesDescription": "series_description",
+    "BodyPartExamined": "body_part_examined",
+    "PerformedProcedureStepStartDate": "pps_start_date",
+    "PerformedProcedureStepStartTime": "pps_start_time",
+    "NumberOfSeriesRelatedInstances": "related_instances",
+}
+IMAGE_KEYS: Final = {
+    "SOPInstanceUID": "sop_instance_uid",
+    "SOPClassUID": "sop_class_uid",
+    "InstanceNumber": "instance_number",
+    "Rows": "image_rows",
+    "Columns": "image_columns",
+    "BitsAllocated": "bits_allocated",
+    "NumberOfFrames": "number_of_frames",
+    "ContentDate": "content_date",
+    "ContentTime": "content_time",
+    "ContentLabel": "presentation_label",  # Presentation Label (0070,0080)
+    "ContentDescription": "presentation_description",
+    "PresentationCreationDate": "presentation_creation_date",
+    "PresentationCreationTime": "presentation_creation_time",
+    "ContentCreatorName": "content_creator_name",
+    "CompletionFlag": "completion_flag",
+    "VerificationFlag": "verification_flag",
+    "ObservationDateTime": "observation_datetime",
+}
+#: Known keys the index does not hold (see the module docstring).
+UNSUPPORTED: Final = {
+    "SERIES": ("RequestAttributesSequence",),
+    "IMAGE": ("ReferencedSeriesSequence", "VerifyingObserverSequence", "ReferencedRequestSequence",
+              "ConceptNameCodeSequence", "ContentTemplateSequence"),
+}
+
+LEVEL_KEYS: Final = {"PATIENT": PATIENT_KEYS, "STUDY": STUDY_KEYS, "SERIES": SERIES_KEYS, "IMAGE": IMAGE_KEYS}
+
+
+def keys_at(model: str, level: str) -> dict[str, str]:
+    """The keys of `level` itself in `model` ("patient" or "study")."""
+    keys = dict(LEVEL_KEYS[level])
+    if model == "study" and level == "STUDY":
+        keys.update({k: c for k, c in PATIENT_KEYS.items() if not k.startswith("NumberOf")})
+    return keys
+
+
+def tag_of(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return int(tag)
+
+
+__all__ = ["IMAGE_KEYS", "LEVEL_KEYS", "PATIENT_KEYS", "SERIES_KEYS", "STUDY_KEYS", "UNSUPPORTED", "keys_at",
+           "tag_of"]

@@ -1,0 +1,449 @@
+"""Query/Retrieve SCP (PS3.4 Annex C): C-FIND, C-MOVE and C-GET over the local instance index.
+
+Invariants:
+- C-FIND: the identifier is judged by agent.services.query.engine (A900 / C001 with Offending Element
+  and Error Comment); matches are computed in the blocking bridge from the index (never from files) and
+  sent as FF00 (FF01 when a key the index cannot match carried a value); a C-CANCEL-RQ, looked for
+  between responses without waiting, ends it with FE00. More than `[query] max_results` matches: the
+  first ones, then A700 with a comment saying so. The database unusable: A700.
+- C-MOVE: the destination AE title must be a peer of `[query] move_destinations` (all of [peers] when
+  unset), else A801. Each instance becomes one `store` job of the durable queue for that peer (the
+  forwarding performer sends it), queued in one transaction, so a crash or a restart never loses a
+  sub-operation. Pending responses (FF00) report remaining / completed / failed / warning counts as the
+  jobs progress. C-CANCEL-RQ: jobs not yet claimed are dropped from the queue and FE00 reports the
+  counts, the dropped ones as remaining. A destination that goes down halfway: after the first failed
+  attempt, the move ends as soon as none of its jobs is in flight; every job not delivered by then is
+  counted failed and listed in the Failed SOP Instance UID List (0008,0058) of a B000 response, and
+  stays in the queue, which retries it with the peer's backoff (so those instances still arrive later;
+  the counts describe what had arrived when the response was sent). Warnings from the destination are
+  counted as completed (the queue keeps no warning state).
+- C-GET: C-STORE sub-operations go back on the requestor's association, on a presentation context for
+  which it took the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4). An instance whose SOP class has
+  no such context is a failed sub-operation; when no sub-operation could be performed at all the final
+  status is A702, otherwise B000 with the failed UID list, or 0000.
+- Access: which callers may use Q/R at all is decided at association time by the listener's access
+  policy; here only the SOP classes the profile serves are registered.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from pydicom import Dataset
+
+from agent.dimse import CCancelRQ, CFindRQ, CGetRQ, CMoveRQ, CommandReceived, CStoreRQ, Status
+from agent.dimse.status import StatusCategory, category, describe
+from agent.errors import AgentError
+from agent.matching import MatchingError
+from agent.net.connection import DicomConnection, unexpected_event
+from agent.net.server import ServiceRegistry
+from agent.profile import Peer, QuerySettings
+from agent.services.blocking import Blocking
+from agent.services.dataset import DataSetError, decode, encode
+from agent.services.query import engine
+from agent.services.query.models import MODELS, Model, model_of
+from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES
+from agent.services.storage_scu import transcode
+from agent.store.dicomfile import read_meta
+from agent.store.queue import JobQueue, JobState, NewJob
+from agent.ul import pdu as P
+from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, SyntaxSupport
+
+log = logging.getLogger("agent.query")
+
+#: The statuses each operation can answer (seed C-FIND / C-MOVE status tables; PS3.4 C.4).
+FIND_STATUSES = (0x0000, 0xFF00, 0xFF01, 0xFE00, 0xA700, 0xA900, 0xC001)
+MOVE_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900, 0xC002)
+GET_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0xC002)
+SCP_STATUSES = tuple(sorted(set(FIND_STATUSES + MOVE_STATUSES + GET_STATUSES)))
+STORE_JOB = "store"  # the forwarding performer's job kind (agent.services.forward)
+#: How often a C-MOVE looks at its jobs when no completion woke it (failures do not wake it).
+PROGRESS_POLL = 0.5
+
+
+def relational_requested(conn: DicomConnection, sop_class: str) -> bool:
+    """True when the SCU asked for relational queries on `sop_class` and our A-ASSOCIATE-AC agreed
+    (SOP Class Extended Negotiation, PS3.4 C.5.1.1: byte 1 = 1 in both)."""
+    def agreed(pdu: object) -> bool:
+        for item in getattr(pdu, "user_information", ()) or ():
+            if isinstance(item, P.SOPClassExtendedNegotiation) and item.sop_class_uid == sop_class:
+                return len(item.info) >= 1 and item.info[0] == 1
+        return False
+
+    return agreed(getattr(conn.assoc, "request_pdu", None)) and agreed(getattr(conn.assoc, "accept_pdu", None))
+
+
+def extended_negotiation_reply(settings: QuerySettings):  # type: ignore[no-untyped-def]
+    """The answer to an SCU's Q/R extended negotiation info (PS3.4 C.5.1.1 / C.5.2.1): relational
+    queries as the profile says; date-time matching, fuzzy semantic matching and timezone adjustment
+    declined (byte 2-4 = 0)."""
+    def reply(info: bytes) -> bytes:
+        relational = 1 if settings.relational and info[:1] == b"\x01" else 0
+        return bytes([relational]) + bytes(max(0, min(len(info), 4) - 1))
+
+    return reply
+
+
+@dataclass
+class QuerySCP:
+    settings: QuerySettings
+    conn_db: sqlite3.Connection
+    blocking: Blocking
+    queue: JobQueue
+    peers: Mapping[str, Peer]
+    data_dir: Path
+    wake: object = None  # Outbound.wake(destination), to start the queue worker at once
+    _moves: dict[int, trio.Event] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ registration
+
+    def register(self, registry: ServiceRegistry) -> None:
+        ops = self.settings.operations
+        ext = extended_negotiation_reply(self.settings)
+        for name in self.settings.models:
+            model = MODELS[name]
+            if "find" in ops:
+                registry.add([model.find], _support(ext), {CFindRQ: self.handle_find})  # type: ignore[dict-item]
+            if "move" in ops:
+                registry.add([model.move], _support(None), {CMoveRQ: self.handle_move})  # type: ignore[dict-item]
+            if "get" in ops:
+                registry.add([model.get], _support(None), {CGetRQ: self.handle_get})  # type: ignore[dict-item]
+        if "get" in ops:
+            # C-GET sends C-STORE back: the requestor may take the SCP role for every storage class.
+            for uid in ALL_STORAGE_SOP_CLASSES:
+                current = registry.support(uid)
+                if current is None:
+                    new = SyntaxSupport(UNCOMPRESSED, accept_any_other=True, requestor_may_be_scu=False,
+                                        requestor_may_be_scp=True)
+                else:
+                    new = _with(current, requestor_may_be_scp=True)
+                registry.add([uid], new, {})
+
+    # ------------------------------------------------------------ C-FIND
+
+    async def handle_find(self, conn: DicomConnection, ctx: PresentationContext, rq: CFindRQ) -> None:
+        model = model_of(ctx.abstract_syntax)
+        assert model is not None
+        data = await conn.read_dataset(ctx.id)
+        try:
+            identifier = decode(data, ctx.transfer_syntax)
+            plan = engine.plan_find(model, identifier, relational=relational_requested(conn, ctx.abstract_syntax))
+        except engine.QueryRefused as exc:
+            await _refuse(conn, ctx.id, rq, exc.status, exc.comment, exc.offending)
+            return
+        except (DataSetError, MatchingError) as exc:
+            await _refuse(conn, ctx.id, rq, getattr(exc, "status", Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS), str(exc))
+            return
+        try:
+            found, more = await self.blocking.run(engine.run_find, self.conn_db, plan, self.settings.max_results)
+        except (sqlite3.Error, OSError, MemoryError) as exc:
+            log.exception("query: cannot read the index")
+            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES, f"index unreadable: {exc}")
+            return
+        pending = Status.PENDING_WARNING if plan.unsupported_matching else Status.PENDING
+        for i, response in enumerate(found):
+            try:
+                body = encode(response, ctx.transfer_syntax)
+            except (DataSetError, ValueError, LookupError) as exc:
+                log.warning("query: a match cannot be encoded for %s: %s", conn.remote, exc)
+                continue
+            await conn.send_message(ctx.id, rq.response(int(pending), has_dataset=True), body)
+            if await _cancelled(conn, rq.message_id):
+                log.info("%s: C-FIND cancelled after %d match(es)", conn.remote, i + 1)
+                await conn.send_message(ctx.id, rq.response(Status.CANCEL))
+                return
+        if more:
+            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES,
+                          f"more than {self.settings.max_results} matches; refine the query")
+            return
+        await conn.send_message(ctx.id, rq.response(Status.SUCCESS))
+
+    # ------------------------------------------------------------ C-MOVE
+
+    def destination(self, ae_title: str) -> str | None:
+        allowed = self.settings.move_destinations
+        for name, peer in self.peers.items():
+            if peer.ae_title == ae_title and (allowed is None or name in allowed):
+                return name
+        return None
+
+    async def _identifier(self, conn: DicomConnection, ctx: PresentationContext, rq: CMoveRQ | CGetRQ
+                          ) -> tuple[Model, str, list[str]] | None:
+        model = model_of(ctx.abstract_syntax)
+        assert model is not None
+        data = await conn.read_dataset(ctx.id)
+        try:
+            level, values = engine.retrieve_keys(model, decode(data, ctx.transfer_syntax))
+        except engine.QueryRefused as exc:
+            await _refuse(conn, ctx.id, rq, exc.status, exc.comment, exc.offending)
+            return None
+        except DataSetError as exc:
+            await _refuse(conn, ctx.id, rq, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+            return None
+        return model, level, values
+
+    async def handle_move(self, conn: DicomConnection, ctx: PresentationContext, rq: CMoveRQ) -> None:
+        dest = self.destination(rq.move_destination.strip())
+        if dest is None:
+            if rq.has_dataset:
+                await conn.discard_dataset()
+            await _refuse(conn, ctx.id, rq, Status.MOVE_DESTINATION_UNKNOWN,
+                          f"move destination {rq.move_destination.strip()!r} is not configured")
+            return
+        parsed = await self._identifier(conn, ctx, rq)
+        if parsed is None:
+            return
+        _model, level, values = parsed
+        try:
+            rows = await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
+            jobs = [NewJob(STORE_JOB, dest, {"uid": r["sop_instance_uid"], "sop_class": r["sop_class_uid"],
+                                             "ts": r["transfer_syntax_uid"], "study": r["study_instance_uid"] or "",
+                                             "move_originator": [conn.calling_ae, rq.message_id]})
+                    for r in rows]
+            ids = await self.blocking.run(self.queue.enqueue_many, jobs) if jobs else []
+        except (sqlite3.Error, AgentError, OSError) as exc:
+            log.exception("C-MOVE: cannot queue the sub-operations")
+            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_SUBOPS, f"cannot queue: {exc}")
+            return
+        uids = {job_id: r["sop_instance_uid"] for job_id, r in zip(ids, rows)}
+        if callable(self.wake):
+            self.wake(dest)
+        log.info("%s: C-MOVE of %d instance(s) to %s", conn.remote, len(ids), dest)
+        await self._follow(conn, ctx, rq, uids)
+
+    async def _follow(self, conn: DicomConnection, ctx: PresentationContext, rq: CMoveRQ,
+                      uids: dict[int, str]) -> None:
+        """Pending responses as the jobs progress, then the final one (module invariants)."""
+        woken = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def on_complete(kind: str, destination: str) -> None:
+            token.run_sync_soon(woken.set)
+
+        remove = self.queue.add_listener(on_complete)
+        cancelled = trio.Event()
+        last: tuple[int, ...] = ()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_cancel, conn, rq.message_id, cancelled)
+                while True:
+                    woken = trio.Event()  # before looking: a completion from now on wakes the wait below
+                    states = await self.blocking.run(self._states, list(uids))
+                    done = [i for i, s in states.items() if s == "done"]
+                    failed = [i for i, s in states.items() if s in ("dead", "failed")]
+                    in_flight = [i for i, s in states.items() if s == "claimed"]
+                    remaining = len(uids) - len(done) - len(failed)
+                    if cancelled.is_set():
+                        dropped = await self.blocking.run(self._drop, [i for i, s in states.items() if s == "pending"])
+                        log.info("%s: C-MOVE cancelled; %d sub-operation(s) dropped", conn.remote, dropped)
+                        await conn.send_message(ctx.id, rq.response(
+                            Status.CANCEL, number_of_remaining_suboperations=remaining,
+                            number_of_completed_suboperations=len(done),
+                            number_of_failed_suboperations=len(failed), number_of_warning_suboperations=0))
+                        break
+                    if remaining == 0 or (failed and not in_flight):
+                        not_done = [uids[i] for i in uids if states[i] != "done"]
+                        await self._final(conn, ctx, rq, len(done), not_done)
+                        break
+                    counts = (remaining, len(done), len(failed))
+                    if counts != last:
+                        last = counts
+                        await conn.send_message(ctx.id, rq.response(
+                            Status.PENDING, number_of_remaining_suboperations=remaining,
+                            number_of_completed_suboperations=len(done),
+                            number_of_failed_suboperations=len(failed), number_of_warning_suboperations=0))
+                    with trio.move_on_after(PROGRESS_POLL):
+                        async with trio.open_nursery() as waiters:
+                            waiters.start_soon(_set_then_cancel, woken, waiters)
+                            waiters.start_soon(_set_then_cancel, cancelled, waiters)
+                nursery.cancel_scope.cancel()
+        finally:
+            remove()
+
+    def _states(self, job_ids: list[int]) -> dict[int, str]:
+        """Each job's state; a PENDING job that has failed an attempt is "failed" (blocking)."""
+        out: dict[int, str] = {}
+        for job_id in job_ids:
+            job = self.queue.get(job_id)
+            if job is None:
+                out[job_id] = "dropped"
+            elif job.state is JobState.PENDING and job.attempts > 0:
+                out[job_id] = "failed"
+            else:
+                out[job_id] = job.state.value
+        return out
+
+    def _drop(self, job_ids: list[int]) -> int:
+        dropped = 0
+        for job_id in job_ids:
+            try:
+                dropped += self.queue.drop(job_id)
+            except AgentError:
+                pass  # claimed meanwhile: it completes on its own
+        return dropped
+
+    async def _final(self, conn: DicomConnection, ctx: PresentationContext, rq: CMoveRQ | CGetRQ,
+                     completed: int, failed_uids: list[str], *, nothing_possible: bool = False) -> None:
+        if not failed_uids:
+            status = Status.SUCCESS
+        elif nothing_possible and completed == 0:
+            status = Status.OUT_OF_RESOURCES_SUBOPS
+        else:
+            status = Status.COERCION  # B000: sub-operations complete, one or more failures
+        body = None
+        if failed_uids:
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = failed_uids
+            body = encode(ds, ctx.transfer_syntax)
+        await conn.send_message(ctx.id, rq.response(
+            int(status), number_of_completed_suboperations=completed,
+            number_of_failed_suboperations=len(failed_uids), number_of_warning_suboperations=0,
+            has_dataset=body is not None), body)
+
+    # ------------------------------------------------------------ C-GET
+
+    async def handle_get(self, conn: DicomConnection, ctx: PresentationContext, rq: CGetRQ) -> None:
+        parsed = await self._identifier(conn, ctx, rq)
+        if parsed is None:
+            return
+        _model, level, values = parsed
+        try:
+            rows = await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
+        except (sqlite3.Error, OSError) as exc:
+            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_SUBOPS, f"index unreadable: {exc}")
+            return
+        completed, warnings, failed = 0, 0, []
+        for n, row in enumerate(rows):
+            outcome = await self._get_one(conn, row, rq.message_id)
+            if outcome == "cancel":
+                await conn.send_message(ctx.id, rq.response(
+                    Status.CANCEL, number_of_remaining_suboperations=len(rows) - n,
+                    number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
+                    number_of_warning_suboperations=warnings))
+                return
+            if outcome == "ok":
+                completed += 1
+            elif outcome == "warning":
+                warnings += 1
+            else:
+                failed.append(row["sop_instance_uid"])
+            if n + 1 < len(rows):
+                await conn.send_message(ctx.id, rq.response(
+                    Status.PENDING, number_of_remaining_suboperations=len(rows) - n - 1,
+                    number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
+                    number_of_warning_suboperations=warnings))
+        await self._final(conn, ctx, rq, completed + warnings, failed, nothing_possible=True)
+
+    async def _get_one(self, conn: DicomConnection, row: sqlite3.Row, get_id: int) -> str:
+        """One C-STORE sub-operation on the requestor's association: ok / warning / failed / cancel."""
+        rel = Path(row["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            return "failed"
+        path = self.data_dir / rel
+        try:
+            meta = await trio.to_thread.run_sync(read_meta, path)
+        except (AgentError, OSError) as exc:
+            log.warning("C-GET: %s unreadable: %s", row["sop_instance_uid"], exc)
+            return "failed"
+        contexts = [c for c in conn.contexts.values() if c.abstract_syntax == meta.sop_class_uid and c.requestor_is_scp]
+        ctx = next((c for c in contexts if c.transfer_syntax == meta.transfer_syntax_uid), None)
+        if ctx is None and meta.transfer_syntax_uid in UNCOMPRESSED:
+            ctx = next(iter(contexts), None)
+        if ctx is None:
+            log.warning("%s: C-GET: no context with the SCP role for %s", conn.remote, meta.sop_class_uid)
+            return "failed"
+        store = CStoreRQ(message_id=conn.next_message_id(), affected_sop_class_uid=meta.sop_class_uid,
+                         affected_sop_instance_uid=meta.sop_instance_uid)
+        if ctx.transfer_syntax == meta.transfer_syntax_uid:
+            with open(path, "rb") as f:
+                size = f.seek(0, io.SEEK_END) - meta.dataset_offset
+                await conn.send_message_from_file(ctx.id, store, f, meta.dataset_offset, size)
+        else:
+            try:
+                data = await trio.to_thread.run_sync(transcode, path, ctx.transfer_syntax)
+            except Exception as exc:  # pydicom raises many kinds for odd files
+                log.warning("C-GET: cannot transcode %s: %s", meta.sop_instance_uid, exc)
+                return "failed"
+            await conn.send_message(ctx.id, store, data)
+        cancel = False
+        with trio.fail_after(conn.timeouts.dimse):
+            while True:
+                event = await conn.next_event()
+                if not isinstance(event, CommandReceived):
+                    continue  # the tail of a data set we do not read
+                msg = event.message
+                if isinstance(msg, CCancelRQ):
+                    cancel = cancel or msg.message_id_being_responded_to == get_id
+                    continue
+                if getattr(msg, "message_id_being_responded_to", None) != store.message_id:
+                    raise unexpected_event(event, "a C-STORE-RSP during a C-GET")
+                if msg.has_dataset:
+                    await conn.discard_dataset()
+                break
+        if cancel:
+            return "cancel"
+        cat = category(int(msg.status))
+        if cat is StatusCategory.SUCCESS:
+            return "ok"
+        if cat is StatusCategory.WARNING:
+            return "warning"
+        log.warning("C-GET: %s refused by the requestor: %s", meta.sop_instance_uid, describe(int(msg.status)))
+        return "failed"
+
+
+def _support(ext) -> SyntaxSupport:  # type: ignore[no-untyped-def]
+    support = SyntaxSupport()
+    if ext is not None and "extended_negotiation" in getattr(SyntaxSupport, "__slots__", ()):
+        support = _with(support, extended_negotiation=ext)
+    return support
+
+
+def _with(support: SyntaxSupport, **changes: object) -> SyntaxSupport:
+    import dataclasses
+
+    return dataclasses.replace(support, **changes)  # type: ignore[arg-type]
+
+
+async def _set_then_cancel(event: trio.Event, nursery: trio.Nursery) -> None:
+    await event.wait()
+    nursery.cancel_scope.cancel()
+
+
+async def _watch_cancel(conn: DicomConnection, message_id: int, cancelled: trio.Event) -> None:
+    """Read the association while a C-MOVE runs: a C-CANCEL-RQ for it sets `cancelled`."""
+    while True:
+        event = await conn.next_event()
+        if isinstance(event, CommandReceived) and isinstance(event.message, CCancelRQ):
+            if event.message.message_id_being_responded_to == message_id:
+                cancelled.set()
+                return
+            continue
+        raise unexpected_event(event, "a C-CANCEL or nothing during a C-MOVE")
+
+
+async def _cancelled(conn: DicomConnection, message_id: int) -> bool:
+    event = await conn.poll_event()
+    if event is None:
+        return False
+    if isinstance(event, CommandReceived) and isinstance(event.message, CCancelRQ):
+        return event.message.message_id_being_responded_to == message_id
+    raise unexpected_event(event, "a C-CANCEL or nothing during a C-FIND")
+
+
+async def _refuse(conn: DicomConnection, context_id: int, rq: CFindRQ | CMoveRQ | CGetRQ, status: int,
+                  comment: str, offending: tuple[int, ...] = ()) -> None:
+    log.warning("%s: %s refused (%s): %s", conn.remote, type(rq).__name__, describe(int(status)), comment)
+    text = comment.encode("ascii", "replace").decode().replace("\\", "/")[:64]
+    extra: dict[str, object] = {"error_comment": text}
+    if offending:
+        extra["offending_element"] = offending
+    await conn.send_message(context_id, rq.response(int(status), **extra))
+
+
+__all__ = ["FIND_STATUSES", "GET_STATUSES", "MOVE_STATUSES", "QuerySCP", "SCP_STATUSES", "relational_requested"]
