@@ -142,19 +142,20 @@ def _target(args: argparse.Namespace) -> Target:
 
 def _identifier(args: argparse.Namespace, *, defaults: bool) -> Dataset:
     from agent.cli.query_keys import KeyError_, build_identifier
-    from agent.services.query.scu import LEVELS, UNIQUE_KEYS
+    from agent.services.query.models import MODELS
+    from agent.services.query.scu import unique_key
 
     level = args.level or ("PATIENT" if args.root == "patient" else "STUDY")
-    if level not in LEVELS[args.root]:
-        raise Usage(f"--level {level} is not a level of the {args.root} root "
-                    f"(levels: {', '.join(LEVELS[args.root])})")
+    levels = MODELS[args.root].levels
+    if level not in levels:
+        raise Usage(f"--level {level} is not a level of the {args.root} root (levels: {', '.join(levels)})")
     keys = DEFAULT_KEYS[level] if defaults and not any("=" not in k for k in args.keys) else ()
     try:
-        ds = build_identifier(args.keys, level, (*keys, UNIQUE_KEYS[level]) if defaults else ())
+        ds = build_identifier(args.keys, level, (*keys, unique_key(level)) if defaults else ())
     except KeyError_ as exc:
         raise Usage(str(exc)) from None
     if not defaults and len(ds) == 1:  # only the level: a retrieve needs its unique key(s)
-        raise Usage(f"give what to retrieve with -k, e.g. -k {UNIQUE_KEYS[level]}=UID")
+        raise Usage(f"give what to retrieve with -k, e.g. -k {unique_key(level)}=UID")
     return ds
 
 
@@ -191,8 +192,9 @@ def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     from agent.cli.query_keys import table
     from agent.net.client import associate
     from agent.services.query import scu
+    from agent.services.query.models import MODELS
 
-    sop = scu.MODELS[args.root]["find"]
+    sop = MODELS[args.root].find
 
     async def main() -> tuple[scu.FindOutcome, list[Dataset]]:
         async with associate(
@@ -324,6 +326,7 @@ def _storage_scp(profile: Profile) -> Any:
 def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     from agent.net.client import associate
     from agent.services.query import scu
+    from agent.services.query.models import MODELS
 
     extra = [_sop_class(s) for s in args.sop_classes]
     storage_scp = _storage_scp(target.profile)
@@ -338,7 +341,7 @@ def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             max_pdu_receive=target.profile.agent.max_pdu_length,
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.get(
-                conn, scu.MODELS[args.root]["get"], identifier, store=storage_scp.handle,
+                conn, MODELS[args.root].get, identifier, store=storage_scp.handle,
                 on_progress=progress, cancel=cancel))
 
     try:
@@ -364,6 +367,7 @@ def _sop_class(text: str) -> str:
 def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     from agent.net.client import associate
     from agent.services.query import scu
+    from agent.services.query.models import MODELS
 
     profile = target.profile
     dest = args.dest or target.calling_ae
@@ -380,7 +384,7 @@ def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             deadline=trio.current_time() + args.timeout,
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.move(
-                conn, scu.MODELS[args.root]["move"], identifier, dest, on_progress=progress, cancel=cancel))
+                conn, MODELS[args.root].move, identifier, dest, on_progress=progress, cancel=cancel))
 
     async def main() -> scu.RetrieveOutcome:
         if not to_us:

@@ -7,22 +7,24 @@ The archive: three patients, four studies, seven images, with an ISO_IR 100 name
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
-import textwrap
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import trio
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from tests.conftest import free_port, wait_listening
+from tests.conftest import free_port
 
 PEER_ENV = {**os.environ, "TCP_NODELAY": "1"}
 ROOT = "1.2.826.0.1.3680043.8.498.7712"
@@ -98,41 +100,50 @@ def make_archive(directory: Path) -> list[Path]:
 # ------------------------------------------------------------------ dcmqrscp
 
 
-async def start_dcmqrscp(
-    nursery: trio.Nursery, work: Path, files: Iterable[Path], *, ae_title: str = "QRSCP",
-    destinations: Iterable[tuple[str, int]] = (), fill: bool = True,
-) -> int:
+@contextlib.contextmanager
+def dcmqrscp(
+    work: Path, files: Iterable[Path], *, ae_title: str = "QRSCP", destinations: Iterable[tuple[str, int]] = (),
+) -> Iterator[int]:
     """dcmqrscp over a fresh storage area, filled with `files` through storescu; `destinations` are
-    (AE title, port) on 127.0.0.1 it may move to. Returns its port."""
+    (AE title, port) on 127.0.0.1 it may move to. Yields its port; stopped at the end."""
     db = work / "db"
     db.mkdir(parents=True, exist_ok=True)
     port = free_port()
     hosts = "\n".join(f"dest{i} = ({ae}, 127.0.0.1, {p})" for i, (ae, p) in enumerate(destinations))
     config = work / "dcmqrscp.cfg"
-    config.write_text(textwrap.dedent(f"""\
-        NetworkTCPPort = {port}
-        MaxPDUSize = 16384
-        MaxAssociations = 16
-        HostTable BEGIN
-        """) + hosts + textwrap.dedent(f"""
-        HostTable END
-        VendorTable BEGIN
-        VendorTable END
-        AETable BEGIN
-        {ae_title} {db} RW (1000, 1024mb) ANY
-        AETable END
-        """))
-    log = open(work / "dcmqrscp.log", "wb")
-    proc = await nursery.start(lambda task_status: trio.run_process(
-        ["dcmqrscp", "-c", str(config), str(port)], env=PEER_ENV, stdout=log,
-        stderr=subprocess.STDOUT, task_status=task_status, check=False))
-    await wait_listening(port, proc, timeout=30)
-    files = list(files)
-    if fill and files:
-        done = await trio.run_process(["storescu", "-aec", ae_title, "127.0.0.1", str(port), *map(str, files)],
-                                      env=PEER_ENV, capture_stdout=True, capture_stderr=True, check=False)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return port
+    config.write_text(
+        f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+        f"HostTable BEGIN\n{hosts}\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        f"AETable BEGIN\n{ae_title} {db} RW (1000, 1024mb) ANY\nAETable END\n"
+    )
+    # Forks a child per association (its single-process mode ends on a probe that closes early).
+    with open(work / "dcmqrscp.log", "wb") as log:
+        proc = subprocess.Popen(["dcmqrscp", "-c", str(config), str(port)], env=PEER_ENV, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port(port, proc)
+        files = list(files)
+        if files:
+            done = subprocess.run(["storescu", "-aec", ae_title, "127.0.0.1", str(port), *map(str, files)],
+                                  env=PEER_ENV, capture_output=True, timeout=120)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the forked children go too
+        proc.wait(timeout=30)
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    """Poll until something accepts on 127.0.0.1:`port`; fail if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc is None or proc.poll() is None, f"peer exited with {proc.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
 
 
 # ------------------------------------------------------------------ pynetdicom

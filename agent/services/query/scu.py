@@ -43,36 +43,11 @@ from agent.errors import AgentError, AssociationAborted, TimeoutExpired
 from agent.net.connection import DicomConnection, unexpected_event
 from agent.net.server import Handler, refuse_request
 from agent.services.dataset import DataSetError, decode, encode
+from agent.services.query.models import MODELS, UNIQUE_KEYS, Model
 from agent.services.storage_classes import STORAGE_KEYWORDS
 from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, ProposedContext
 
 log = logging.getLogger("agent.query")
-
-# Query/Retrieve Information Models (PS3.4 C.6.1, C.6.2): SOP Class UIDs per root and operation.
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-
-#: root -> operation -> SOP Class UID.
-MODELS: dict[str, dict[str, str]] = {
-    "patient": {"find": PATIENT_ROOT_FIND, "move": PATIENT_ROOT_MOVE, "get": PATIENT_ROOT_GET},
-    "study": {"find": STUDY_ROOT_FIND, "move": STUDY_ROOT_MOVE, "get": STUDY_ROOT_GET},
-}
-#: The levels each root allows (PS3.4 C.6.1.1, C.6.2.1: the study root has no PATIENT level).
-LEVELS: dict[str, tuple[str, ...]] = {
-    "patient": ("PATIENT", "STUDY", "SERIES", "IMAGE"),
-    "study": ("STUDY", "SERIES", "IMAGE"),
-}
-#: The unique key of each level (PS3.4 C.2.2.1.1).
-UNIQUE_KEYS: dict[str, str] = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
 
 #: Storage classes proposed for C-GET by default (a context has one transfer syntax, so each class is
 #: proposed twice: uncompressed, and the usual compressed syntaxes; 2 x 45 + 3 stays under 128).
@@ -116,7 +91,8 @@ def proposals(
 ) -> list[ProposedContext]:
     """Contexts for `operations` ('find', 'move', 'get') of `root` ('patient' or 'study'); with 'get',
     each of `storage_classes` (default `get_storage_classes()`) with this side as its SCP."""
-    out = [ProposedContext(MODELS[root][op], UNCOMPRESSED) for op in operations]
+    model: Model = MODELS[root]
+    out = [ProposedContext(getattr(model, op), UNCOMPRESSED) for op in operations]
     if "get" in operations:
         classes = tuple(storage_classes) or get_storage_classes()
         room = (128 - len(out)) // 2
@@ -387,8 +363,12 @@ async def _next_response(
         return msg, data
 
 
+def unique_key(level: str) -> str:
+    """The keyword of `level`'s unique key (PS3.4 C.6.1.1, C.6.2.1)."""
+    return str(UNIQUE_KEYS[level][0])
+
+
 __all__ = [
-    "FindOutcome", "GET_STORAGE_KEYWORDS", "LEVELS", "MODELS", "PATIENT_ROOT_FIND", "PATIENT_ROOT_GET",
-    "PATIENT_ROOT_MOVE", "QueryError", "RetrieveOutcome", "STUDY_ROOT_FIND", "STUDY_ROOT_GET",
-    "STUDY_ROOT_MOVE", "UNIQUE_KEYS", "context", "find", "get", "get_storage_classes", "move", "proposals",
+    "FindOutcome", "GET_STORAGE_KEYWORDS", "QueryError", "RetrieveOutcome", "context", "find", "get",
+    "get_storage_classes", "move", "proposals", "unique_key",
 ]
