@@ -7,6 +7,11 @@ Invariants:
 - Roles: without a role selection item the requestor is SCU and the acceptor SCP (PS3.7 D.3.3.4). With
   one, the acceptor may only keep or clear what was proposed, never set a role the requestor did not
   offer; if neither role survives the context is rejected (user rejection).
+- A context the acceptor's policy refuses (`refuse`: access control, a service that needs an
+  authenticated user) is rejected by the user (result 1, PS3.8 Table 9-18) before anything else is
+  looked at: the caller learns the context was refused, not that the syntax is unknown.
+- SOP Class Extended Negotiation (PS3.7 D.3.3.5): a syntax whose support has `extended_negotiation`
+  gets a reply item when the requestor sent one for it and the context was accepted.
 - Nothing here does I/O; the results are plain values the services read.
 """
 
@@ -52,6 +57,9 @@ class SyntaxSupport:
     compressed: frozenset[str] = frozenset()
     requestor_may_be_scu: bool = True
     requestor_may_be_scp: bool = False
+    # PS3.7 D.3.3.5: the requestor's service-class-application-information for this SOP class ->
+    # our reply (None: send no reply item for it).
+    extended_negotiation: Callable[[bytes], bytes | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +67,23 @@ class AcceptorResult:
     contexts_ac: tuple[P.PresentationContextAC, ...]
     accepted: Mapping[int, PresentationContext]
     role_replies: tuple[P.RoleSelection, ...]
+    extended_replies: tuple[P.SOPClassExtendedNegotiation, ...] = ()
 
 
 def negotiate_acceptor(
-    rq: P.AAssociateRQ, support: Callable[[str], SyntaxSupport | None]
+    rq: P.AAssociateRQ,
+    support: Callable[[str], SyntaxSupport | None],
+    refuse: Callable[[str], bool] | None = None,
 ) -> AcceptorResult:
-    """Decide every proposed presentation context of `rq`."""
+    """Decide every proposed presentation context of `rq`; `refuse(abstract_syntax)` True rejects it."""
     proposed_roles = rq.role_selections
     contexts: list[P.PresentationContextAC] = []
     accepted: dict[int, PresentationContext] = {}
     replies: dict[str, P.RoleSelection] = {}
     for pc in rq.presentation_contexts:
+        if refuse is not None and refuse(pc.abstract_syntax):
+            contexts.append(P.PresentationContextAC(pc.id, P.PC_USER_REJECTION, ""))
+            continue
         sup = support(pc.abstract_syntax)
         if sup is None:
             contexts.append(P.PresentationContextAC(pc.id, P.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED, ""))
@@ -97,7 +111,27 @@ def negotiate_acceptor(
             continue
         contexts.append(P.PresentationContextAC(pc.id, P.PC_ACCEPTANCE, chosen))
         accepted[pc.id] = PresentationContext(pc.id, pc.abstract_syntax, chosen, scu, scp)
-    return AcceptorResult(tuple(contexts), accepted, tuple(replies.values()))
+    return AcceptorResult(
+        tuple(contexts), accepted, tuple(replies.values()), _extended_replies(rq, accepted, support)
+    )
+
+
+def _extended_replies(
+    rq: P.AAssociateRQ, accepted: Mapping[int, PresentationContext], support: Callable[[str], SyntaxSupport | None]
+) -> tuple[P.SOPClassExtendedNegotiation, ...]:
+    """One reply per SOP class the requestor sent an item for, if one of its contexts was accepted."""
+    taken = {ctx.abstract_syntax for ctx in accepted.values()}
+    out: dict[str, P.SOPClassExtendedNegotiation] = {}
+    for item in rq.user_information:
+        if not isinstance(item, P.SOPClassExtendedNegotiation) or item.sop_class_uid not in taken:
+            continue
+        sup = support(item.sop_class_uid)
+        if sup is None or sup.extended_negotiation is None or item.sop_class_uid in out:
+            continue
+        reply = sup.extended_negotiation(item.info)
+        if reply is not None:
+            out[item.sop_class_uid] = P.SOPClassExtendedNegotiation(item.sop_class_uid, reply)
+    return tuple(out.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +179,23 @@ def build_request(
 
 
 def build_accept(
-    rq: P.AAssociateRQ, result: AcceptorResult, *, max_pdu_receive: int
+    rq: P.AAssociateRQ,
+    result: AcceptorResult,
+    *,
+    max_pdu_receive: int,
+    identity_response: P.UserIdentityAC | None = None,
 ) -> P.AAssociateAC:
+    """The A-ASSOCIATE-AC; `identity_response` is the positive User Identity response (PS3.7 D.3.3.7),
+    sent only when the requestor asked for one and was authenticated."""
     user: list[P.SubItem] = [
         P.MaximumLength(max_pdu_receive),
         P.ImplementationClassUID(IMPLEMENTATION_CLASS_UID),
         *result.role_replies,
         P.ImplementationVersionName(IMPLEMENTATION_VERSION_NAME),
+        *result.extended_replies,
     ]
+    if identity_response is not None:
+        user.append(identity_response)
     if rq.async_window is not None:
         # PS3.7 D.3.3.3: we perform one operation at a time (seed S-4).
         user.insert(2, P.AsyncOperationsWindow(1, 1))

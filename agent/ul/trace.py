@@ -3,6 +3,9 @@
 Invariants:
 - Pure functions from PDU values (or a PDU's raw header) to text; no I/O, no logging here.
 - Nothing of a data set is ever described: a P-DATA-TF is its PDV headers and sizes only.
+- No credential is ever described: a User Identity sub-item (PS3.7 D.3.3.7) shows its type and, for
+  the username types, the username; a passcode, a Kerberos ticket, a SAML assertion, a JSON Web Token
+  and a server response only as "not shown" with their size.
 - UIDs are shown with their name from pydicom's dictionary when it has one (imported only when a
   description is asked for: the trace is off unless the log level is debug).
 """
@@ -61,7 +64,26 @@ def describe_associate(pdu: P.AAssociateRQ | P.AAssociateAC) -> str:
         parts.append(f"role {uid_name(role.sop_class_uid)}: SCU {int(role.scu_role)} SCP {int(role.scp_role)}")
     if not pdu.presentation_contexts:
         parts.append("no presentation context")
+    for item in pdu.user_information:
+        if isinstance(item, (P.UserIdentityRQ, P.UserIdentityAC)):
+            parts.append(describe_identity(item))
     return "; ".join(parts)
+
+
+_IDENTITY_TYPES = {1: "username", 2: "username and passcode", 3: "Kerberos ticket", 4: "SAML assertion", 5: "JWT"}
+
+
+def describe_identity(item: P.UserIdentityRQ | P.UserIdentityAC) -> str:
+    """A User Identity sub-item without its secrets."""
+    if isinstance(item, P.UserIdentityAC):
+        return f"user identity response ({len(item.server_response)} bytes, not shown)"
+    kind = _IDENTITY_TYPES.get(item.identity_type, f"type {item.identity_type}")
+    asked = ", positive response requested" if item.positive_response_requested else ""
+    if item.identity_type in (1, 2):
+        user = item.primary.decode("utf-8", "replace")
+        secret = ", passcode not shown" if item.identity_type == 2 else ""
+        return f"user identity {kind}: {user!r}{secret}{asked}"
+    return f"user identity {kind} ({len(item.primary)} bytes, not shown){asked}"
 
 
 def describe_pdata(body: bytes | memoryview) -> str:
@@ -102,4 +124,4 @@ def describe_encoded(data: bytes | memoryview) -> list[str]:
     return out
 
 
-__all__ = ["PDU_NAMES", "describe_associate", "describe_encoded", "describe_pdata", "uid_name"]
+__all__ = ["PDU_NAMES", "describe_associate", "describe_encoded", "describe_identity", "describe_pdata", "uid_name"]
