@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.query import add_parsers as add_query_parsers
 
     add_query_parsers(sub)  # find, move, get
+    from agent.cli.conformance import add_parsers as add_conformance_parsers
+
+    add_conformance_parsers(sub)
     return parser
 
 
@@ -246,6 +249,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli.query import run_find, run_get, run_move
 
         return {"find": run_find, "move": run_move, "get": run_get}[args.command](args)
+    if args.command == "conformance":
+        from agent.cli.conformance import run_conformance
+
+        return run_conformance(args, _profile(args.profile))
     raise AssertionError(args.command)
 
 

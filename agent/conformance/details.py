@@ -1,0 +1,250 @@
+"""Sections N.6 to N.12 of the statement: configuration, network communication details (association
+parameters, the presentation contexts each side proposes or accepts, statuses, failure behaviour),
+security, and the sections that do not apply to a network agent (kept with "N/A", PS3.2 Annex N).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from agent.conformance.model import Block, Facts, Items, Para, Section, Table, na
+from agent.conformance.sections import roles_of, scp_services, ts_name
+from agent.profile import Profile
+
+
+def configuration(profile: Profile, facts: Facts) -> list[Section]:
+    rows = tuple((s.parameter, s.configurable, s.value, s.comment) for s in facts.settings)
+    return [
+        Section("6", "Configuration", (
+            Para("USER: given by whoever runs a command; SERVICE: set by the installer in the profile file, "
+                 "read when the agent starts; FIXED: set by the code."),
+        )),
+        Section("6.1", "General Configuration Parameters", (
+            Table("Table N.6-1. Configuration Parameters", ("Parameter", "Configurable", "Value", "Comment"), rows),
+        )),
+        Section("6.2", "Configuration of DIMSE Services", (
+            Para("Each service is configured by its profile section (listed in 6.1); a section that is "
+                 "absent leaves its service off, and an unknown key stops the agent with a clear error."),
+        )),
+        na("6.3", "Configuration of DICOM Web Services", ""),
+        na("6.4", "Configuration of Media Storage Service", ""),
+        na("6.5", "Configuration of Real-Time Video Service", ""),
+        _audit(profile),
+    ]
+
+
+def _audit(profile: Profile) -> Section:
+    audit = getattr(profile, "audit", None)
+    if audit is None:
+        return na("6.6", "Configuration of Audit Trail - Syslog", "No audit trail is configured.")
+    return Section("6.6", "Configuration of Audit Trail - Syslog", (
+        Table("Audit trail", ("Parameter", "Value"),
+              tuple((f.name, str(getattr(audit, f.name))) for f in dataclasses.fields(audit))),
+    ))
+
+
+def _secs(value: float) -> str:
+    return f"{value:g} s"
+
+
+def network(profile: Profile, facts: Facts) -> list[Section]:
+    t = facts.timeouts
+    a = profile.agent
+    general = Table("Table N.7-1. General Association Parameters", ("Parameter", "Value"), (
+        ("Application Context Name", "1.2.840.10008.3.1.1.1"),
+        ("Implementation Class UID", facts.implementation_class_uid),
+        ("Implementation Version Name", facts.implementation_version_name),
+        ("Maximum PDU length received", f"{facts.max_pdu_receive} bytes" if facts.max_pdu_receive else "unlimited (0)"),
+        ("Maximum PDU length sent", "the peer's maximum; to peers of the profile at most their `max_pdu_length`"),
+        ("Associations accepted at once", f"{facts.max_associations}; one more is rejected (transient, local "
+                                          "limit exceeded)"),
+        ("Connections waiting for their A-ASSOCIATE-RQ", f"{a.max_pending_connections} in all, "
+                                                         f"{a.max_pending_per_address} per address"),
+        ("Associations initiated at once", "one per peer (its queue), plus one per command"),
+        ("Asynchronous operations window", f"{facts.async_window[0]} invoked / {facts.async_window[1]} performed"),
+        ("TCP connect timeout", _secs(t["connect"])),
+        ("ARTIM timeout (association request and release)", _secs(t["artim"])),
+        ("DIMSE response timeout", _secs(t["dimse"])),
+        ("Network idle timeout", _secs(t["idle"])),
+        ("Called AE title checked", "yes" if a.called_ae_check else "no"),
+        ("Calling AE titles accepted", ", ".join(a.allowed_calling_aes) or "any"),
+    ))
+    return [
+        Section("7", "Network and Media Communication Details", ()),
+        Section("7.1", "General Association Parameters", (
+            Para("TCP/IP (PS3.8) with Nagle's algorithm off; the listener binds to "
+                 f"{a.bind}:{a.port}."),
+            general,
+        )),
+        Section("7.2", f"Association Policies of {facts.ae_title}", ()),
+        Section("7.2.1", "Association Initiation", tuple(_initiation(facts))),
+        Section("7.2.2", "Association Acceptance", tuple(_acceptance(facts))),
+        Section("7.3", "Communication Failure Behaviour and Statuses", ()),
+        Section("7.3.1", "Communication Failure Behaviour", (
+            Items((
+                "As acceptor: an association with no PDU for the idle timeout is aborted; a malformed PDU or "
+                "a peer that vanishes ends that association only (A-ABORT), never the listener.",
+                "As requestor: a refused or reset connection, a timeout, a transient rejection or an out of "
+                "resources status is retried with capped exponential backoff per peer (`retry_base`, "
+                "`retry_cap`); a permanent rejection or a refused SOP class sends the job to the dead list "
+                "at once, as does a job older than `max_age`.",
+            )),
+        )),
+        Section("7.3.2", "DIMSE Statuses Answered", tuple(_statuses(facts))),
+    ]
+
+
+def _initiation(facts: Facts) -> list[Block]:
+    if not facts.proposed:
+        return [Para("- N/A: the agent initiates no association with this profile.")]
+    rows = tuple((p.service, f"{p.name}", ", ".join(ts_name(t) for t in p.transfer_syntaxes),
+                  "SCU" if p.scp_role is None else ("SCP" if p.scp_role and not p.scu_role else "SCU/SCP"),
+                  "role selection" if p.scu_role is not None else "none")
+                 for p in facts.proposed)
+    return [
+        Para("Presentation contexts the agent proposes (one context per abstract syntax and transfer syntax "
+             "list; details and peers in 5.2). No SOP Class Extended Negotiation is proposed."),
+        Table("Proposed presentation contexts", ("Service", "Abstract Syntax", "Transfer Syntaxes (order)",
+                                                 "Role", "Extended Negotiation"), rows),
+    ]
+
+
+def _acceptance(facts: Facts) -> list[Block]:
+    if not facts.accepted:
+        return [Para("- N/A: the profile turns no SCP service on.")]
+    blocks: list[Block] = [
+        Para("Rules (PS3.8 9.3.2.2, PS3.7 D.3.3.4), applied to each proposed context on its own:"),
+        Items((
+            "The agent picks the first transfer syntax of ITS preference order (the tables below) that the "
+            "requestor proposed.",
+            "Exception: when the requestor's FIRST transfer syntax is one the class accepts as proposed "
+            "(compressed), that one is taken, and the instance is stored unchanged. When no preferred "
+            "syntax was proposed, the first accepted-as-proposed syntax in the requestor's order is taken.",
+            "Otherwise the context is rejected: transfer syntaxes not supported (4); an unknown abstract "
+            "syntax: abstract syntax not supported (3).",
+            "Without SCP/SCU Role Selection the requestor is SCU and the agent SCP. With it, the agent keeps "
+            "only the roles the table allows and clears the others; if none is left the context is "
+            "rejected by the user (1).",
+            "An Asynchronous Operations Window is answered 1/1; SOP Class Extended Negotiation items get no "
+            "reply (not supported) unless a class below says otherwise.",
+        )),
+    ]
+    rows: list[tuple[str, ...]] = []
+    for service, classes in scp_services(facts).items():
+        if service == "Storage" and len(classes) > 12:
+            c = classes[0]
+            rows.append((f"{len(classes)} Storage SOP Classes (5.2.2)", "(all)", _ts_cell(c), _roles_cell(c)))
+            continue
+        for c in classes:
+            rows.append((c.name, c.uid, _ts_cell(c), _roles_cell(c)))
+    blocks.append(Table("Accepted presentation contexts", ("Abstract Syntax", "UID",
+                                                           "Transfer Syntaxes (preference order)",
+                                                           "Requestor may be / agent's role"), tuple(rows)))
+    return blocks
+
+
+def _ts_cell(c: object) -> str:
+    names = [ts_name(t) for t in c.transfer_syntaxes]  # type: ignore[attr-defined]
+    text = " > ".join(names)
+    if c.as_proposed:  # type: ignore[attr-defined]
+        text += f"; {len(c.as_proposed)} compressed as proposed"  # type: ignore[attr-defined]
+    return text
+
+
+def _roles_cell(c: object) -> str:
+    may = [r for r, on in (("SCU", c.requestor_may_be_scu), ("SCP", c.requestor_may_be_scp)) if on]  # type: ignore[attr-defined]
+    return f"{' or '.join(may)} / {roles_of(c)}"  # type: ignore[arg-type]
+
+
+def _statuses(facts: Facts) -> list[Block]:
+    out: list[Block] = []
+    for handler, entries in facts.statuses.items():
+        out.append(Table(handler, ("Status", "Category", "Meaning"),
+                         tuple((f"{e.code:04X}", e.category, e.meaning) for e in entries)))
+    return out
+
+
+def security(profile: Profile, facts: Facts) -> list[Section]:
+    tls = getattr(profile, "tls", None)
+    peers_tls = [(name, peer) for name, peer in profile.peers.items() if getattr(peer, "tls", None) is not None]
+    sec = getattr(profile, "security", None)
+    out = [
+        Section("8", "Security", ()),
+        Section("8.1", "Security Behavior", (
+            Para("The agent runs as an unprivileged system user; files it writes are not world-readable."),
+        )),
+        Section("8.2", "External Network Requirements", (
+            Para("Peers are identified by AE title and address; without TLS, DICOM traffic is not "
+                 "encrypted and the network must be trusted."),
+        )),
+        Section("8.3", "TCP Port Configuration", (
+            Table("Ports", ("Port", "Use"), (
+                (str(profile.agent.port), "DICOM (plain TCP)"),
+                *(((str(getattr(tls, "port", "")), f"DICOM over TLS ({getattr(tls, 'profile', '')})"),) if tls else ()),
+            )),
+        )),
+    ]
+    if tls is None and not peers_tls:
+        out.append(na("8.4", "DICOM Security Profiles Support", "No TLS profile is configured (`[tls]`)."))
+    else:
+        rows: list[tuple[str, ...]] = []
+        if tls is not None:
+            rows.append(("Listener", str(getattr(tls, "profile", "")),
+                         f"client certificates: {getattr(tls, 'client_certificates', '')}"))
+        for name, peer in peers_tls:
+            ptls = peer.tls
+            rows.append((f"Peer {name}", str(getattr(ptls, "profile", "")), "server certificate verified"))
+        out.append(Section("8.4", "DICOM Security Profiles Support", (
+            Para("Secure Transport Connection Profiles (PS3.15 Annex B), by BCP 195 profile name:"),
+            Table("TLS", ("Where", "Profile", "Authentication"), tuple(rows)),
+        )))
+    identity_rows = [(name, "sent") for name, peer in profile.peers.items() if getattr(peer, "identity", None)]
+    if sec is None and not identity_rows:
+        out.append(na("8.5", "User Identity Negotiation Support",
+                      "User Identity items are neither sent nor checked; a request for a response gets none."))
+    else:
+        blocks: list[Block] = []
+        if identity_rows:
+            blocks.append(Table("As requestor", ("Peer", "User Identity"), tuple(identity_rows)))
+        if sec is not None:
+            blocks.append(Table("As acceptor (`[security]`)", ("Parameter", "Value"),
+                                tuple((f.name, _show(getattr(sec, f.name))) for f in dataclasses.fields(sec)
+                                      if f.name not in {"users"})))
+        out.append(Section("8.5", "User Identity Negotiation Support", tuple(blocks)))
+    return out
+
+
+def _show(value: object) -> str:
+    from agent.conformance.settings import show
+
+    if isinstance(value, (frozenset, set)):
+        value = tuple(sorted(str(v) for v in value))
+    return show(value)
+
+
+def annexes(profile: Profile, facts: Facts) -> list[Section]:
+    out: list[Section] = []
+    if profile.device is not None:
+        out.append(Section("9", "Information Object Definitions", (
+            Para(f"Images from the acquisition device are {profile.device.sop_class} instances; identity "
+                 "attributes are mapped from the worklist as in 5.2.8."),
+        )))
+    else:
+        out.append(na("9", "Information Object Definitions", "The agent creates no instances with this profile."))
+    out += [
+        na("10", "Structured Report Content Encoding", ""),
+        na("11", "Security Details", "See 8."),
+    ]
+    if profile.mpps is not None and profile.worklist is not None:
+        from agent.services.mpps import PATIENT_KEYWORDS, SPS_KEYWORDS, STEP_KEYWORDS
+
+        out.append(Section("12", "Mapping of Attributes", (
+            Table("Worklist item to MPPS", ("Attribute", "Copied"),
+                  tuple((k, "from the worklist item") for k in (*PATIENT_KEYWORDS, *STEP_KEYWORDS, *SPS_KEYWORDS))),
+        )))
+    else:
+        out.append(na("12", "Mapping of Attributes", ""))
+    return out
+
+
+__all__ = ["annexes", "configuration", "network", "security"]
