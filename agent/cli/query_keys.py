@@ -122,7 +122,7 @@ def _all_ascii(ds: Dataset) -> bool:
         if elem.VR == "SQ":
             if not all(_all_ascii(item) for item in elem.value):
                 return False
-        elif isinstance(elem.value, str) and not elem.value.isascii():
+        elif elem.value is not None and not str(elem.value).isascii():  # PN values are not str
             return False
     return True
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
 from tests.conftest import free_port
@@ -164,6 +165,22 @@ class PynetdicomQR:
         self.port = free_port()
         self.server: Any = None
         self.cancelled = threading.Event()
+        #: When set, each operation waits after its first match or sub-operation until the SCU sends a
+        #: C-CANCEL (at most 30 s), so a cancel test does not race the peer's speed.
+        self.hold_after_first = False
+
+    def _held(self, event: Any, sent: int) -> bool:
+        """True when the SCU cancelled (now or while held after the first answer)."""
+        # pynetdicom forgets a C-CANCEL once `is_cancelled` has said True: read it once per poll.
+        cancelled = event.is_cancelled
+        if sent == 1 and self.hold_after_first:
+            deadline = time.monotonic() + 30
+            while not cancelled and time.monotonic() < deadline:
+                time.sleep(0.005)
+                cancelled = event.is_cancelled
+        if cancelled:
+            self.cancelled.set()
+        return cancelled
 
     def start(self) -> int:
         from pynetdicom import AE, StoragePresentationContexts, evt
@@ -172,8 +189,6 @@ class PynetdicomQR:
             PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelFind,
             StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove,
         )
-        from pynetdicom import build_role
-
         ae = AE(ae_title=self.ae_title)
         for sop in (PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelGet,
                     PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelFind,
@@ -182,7 +197,6 @@ class PynetdicomQR:
         for cx in StoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, scu_role=True, scp_role=True)
             ae.add_requested_context(cx.abstract_syntax)  # for C-MOVE sub-operations
-        del build_role
         handlers = [(evt.EVT_C_FIND, self._find), (evt.EVT_C_GET, self._get), (evt.EVT_C_MOVE, self._move)]
         self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
         return self.port
@@ -197,21 +211,20 @@ class PynetdicomQR:
                   "IMAGE": "SOPInstanceUID"}[level]
         found: dict[str, Dataset] = {}
         for ds in self.datasets:
-            if all(_matches(ds, elem) for elem in identifier if elem.keyword not in
-                   ("QueryRetrieveLevel", "SpecificCharacterSet")):
+            if _all_match(ds, identifier):
                 found.setdefault(str(ds.get(unique, "")), ds)
         return list(found.values())
 
     def _find(self, event: Any) -> Any:
         identifier = event.identifier
         self.requests.append(("find", identifier))
-        for ds in self.matching(identifier):
-            if event.is_cancelled:
-                self.cancelled.set()
+        for sent, ds in enumerate(self.matching(identifier)):
+            if self._held(event, sent):
                 yield 0xFE00, None
                 return
             out = Dataset()
-            out.SpecificCharacterSet = ds.get("SpecificCharacterSet", "ISO_IR 6")
+            if "SpecificCharacterSet" in ds:
+                out.SpecificCharacterSet = ds.SpecificCharacterSet
             for elem in identifier:
                 if elem.keyword == "SpecificCharacterSet":
                     continue
@@ -221,11 +234,10 @@ class PynetdicomQR:
 
     def _get(self, event: Any) -> Any:
         self.requests.append(("get", event.identifier))
-        found = [ds for ds in self.datasets if _instance_match(ds, event.identifier, self)]
+        found = [ds for ds in self.datasets if _all_match(ds, event.identifier)]
         yield len(found)
-        for ds in found:
-            if event.is_cancelled:
-                self.cancelled.set()
+        for sent, ds in enumerate(found):
+            if self._held(event, sent):
                 yield 0xFE00, None
                 return
             yield 0xFF00, ds
@@ -237,19 +249,13 @@ class PynetdicomQR:
             yield None, None
             return
         yield dest[0], dest[1]
-        found = [ds for ds in self.datasets if _instance_match(ds, event.identifier, self)]
+        found = [ds for ds in self.datasets if _all_match(ds, event.identifier)]
         yield len(found)
-        for ds in found:
-            if event.is_cancelled:
-                self.cancelled.set()
+        for sent, ds in enumerate(found):
+            if self._held(event, sent):
                 yield 0xFE00, None
                 return
             yield 0xFF00, ds
-
-
-def _instance_match(ds: Dataset, identifier: Dataset, qr: PynetdicomQR) -> bool:
-    return any(ds.SOPInstanceUID == m.SOPInstanceUID for m in qr.datasets if _all_match(m, identifier)) \
-        and _all_match(ds, identifier)
 
 
 def _all_match(ds: Dataset, identifier: Dataset) -> bool:
@@ -261,6 +267,8 @@ def _matches(ds: Dataset, elem: Any) -> bool:
     if want in (None, "") or elem.VR == "SQ":
         return True
     have = str(ds.get(elem.tag).value) if elem.tag in ds else ""
+    if isinstance(want, (list, MultiValue)):  # a UID list (PS3.4 C.2.2.2.2)
+        return have in [str(w) for w in want]
     want = str(want)
     if elem.VR == "DA" and "-" in want:
         lo, _, hi = want.partition("-")
