@@ -10,6 +10,8 @@ Invariants:
 - Command fragments are buffered (a command set is small and bounded by `max_command_length`);
   data set fragments are handed on one by one and never accumulated, so memory stays bounded by the
   PDU size whatever the size of the data set. Work is O(bytes received).
+- Data set fragments are handed on as given, not copied: the PDU reader gives each PDU memory of its
+  own that no later input overwrites (agent.ul.pdu.PDUReader), so a view stays valid.
 - Any violation raises `DIMSEError`; the association must then be aborted. The assembler resets to
   its idle state, so it never emits events for the broken message.
 """
@@ -68,7 +70,7 @@ class DataSetFragment:
     """One data set PDV's value, in order; `is_last` marks the end of the data set."""
 
     context_id: int
-    data: bytes
+    data: bytes | memoryview  # read-only; valid for as long as it is referenced
     is_last: bool
 
 
@@ -125,8 +127,8 @@ class MessageAssembler:
                 )
             if is_last:
                 self._state = _IDLE
-                return [DataSetFragment(context_id, bytes(data), True), MessageComplete(context_id)]
-            return [DataSetFragment(context_id, bytes(data), False)]
+                return [DataSetFragment(context_id, data, True), MessageComplete(context_id)]
+            return [DataSetFragment(context_id, data, False)]
 
         if state == _IDLE:
             if not is_command:

@@ -753,8 +753,10 @@ def _decode_pdata(body: memoryview) -> PDataTF:
 
 
 def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
-    """Decode one whole PDU (header included). Raises PDUDecodeError."""
-    view = memoryview(data)
+    """Decode one whole PDU (header included). Raises PDUDecodeError.
+
+    A P-DATA-TF's PDV values are read-only views of `data`, not copies."""
+    view = memoryview(data).toreadonly()
     if len(view) < 6:
         raise PDUDecodeError("PDU shorter than its header")
     pdu_type, _reserved, length = _HEADER.unpack_from(view, 0)
@@ -780,29 +782,77 @@ def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
     raise PDUDecodeError(f"unrecognized PDU type {pdu_type:02X}H", ABORT_UNRECOGNIZED_PDU)
 
 
+#: A PDU at least this long whose header is in is received straight into its own buffer
+#: (`PDUReader.receive_buffer`): one copy from the kernel, none afterwards.
+DIRECT_RECEIVE_MIN = 32 * 1024
+
+
 @dataclass(slots=True)
 class PDUReader:
     """Splits a byte stream into PDUs; transactional over its buffer (wsproto's Buffer idea).
 
     `max_pdata_length` is the Maximum Length we advertised (0 = unlimited): a P-DATA-TF PDU whose
     length exceeds it is a protocol error (PS3.8 D.1: the requestor shall not send more).
+
+    Two ways in, freely mixed: `feed(bytes)` copies what a transport read into the buffer; a
+    transport that can read into memory it is given asks `receive_buffer()` for the rest of a large
+    PDU whose header is in, reads into it and reports `received_into(n)` (asyncio's BufferedProtocol
+    idea). Every decoded PDU owns memory no later input reuses, so the memoryviews a PDataTF's PDVs
+    hold stay valid after the reader moves on (the hot path hands them on without copying).
     """
 
     max_pdata_length: int = 0
     _buffer: bytearray = field(default_factory=bytearray)
+    _pdu: bytearray | None = None  # a large PDU being received into its own buffer
+    _filled: int = 0  # bytes of `_pdu` received so far
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        pdu = self._pdu
+        if pdu is not None:
+            take = min(len(pdu) - self._filled, len(data))
+            pdu[self._filled : self._filled + take] = data[:take]
+            self._filled += take
+            if take == len(data):
+                return
+            data = data[take:]
         self._buffer += data
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) + self._filled
 
-    def next_pdu(self) -> PDU | None:
-        """The next complete PDU, or None until more bytes arrive. Raises PDUDecodeError."""
-        buf = self._buffer
-        if len(buf) < 6:
-            return None
+    def receive_buffer(self) -> memoryview | None:
+        """Writable memory for the rest of the large PDU being received, or None.
+
+        None unless a PDU of at least DIRECT_RECEIVE_MIN bytes has its header (and nothing after it
+        is buffered): then the bytes already buffered move into a buffer of the PDU's exact size and
+        the free part of it is returned. Checks on the header are those of `next_pdu`.
+        """
+        pdu = self._pdu
+        if pdu is None:
+            buf = self._buffer
+            if len(buf) < 6:
+                return None
+            try:
+                total = self._check_header(buf) + 6
+            except PDUDecodeError:
+                return None  # `next_pdu` raises it where the association expects it
+            if total < DIRECT_RECEIVE_MIN or len(buf) >= total:
+                return None
+            pdu = self._pdu = bytearray(total)
+            pdu[: len(buf)] = buf
+            self._filled = len(buf)
+            self._buffer = bytearray()
+        return memoryview(pdu)[self._filled :]
+
+    def received_into(self, n: int) -> None:
+        """`n` bytes were written at the start of the last `receive_buffer()`."""
+        if self._pdu is None or self._filled + n > len(self._pdu):
+            raise ValueError("received_into without a receive buffer, or past its end")
+        self._filled += n
+
+    def _check_header(self, buf: bytes | bytearray) -> int:
+        """The PDU length from a buffered header, after the checks that need no more bytes."""
         pdu_type, _reserved, length = _HEADER.unpack_from(buf, 0)
         if pdu_type == P_DATA_TF:
             if self.max_pdata_length and length > self.max_pdata_length:
@@ -813,12 +863,26 @@ class PDUReader:
             raise PDUDecodeError(f"unrecognized PDU type {pdu_type:02X}H", ABORT_UNRECOGNIZED_PDU)
         elif length > MAX_CONTROL_PDU:
             raise PDUDecodeError(f"PDU type {pdu_type:02X}H of {length} bytes is implausibly long")
-        if len(buf) < length + 6:
+        return int(length)
+
+    def next_pdu(self) -> PDU | None:
+        """The next complete PDU, or None until more bytes arrive. Raises PDUDecodeError."""
+        pdu = self._pdu
+        if pdu is not None:
+            if self._filled < len(pdu):
+                return None
+            self._pdu, self._filled = None, 0
+            return decode_pdu(pdu)
+        buf = self._buffer
+        if len(buf) < 6:
             return None
-        if len(buf) == length + 6:
-            raw = bytes(buf)
-            buf.clear()
-        else:
-            raw = bytes(buf[: length + 6])
-            del buf[: length + 6]
+        total = self._check_header(buf) + 6
+        if len(buf) < total:
+            return None
+        if len(buf) == total:
+            # The buffer becomes the PDU's (no copy); a fresh one takes the next bytes.
+            self._buffer = bytearray()
+            return decode_pdu(buf)
+        raw = buf[:total]  # one copy; bytearray's front deletion below is cheap
+        del buf[:total]
         return decode_pdu(raw)

@@ -508,6 +508,87 @@ def test_reader_waits_for_a_whole_pdu() -> None:
     assert reader.next_pdu() == P_DATA_TF_PDU
 
 
+# ---------------------------------------------------------------- PDUReader: receiving into a PDU's own buffer
+
+BIG = bytes(range(256)) * 300  # 76,800 bytes: above DIRECT_RECEIVE_MIN
+BIG_STREAM = (
+    P.encode_pdu(P.PDataTF((P.PDV(1, False, False, BIG),)))
+    + RELEASE_RQ
+    + P.encode_pdu(P.PDataTF((P.PDV(3, False, True, BIG[::-1]),)))
+    + P_DATA_TF
+)
+BIG_PDUS = [P.PDataTF((P.PDV(1, False, False, BIG),)), P.AReleaseRQ(),
+            P.PDataTF((P.PDV(3, False, True, BIG[::-1]),)), P_DATA_TF_PDU]
+
+
+def _read(stream: bytes, sizes: list[int], direct: list[bool]) -> tuple[list[P.PDU], int]:
+    """Read `stream` as a transport would: `sizes` bytes at a time, into the reader's receive buffer
+    when it offers one and `direct` says so, else through feed. Returns the PDUs and direct reads."""
+    reader = P.PDUReader()
+    got: list[P.PDU] = []
+    pos = k = directs = 0
+    while pos < len(stream):
+        n = sizes[k % len(sizes)] if sizes else len(stream)
+        target = reader.receive_buffer() if direct[k % len(direct)] else None
+        if target is not None:
+            n = min(n, len(target), len(stream) - pos)
+            target[:n] = stream[pos : pos + n]
+            reader.received_into(n)
+            directs += 1
+        else:
+            reader.feed(stream[pos : pos + n])
+        pos, k = pos + n, k + 1
+        got += _drain(reader)
+    assert reader.buffered == 0
+    return got, directs
+
+
+def test_reader_receive_buffer_takes_the_rest_of_a_large_pdu() -> None:
+    got, directs = _read(BIG_STREAM, [1000], [True])
+    assert got == BIG_PDUS
+    assert directs >= 2 * (len(BIG) // 1000) - 4  # nearly all of both large PDUs went in directly
+
+
+def test_reader_offers_no_buffer_for_small_or_complete_pdus() -> None:
+    reader = P.PDUReader()
+    reader.feed(P_DATA_TF[:8])
+    assert reader.receive_buffer() is None  # a small PDU goes through feed
+    reader = P.PDUReader()
+    reader.feed(BIG_STREAM[:5])
+    assert reader.receive_buffer() is None  # header not complete yet
+    reader.feed(BIG_STREAM[5 : 6 + len(BIG) + 12])
+    assert reader.receive_buffer() is None  # already whole: nothing to receive into
+    with pytest.raises(ValueError):
+        reader.received_into(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(500, 70_000), min_size=1, max_size=8), st.lists(st.booleans(), min_size=1, max_size=8))
+def test_reader_feed_and_receive_buffer_mixed_give_the_same_pdus(sizes: list[int], direct: list[bool]) -> None:
+    got, _ = _read(BIG_STREAM, sizes, direct)
+    assert got == BIG_PDUS
+
+
+def test_pdv_values_stay_valid_after_more_input() -> None:
+    """The hot path hands PDV values on without copying: later input must not overwrite them."""
+    reader = P.PDUReader()
+    reader.feed(BIG_STREAM)
+    first = reader.next_pdu()
+    rest = _drain(reader)
+    reader.feed(BIG_STREAM)  # the same reader takes more bytes
+    _drain(reader)
+    assert isinstance(first, P.PDataTF) and first.pdvs[0].data == BIG and rest == BIG_PDUS[1:]
+    assert first.pdvs[0].data.readonly  # a view, and not one a consumer could write through
+
+
+def test_reader_bad_header_is_reported_by_next_pdu_not_receive_buffer() -> None:
+    reader = P.PDUReader(max_pdata_length=1000)
+    reader.feed(BIG_STREAM[:6])
+    assert reader.receive_buffer() is None
+    with pytest.raises(P.PDUDecodeError):
+        reader.next_pdu()
+
+
 # ---------------------------------------------------------------- decode errors
 
 
