@@ -5,6 +5,12 @@ Invariants:
   then the listener; READY=1 goes to systemd only once the listener is bound and recovery is done.
 - SIGTERM/SIGINT cancel the root scope: every association ends with A-ABORT or A-RELEASE, queue
   workers give their claimed jobs back, and the process exits 0.
+- SIGHUP re-reads the TLS certificate, key and CA files (`Agent.reload`); open associations keep
+  the session they have, new handshakes use the new files. A file that cannot be used is logged and
+  the previous certificate stays in use.
+- Everything the `dicom-agent` process creates is owner/group only: its command line sets the umask
+  to 0027 before anything else (agent/cli/__init__.py `main`); the store and database also set their
+  modes explicitly, so an agent embedded in another process is safe whatever that process's umask.
 """
 
 from __future__ import annotations
@@ -13,12 +19,15 @@ import logging
 import signal
 import sqlite3
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
 from agent import __version__, sdnotify
 from agent.net.connection import Timeouts
 from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
+from agent.net.tls import TlsServer, TlsSetupError
+from agent.errors import ProfileError
 from agent.profile import MppsSettings, Profile
 from agent.services import verification
 from agent.services import commitment
@@ -63,7 +72,9 @@ class Agent:
     profile: Profile
     registry: ServiceRegistry = field(default_factory=ServiceRegistry)
     listener: Listener | None = None
-    bound_ports: list[int] = field(default_factory=list)
+    bound_ports: list[int] = field(default_factory=list)  # plain TCP first, then TLS
+    tls_server: TlsServer | None = None  # `[tls]`: its events are where TLS outcomes are reported
+    tls_ports: list[int] = field(default_factory=list)
     blocking: Blocking = field(default_factory=Blocking)
     db: sqlite3.Connection | None = None
     store: InstanceStore | None = None
@@ -180,6 +191,16 @@ class Agent:
         )
         if self.print_service is not None:  # Printer N-EVENT-REPORTs reach a print association from its start
             self.listener.on_association = self.print_service.scp.association_started
+        if p.tls is not None:
+            try:  # a certificate, key or CA that cannot be used stops the start-up (exit 78)
+                self.tls_server = TlsServer(p.tls)
+            except TlsSetupError as exc:
+                raise ProfileError(p.source, exc.key, f"usable TLS files: {exc}") from None
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the TLS files (module docstring)."""
+        if self.tls_server is not None:
+            self.tls_server.reload()
 
     def _build_commitment(self) -> None:
         """Storage Commitment: requester (`[storage] commit_with`) and/or SCP (`[commitment]`)."""
@@ -221,7 +242,15 @@ class Agent:
                 await nursery.start(self.print_service.run)
             if self.modality is not None:  # unfinished procedures resume, then device events are consumed
                 await nursery.start(self.modality.run)
-            listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
+            listeners = []
+            if p.tls is None or p.tls.plain_listener:
+                listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
+            if p.tls is not None:
+                tls_listeners = await nursery.start(
+                    partial(self.listener.serve_tcp, p.agent.bind, p.tls.port, tls=self.tls_server)
+                )
+                self.tls_ports = [l.socket.getsockname()[1] for l in tls_listeners]
+                listeners += tls_listeners
             self.bound_ports = [l.socket.getsockname()[1] for l in listeners]
             log.info(
                 "dicom-agent %s ready: AE %s on port %s, profile %s",
@@ -259,13 +288,17 @@ class Agent:
 
 
 async def run_until_signalled(agent: Agent) -> None:
-    """Run the agent until SIGTERM or SIGINT, then stop gracefully."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """Run the agent until SIGTERM or SIGINT, then stop gracefully; SIGHUP reloads (Agent.reload)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(agent.run)
 
             async def wait_signal() -> None:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("SIGHUP received: reloading")
+                        agent.reload()
+                        continue
                     log.info("%s received: stopping", signal.Signals(signum).name)
                     sdnotify.stopping()
                     nursery.cancel_scope.cancel()

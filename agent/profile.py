@@ -9,8 +9,7 @@ Invariants this module keeps:
   silently leave a service on its default.
 - Durations are float seconds, sizes are int bytes, paths are absolute `Path`s (a relative one is taken
   from the profile file's folder), UIDs are strings.
-- A section whose service this version does not implement (`[tls]`, `[security]`) is an error even
-  when empty.
+- A section whose service this version does not implement (`[security]`) is an error even when empty.
 - A section that is absent is `None` (the service is off), except `[agent]`, which always exists.
 - Every peer name referenced anywhere exists in `[peers]`.
 """
@@ -33,6 +32,7 @@ from typing import Literal, TypeVar, get_args
 from pydicom.uid import UID, UID_dictionary
 
 from agent.errors import ProfileError
+from agent.net.tls import DEFAULT_PROFILE as DEFAULT_TLS_PROFILE, PROFILE_NAMES as TLS_PROFILES, ListenerTls, PeerTls
 from agent.ul.vr import AE_TITLE_RULE, is_ae_title
 
 __all__ = [
@@ -115,6 +115,11 @@ class Peer:
     linger: float = 5.0  # keep an idle outgoing association open this long
     max_pdu_length: int = 262144
     dimse_timeout: float = 60.0  # inherited from [agent] when the profile leaves it out
+    tls: PeerTls | None = None  # `tls = true` and the `tls_*` keys (PEER_TLS_KEYS); None: plain TCP
+
+
+# A peer's TLS keys (`tls = true` turns them on); the CA, certificate and key default to [tls]'s.
+PEER_TLS_KEYS = ("tls_ca", "tls_certificate", "tls_key", "tls_profile", "tls_server_name", "tls_subject")
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +223,7 @@ class Profile:
     mpps: MppsSettings | None = None
     print: PrintSettings | None = None
     device: DeviceSettings | None = None
+    tls: ListenerTls | None = None  # `[tls]`: the TLS listener; peers' TLS is on each Peer
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,7 +336,6 @@ _SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "pri
 # Sections of services this version does not implement: refused even when empty, because a profile
 # that names them expects something to happen (an acquisition driver to run, TLS to protect the wire).
 _UNSUPPORTED = {
-    "tls": "TLS is not supported in this version; remove the section (the agent speaks plain TCP only)",
     "security": "[security] is not supported in this version; remove the section",
 }
 _PEER_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -494,7 +499,8 @@ class _Parser:
                 raise self.fail(name, f"no [{name}] section: {why}")
 
         agent = self.agent(self.table(data.get("agent", {}), "agent"))
-        peers = self.peers(self.table(data.get("peers", {}), "peers"), agent)
+        tls = self.tls(self.table(data["tls"], "tls"), agent) if "tls" in data else None
+        peers = self.peers(self.table(data.get("peers", {}), "peers"), agent, tls)
 
         def section(name: str, build: Callable[[dict[str, object]], _T]) -> _T | None:
             return build(self.table(data[name], name)) if name in data else None
@@ -509,6 +515,7 @@ class _Parser:
             mpps=section("mpps", self.mpps),
             print=section("print", self.print_),
             device=section("device", self.device),
+            tls=tls,
         )
         self.check_references(profile)
         return profile
@@ -539,9 +546,63 @@ class _Parser:
             log_level=g(t, "agent", "log_level", self.choice(*get_args(LogLevel)), d.log_level),  # type: ignore[arg-type]
         )
 
-    def peers(self, t: dict[str, object], agent: AgentSettings) -> dict[str, Peer]:
+    def existing_file(self, value: object, key: str) -> Path:
+        path = self.path(value, key)
+        if not path.is_file():
+            raise self.fail(key, f"a readable file, got {_show(value)} ({path} does not exist or is not a file)")
+        return path
+
+    def tls(self, t: dict[str, object], agent: AgentSettings) -> ListenerTls:
+        """`[tls]`: the TLS listener (PS3.15 Annex B). The files are loaded when the agent starts."""
+        allowed = ("port", "certificate", "key", "ca", "profile", "client_certificates", "plain_listener")
+        self.check_keys(t, "tls", allowed)
+        g = self.get
+        settings = ListenerTls(
+            port=g(t, "tls", "port", self.integer(0, 65535)),
+            certificate=g(t, "tls", "certificate", self.existing_file),
+            key=g(t, "tls", "key", self.existing_file),
+            ca=g(t, "tls", "ca", self.existing_file, None),
+            profile=g(t, "tls", "profile", self.choice(*TLS_PROFILES), DEFAULT_TLS_PROFILE),
+            client_certificates=g(t, "tls", "client_certificates", self.choice("required", "optional", "none"),
+                                  "required"),
+            plain_listener=g(t, "tls", "plain_listener", self.boolean, True),
+        )
+        if settings.client_certificates != "none" and settings.ca is None:
+            raise self.fail("tls.ca", f"a CA bundle (PEM) to check client certificates against, since "
+                                      f"client_certificates = {settings.client_certificates!r}")
+        if settings.plain_listener and settings.port != 0 and settings.port == agent.port:
+            raise self.fail("tls.port", f"a port other than [agent] port {agent.port} (the plain listener; "
+                                        f"set plain_listener = false for TLS only), got {settings.port}")
+        return settings  # type: ignore[return-value]
+
+    def peer_tls(self, p: dict[str, object], prefix: str, listener: ListenerTls | None) -> PeerTls | None:
+        g = self.get
+        on = g(p, prefix, "tls", self.boolean, False)
+        if not on:
+            for key in PEER_TLS_KEYS:
+                if key in p:
+                    raise self.fail(f"{prefix}.{key}", "tls = true in this peer too (this key only applies to TLS)")
+            return None
+        certificate = g(p, prefix, "tls_certificate", self.existing_file, None)
+        key = g(p, prefix, "tls_key", self.existing_file, None)
+        if (certificate is None) != (key is None):
+            raise self.fail(f"{prefix}.tls_key" if key is None else f"{prefix}.tls_certificate",
+                            "tls_certificate and tls_key set together (our client certificate and its key)")
+        if certificate is None and listener is not None:
+            certificate, key = listener.certificate, listener.key  # our identity both ways by default
+        return PeerTls(
+            ca=g(p, prefix, "tls_ca", self.existing_file, listener.ca if listener is not None else None),
+            certificate=certificate,
+            key=key,
+            profile=g(p, prefix, "tls_profile", self.choice(*TLS_PROFILES),
+                      listener.profile if listener is not None else DEFAULT_TLS_PROFILE),
+            server_name=g(p, prefix, "tls_server_name", self.string, None),
+            subject=g(p, prefix, "tls_subject", self.string, None),
+        )  # type: ignore[arg-type]
+
+    def peers(self, t: dict[str, object], agent: AgentSettings, tls: ListenerTls | None = None) -> dict[str, Peer]:
         peers: dict[str, Peer] = {}
-        allowed = _keys(Peer, exclude="name")
+        allowed = _keys(Peer, exclude="name") + PEER_TLS_KEYS
         for name, value in t.items():
             prefix = f"peers.{name}"
             if not _PEER_NAME_RE.fullmatch(name):
@@ -566,6 +627,7 @@ class _Parser:
                 linger=g(p, prefix, "linger", self.duration(zero=True), 5.0),
                 max_pdu_length=g(p, prefix, "max_pdu_length", self.pdu_length, 262144),
                 dimse_timeout=g(p, prefix, "dimse_timeout", self.duration(), agent.dimse_timeout),
+                tls=self.peer_tls(p, prefix, tls),
             )
         return peers
 

@@ -111,6 +111,16 @@ def python() -> str:
     return sys.executable
 
 
+@pytest.fixture(scope="session")
+def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A throw-away CA and certificates for the TLS tests (tests/tls_certs.py), made once per session."""
+    if shutil.which("openssl") is None:
+        (pytest.fail if IN_CI else pytest.skip)("the openssl command line is not installed (apt-get install openssl)")
+    from tests.tls_certs import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture
 async def start_agent(nursery: trio.Nursery) -> AsyncIterator[object]:
     """`agent = await start_agent(profile)`: runs the agent in the test's nursery until the test ends."""

@@ -17,6 +17,7 @@ import time
 import trio
 
 from agent.errors import AssociationAborted, ConnectionFailed, TimeoutExpired
+from agent.cli.tls_options import tls_from_args
 from agent.net.client import associate
 from agent.net.connection import Timeouts
 from agent.services.storage_scu import SendItem, StoreFailed, StoreSummary, proposals_for, scan, send_file
@@ -86,6 +87,7 @@ async def _send_groups(
         async with associate(
             args.host, args.port, calling_ae=args.aet, called_ae=args.aec, proposals=group,
             timeouts=timeouts, max_pdu_receive=args.max_pdu, deadline=trio.current_time() + t,
+            tls=tls_from_args(args),  # --tls* options (agent/cli/tls_options.py), checked in main
         ) as conn:
             for item in batch:
                 try:

@@ -10,6 +10,7 @@ import trio
 
 from agent.errors import AssociationAborted, AssociationRejected, TimeoutExpired
 from agent.net.connection import DicomConnection, Timeouts
+from agent.net.tls import PeerTls, TlsEvents, client_handshake
 from agent.net.transport import open_tcp, peer_name
 from agent.ul.association import (
     Aborted,
@@ -33,17 +34,23 @@ async def open_association(
     max_pdu_receive: int = 262144,
     stream: trio.abc.Stream | None = None,
     deadline: float | None = None,
+    tls: PeerTls | None = None,
+    tls_events: TlsEvents | None = None,
 ) -> DicomConnection:
     """Connect and negotiate. Raises ConnectionFailed, TimeoutExpired, AssociationRejected or
     AssociationAborted; on success the connection is in Sta6 with its accepted contexts.
 
     Connecting is bounded by `timeouts.connect` and the wait for the A-ASSOCIATE-AC by
-    `timeouts.artim`; `deadline` (trio clock), when given, bounds both together."""
+    `timeouts.artim`; `deadline` (trio clock), when given, bounds both together. With `tls` (the
+    peer's `tls = true`) the TLS handshake follows the TCP connect within the same connect timeout;
+    a failed handshake or a peer certificate that is not the expected one raises TlsHandshakeFailed
+    (a ConnectionFailed); our own unusable certificate files raise TlsSetupError."""
     try:
         with trio.fail_at(math.inf if deadline is None else deadline):
             return await _open(
                 host, port, calling_ae=calling_ae, called_ae=called_ae, proposals=proposals,
-                timeouts=timeouts, max_pdu_receive=max_pdu_receive, stream=stream,
+                timeouts=timeouts, max_pdu_receive=max_pdu_receive, stream=stream, tls=tls,
+                tls_events=tls_events,
             )
     except trio.TooSlowError as exc:
         raise TimeoutExpired(f"{called_ae} at {host}:{port}: no association within the time allowed") from exc
@@ -59,13 +66,27 @@ async def _open(
     timeouts: Timeouts,
     max_pdu_receive: int,
     stream: trio.abc.Stream | None,
+    tls: PeerTls | None = None,
+    tls_events: TlsEvents | None = None,
 ) -> DicomConnection:
     rq = build_request(calling_ae, called_ae, proposals, max_pdu_receive=max_pdu_receive)
     assoc = Association(Role.REQUESTOR, max_pdu_receive=max_pdu_receive)
     assoc.request(rq)
+    connect_by = trio.current_time() + timeouts.connect
     if stream is None:
         stream = await open_tcp(host, port, timeouts.connect)
+    certificate = None
+    if tls is not None:
+        try:
+            with trio.fail_at(connect_by):  # the handshake counts against the connect timeout
+                stream, certificate = await client_handshake(stream, tls, host, port, tls_events)
+        except trio.TooSlowError as exc:
+            raise TimeoutExpired(
+                f"connecting to {host}:{port} with TLS took longer than {timeouts.connect:g} s"
+            ) from exc
     conn = DicomConnection(stream, assoc, timeouts=timeouts, remote=f"{called_ae}@{peer_name(stream)}")
+    if certificate is not None:
+        conn.peer_certificate_subject = certificate.subject
     conn.calling_ae, conn.called_ae = calling_ae, called_ae
     assoc.connection_made()
     try:

@@ -13,6 +13,10 @@ Invariants:
   so silent or trickling sockets cannot lock callers out.
 - A fault in one association (malformed PDU, handler exception, peer vanishing) ends that association
   with an A-ABORT and is logged; the listener and every other association keep running.
+- TLS (agent/net/tls.py), on a listener that has it: the handshake runs in the connection's own task,
+  while the connection is "waiting" (so it is under the same bounds and may be evicted like one) and
+  within ARTIM counted from the TCP accept: the A-ASSOCIATE-RQ must arrive within what the handshake
+  left of it. A failed handshake is reported and logged, and closes that connection only.
 - Services never see sockets: they get the `DicomConnection`, the negotiated `PresentationContext`
   and the decoded request, read the data set themselves (streamed or buffered) and send responses.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -31,6 +35,7 @@ from agent.dimse.messages import Message
 from agent.dimse.status import Status
 from agent.errors import AssociationAborted
 from agent.net.connection import DicomConnection, Timeouts
+from agent.net.tls import PeerCertificate, TlsServer
 from agent.net.transport import peer_name, set_nodelay
 from agent.ul import pdu as P
 from agent.ul.fsm import State
@@ -141,20 +146,25 @@ class Listener:
         waiting.scope.cancel()
 
     async def serve_tcp(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
+        self, host: str, port: int, *, tls: TlsServer | None = None,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Accept on `host`:`port`; with `tls` every connection starts with a TLS handshake."""
         listeners = await trio.open_tcp_listeners(port, host=host)
         log.info(
-            "listening as %s on %s",
+            "listening as %s on %s%s",
             self.policy.ae_title,
             ", ".join(f"{l.socket.getsockname()[0]}:{l.socket.getsockname()[1]}" for l in listeners),
+            f" (TLS, profile {tls.settings.profile})" if tls is not None else "",
         )
         async with trio.open_nursery() as nursery:
             task_status.started(listeners)
             for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, nursery)
+                nursery.start_soon(self._accept_loop, listener, nursery, tls)
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.SocketListener, nursery: trio.Nursery, tls: TlsServer | None = None
+    ) -> None:
         async with listener:
             while True:
                 try:
@@ -164,15 +174,32 @@ class Listener:
                     await trio.sleep(0.1)
                     continue
                 set_nodelay(stream)
-                nursery.start_soon(self.handle_stream, stream)
+                nursery.start_soon(self.handle_stream, stream, tls)
 
-    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+    async def handle_stream(self, stream: trio.abc.Stream, tls: TlsServer | None = None) -> None:
         """Run one association from its first byte to its close. Never raises (except Cancelled)."""
         remote = peer_name(stream)
         waiting = self._admit(remote.rsplit(":", 1)[0])
         self.connections += 1
+        timeouts = self.policy.timeouts
+        certificate: PeerCertificate | None = None
+        if tls is not None:
+            artim_by = trio.current_time() + timeouts.artim
+            try:
+                secured = await self._handshake(tls, stream, remote, waiting, artim_by)
+            except BaseException:
+                self._forget(waiting)
+                raise
+            if secured is None:
+                self._forget(waiting)
+                return
+            stream, certificate = secured
+            # The A-ASSOCIATE-RQ gets what the handshake left of ARTIM; `_negotiate` restores it.
+            timeouts = replace(timeouts, artim=max(artim_by - trio.current_time(), 0.001))
         assoc = Association(Role.ACCEPTOR, max_pdu_receive=self.policy.max_pdu_receive)
-        conn = DicomConnection(stream, assoc, timeouts=self.policy.timeouts, remote=remote)
+        conn = DicomConnection(stream, assoc, timeouts=timeouts, remote=remote)
+        if certificate is not None:
+            conn.peer_certificate_subject = certificate.subject
         assoc.connection_made()
         established = False
         try:
@@ -197,18 +224,38 @@ class Listener:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await conn.abort(why=f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self._waiting.pop(waiting, None)
-            self.connections -= 1
+            self._forget(waiting)
             if established:
                 self.active -= 1
-            self.served += 1
             with trio.CancelScope(shield=True):
                 await conn.aclose()
+
+    def _forget(self, waiting: _Waiting) -> None:
+        """A connection has ended: it no longer waits nor counts as open."""
+        self._waiting.pop(waiting, None)
+        self.connections -= 1
+        self.served += 1
+
+    async def _handshake(
+        self, tls: TlsServer, stream: trio.abc.Stream, remote: str, waiting: _Waiting, artim_by: float
+    ) -> tuple[trio.SSLStream, PeerCertificate] | None:
+        """The TLS handshake of a waiting connection, within ARTIM (PS3.8 AA-2 on expiry: the transport is
+        closed, nothing is sent) and evictable as any waiting connection; None if it did not complete."""
+        with waiting.scope, trio.move_on_at(artim_by):
+            secured = await tls.handshake(stream, remote)
+            if secured is not None:
+                waiting.scope = trio.CancelScope()  # for the A-ASSOCIATE-RQ wait: a scope is entered once
+            return secured  # None: failed, already reported
+        why = ("too many connections waiting to associate" if waiting.evicted
+               else f"no TLS handshake within ARTIM ({self.policy.timeouts.artim:g} s)")
+        tls.events.report_failure(remote, why)
+        return None
 
     async def _negotiate(self, conn: DicomConnection, waiting: _Waiting) -> bool:
         """Wait for the A-ASSOCIATE-RQ (ARTIM runs in Sta2) and answer it. True once established."""
         with waiting.scope:
             event = await conn.next_event()
+        conn.timeouts = self.policy.timeouts  # a TLS handshake's share of ARTIM no longer applies
         self._waiting.pop(waiting, None)
         if waiting.evicted:
             conn.note_end("closed before its A-ASSOCIATE-RQ: too many connections waiting to associate")

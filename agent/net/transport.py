@@ -16,6 +16,8 @@ def set_nodelay(stream: trio.abc.Stream) -> None:
 
 
 def peer_name(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SSLStream):  # TLS (agent/net/tls.py): the address is the TCP stream's
+        stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         try:
             host, port = stream.socket.getpeername()[:2]

@@ -12,6 +12,7 @@ from agent.net.client import associate
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.requests import request
 from agent.net.server import ServiceRegistry
+from agent.net.tls import PeerTls
 from agent.ul.negotiation import PresentationContext, ProposedContext, SyntaxSupport
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
@@ -43,13 +44,14 @@ class EchoResult:
 
 
 async def echo(
-    host: str, port: int, *, calling_ae: str, called_ae: str, timeouts: Timeouts = Timeouts()
+    host: str, port: int, *, calling_ae: str, called_ae: str, timeouts: Timeouts = Timeouts(),
+    tls: PeerTls | None = None,
 ) -> EchoResult:
-    """C-ECHO over a fresh association. Raises the usual AgentError subclasses on failure."""
+    """C-ECHO over a fresh association (over TLS with `tls`). Raises the usual AgentError subclasses."""
     start = time.monotonic()
     async with associate(
         host, port, calling_ae=calling_ae, called_ae=called_ae,
-        proposals=[ProposedContext(VERIFICATION_SOP_CLASS)], timeouts=timeouts,
+        proposals=[ProposedContext(VERIFICATION_SOP_CLASS)], timeouts=timeouts, tls=tls,
     ) as conn:
         ctx = conn.context_for(VERIFICATION_SOP_CLASS)
         if ctx is None:

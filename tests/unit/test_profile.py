@@ -259,8 +259,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("body", "key"),
-    [('[tls]\ncertificate = "/etc/ssl/agent.pem"\n', "tls"), ("[tls]\n", "tls"), ("[security]\n", "security")],
-    ids=["tls", "tls-empty", "security-empty"],
+    [("[security]\n", "security")],
+    ids=["security-empty"],
 )
 def test_unimplemented_sections_rejected_even_empty(tmp_path: Path, body: str, key: str) -> None:
     err = error_for(tmp_path, MINIMAL + body)
