@@ -155,6 +155,11 @@ class Agent:
                 worklist_folder=w.folder if w else None, worklist_modality=w.modality if w else None,
                 station_ae=w.station_ae if w else p.agent.ae_title, wake=self.outbound.wake,
             )
+            if p.device.priors_from is not None:  # priors: C-MOVE to us, or C-GET into the store directly
+                from agent.workflow.priors import PRIORS_JOB, PriorsPerformer
+
+                self.outbound.performers[PRIORS_JOB] = PriorsPerformer(
+                    p.agent.ae_title, self.store, self.blocking, StorageSCP(self.store, self.blocking).handle)
         if self.printer is not None:
             assert p.print is not None
             self.print_service = build_print_service(p.print, p.agent.data_dir, self.db, self.blocking,

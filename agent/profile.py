@@ -208,6 +208,11 @@ class DeviceSettings:
     print_to: str | None = None
     print_format: str = "STANDARD\\1,1"
     series_description: str = ""
+    # Priors (agent/workflow/priors.py): when a procedure starts, the patient's `priors_max` most recent
+    # earlier studies at peer `priors_from` are fetched into the local store through the queue.
+    priors_from: str | None = None
+    priors_retrieve: Literal["move", "get"] = "move"
+    priors_max: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -800,6 +805,9 @@ class _Parser:
 
             return convert
 
+        for key in ("priors_retrieve", "priors_max"):
+            if key in t and "priors_from" not in t:  # a key that would do nothing
+                raise self.fail(f"device.{key}", "device.priors_from too (without it no priors are fetched)")
         return DeviceSettings(
             driver=g(t, "device", "driver", self.acquisition_driver),
             options=g(t, "device", "options", self.frozen_options, MappingProxyType({})),
@@ -813,6 +821,9 @@ class _Parser:
             print_to=g(t, "device", "print_to", self.string, None),
             print_format=g(t, "device", "print_format", display_format, d.print_format),
             series_description=g(t, "device", "series_description", short(64), ""),
+            priors_from=g(t, "device", "priors_from", self.string, None),
+            priors_retrieve=g(t, "device", "priors_retrieve", self.choice("move", "get"), d.priors_retrieve),  # type: ignore[arg-type]
+            priors_max=g(t, "device", "priors_max", self.integer(1, 100), d.priors_max),
         )
 
     def acquisition_driver(self, value: object, key: str) -> str:
@@ -855,7 +866,7 @@ class _Parser:
             refs.append(("print.printer", p.print.printer))
         if p.device is not None:
             refs += [(f"device.send_to[{i}]", n) for i, n in enumerate(p.device.send_to)]
-            refs += [(f"device.{k}", n) for k in ("commit_with", "print_to") if (n := getattr(p.device, k))]
+            refs += [(f"device.{k}", n) for k in ("commit_with", "print_to", "priors_from") if (n := getattr(p.device, k))]
         known = ", ".join(sorted(p.peers)) or "none defined"
         for key, name in refs:
             if name not in p.peers:
@@ -878,6 +889,14 @@ class _Parser:
                 raise self.fail("device.commit_with",
                                 f"the same peer as storage.commit_with ({s.commit_with!r}: the agent has one "
                                 f"Storage Commitment requester), got {dev.commit_with!r}")
+        if dev is not None and dev.priors_from is not None and dev.priors_retrieve == "move":
+            # C-MOVE priors arrive through our Storage SCP, which must exist and must not send them back.
+            if s is None:
+                raise self.fail("device.priors_retrieve", "\"get\", or a [storage] section to receive the "
+                                "moved priors (C-MOVE sends them to our listener), got \"move\"")
+            if dev.priors_from in s.forward_to:
+                raise self.fail("device.priors_retrieve", f"\"get\" while storage.forward_to names "
+                                f"{dev.priors_from!r} (moved priors would be forwarded back to it), got \"move\"")
 
 
 def _keys(cls: type, exclude: str = "") -> tuple[str, ...]:

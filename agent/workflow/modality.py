@@ -9,8 +9,8 @@ Invariants:
   returns only once the event's effect is committed to SQLite (through `Blocking.run`), and only then is
   the next event pulled, which is the driver's acknowledgement to the device (drivers/base.py). An event
   that cannot be recorded now (disk full, database locked) is retried, never skipped: the device keeps it.
-- Every transition is ONE transaction that also queues its outgoing jobs: the MPPS N-CREATE with
-  `mpps-created`; each image's index row with its `store` jobs (the instance store's on_commit hook) and
+- Every transition is ONE transaction that also queues its outgoing jobs: the MPPS N-CREATE (and the
+  fetching of priors, `[device] priors_from`) with `mpps-created`; each image's index row with its `store` jobs (the instance store's on_commit hook) and
   the image's `stored` mark; the MPPS N-SET COMPLETED and the film with `stored`; the N-SET
   DISCONTINUED (with the reason code) with `discontinued`.
 - Every UID is generated once and committed before use: Study (unscheduled), Series and MPPS SOP
@@ -57,6 +57,7 @@ from agent.workflow.mapping import (
     DeviceImage, ImageError, ProcedureContext, encode_for_store, identity_attributes, image_dataset,
     read_device_file, series_modality, storage_syntax,
 )
+from agent.workflow.priors import queue_priors
 from agent.workflow.reasons import discontinuation_reason
 from agent.workflow.selection import select_item
 from drivers.base import (
@@ -353,6 +354,9 @@ class ModalityWorkflow:
                 with transaction(self.db):
                     if self.mpps_scu is not None and row.mpps_uid:
                         self._mpps_start(row)
+                    # The patient's earlier studies, fetched through the queue (agent/workflow/priors.py).
+                    queue_priors(self.queue, self.settings, procedure_key=key,
+                                 patient_id=str(row.patient.get("PatientID") or ""), study_uid=row.study_instance_uid)
                     self.procedures.set_state(key, ProcedureState.MPPS_CREATED)
             elif row.state is ProcedureState.ACQUIRED:
                 self._finish(row)
@@ -488,6 +492,8 @@ class ModalityWorkflow:
             out.append(self.settings.print_to)
         if self.settings.commit_with is not None:
             out.append(self.settings.commit_with)
+        if self.settings.priors_from is not None:
+            out.append(self.settings.priors_from)
         return list(dict.fromkeys(out))
 
     def _wake_all(self) -> None:

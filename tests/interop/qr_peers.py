@@ -104,12 +104,13 @@ def make_archive(directory: Path) -> list[Path]:
 @contextlib.contextmanager
 def dcmqrscp(
     work: Path, files: Iterable[Path], *, ae_title: str = "QRSCP", destinations: Iterable[tuple[str, int]] = (),
+    port: int | None = None,
 ) -> Iterator[int]:
     """dcmqrscp over a fresh storage area, filled with `files` through storescu; `destinations` are
     (AE title, port) on 127.0.0.1 it may move to. Yields its port; stopped at the end."""
     db = work / "db"
     db.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     hosts = "\n".join(f"dest{i} = ({ae}, 127.0.0.1, {p})" for i, (ae, p) in enumerate(destinations))
     config = work / "dcmqrscp.cfg"
     config.write_text(
