@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from agent.errors import AgentError
+from agent.errors import AssociationAborted, ConnectionFailed
 from agent.ul import pdu as P
 
 # PS3.7 Table D.3-14: User-Identity-Type.
@@ -45,12 +45,14 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _PBKDF2_MIN_ITERATIONS = 100_000
 
 
-class IdentityNotConfirmed(AgentError):
-    """The peer accepted the association but did not confirm our user identity, which we asked it to do."""
+class IdentityNotConfirmed(AssociationAborted):
+    """The peer accepted the association but did not confirm our user identity, which we asked it to do;
+    we aborted it. An abort like any other for the queue: retried with backoff (the peer may be fixed)."""
 
 
-class IdentityFileError(AgentError):
-    """The ticket, assertion or token file a peer's identity names cannot be used."""
+class IdentityFileError(ConnectionFailed):
+    """The ticket, assertion or token file a peer's identity names cannot be used, so no association can
+    be requested. Retried like a connection failure: whoever renews the file may be in the middle of it."""
 
 
 class PasswordHashError(ValueError):
