@@ -317,7 +317,8 @@ class DicomConnection:
             reader.received_into(n)
             self.bytes_received += n
             return _EMPTY  # not the end of the stream: the association parses what is complete
-        n = await self._sock.recv_into(self._rview)
+        # Never past the next PDU's header: the body of a large PDU then goes the direct way above.
+        n = await self._sock.recv_into(self._rview, min(RECEIVE_SIZE, reader.wanted()))
         self.bytes_received += n
         return self._rview[:n] if n else None
 

@@ -66,6 +66,7 @@ def max_pdv_data(max_length: int) -> int:
 _HEADER = struct.Struct(">BBI")
 _ITEM_HEADER = struct.Struct(">BBH")
 _PDV_HEADER = struct.Struct(">IBB")
+_LENGTH = struct.Struct(">I")
 
 
 class PDUDecodeError(ProtocolError):
@@ -844,6 +845,19 @@ class PDUReader:
             self._filled = len(buf)
             self._buffer = bytearray()
         return memoryview(pdu)[self._filled :]
+
+    def wanted(self) -> int:
+        """How many bytes complete the buffered PDU and the header of the next one (at least 1).
+
+        A transport that reads no more than this never reads past the next PDU's header, so a large
+        PDU's body can always go to `receive_buffer()` instead of through a copy."""
+        if self._pdu is not None:
+            return len(self._pdu) - self._filled + 6
+        buf = self._buffer
+        if len(buf) < 6:
+            return 6 - len(buf)
+        (length,) = _LENGTH.unpack_from(buf, 2)
+        return max(1, length + 12 - len(buf))
 
     def received_into(self, n: int) -> None:
         """`n` bytes were written at the start of the last `receive_buffer()`."""

@@ -581,6 +581,28 @@ def test_pdv_values_stay_valid_after_more_input() -> None:
     assert first.pdvs[0].data.readonly  # a view, and not one a consumer could write through
 
 
+def test_reads_sized_by_wanted_never_pass_the_next_header() -> None:
+    """A transport reading `wanted()` bytes at a time ends each read at most at the next PDU's header,
+    so every large PDU's body goes into its own buffer, none through a copy."""
+    reader = P.PDUReader()
+    pos = copied = 0
+    got: list[P.PDU] = []
+    while pos < len(BIG_STREAM):
+        target = reader.receive_buffer()
+        if target is not None:
+            n = len(target)
+            target[:n] = BIG_STREAM[pos : pos + n]
+            reader.received_into(n)
+        else:
+            n = min(reader.wanted(), len(BIG_STREAM) - pos)
+            reader.feed(BIG_STREAM[pos : pos + n])
+            copied += n
+        pos += n
+        got += _drain(reader)
+    assert got == BIG_PDUS
+    assert copied < len(BIG_STREAM) - 2 * len(BIG)  # the two large bodies were never fed
+
+
 def test_reader_bad_header_is_reported_by_next_pdu_not_receive_buffer() -> None:
     reader = P.PDUReader(max_pdata_length=1000)
     reader.feed(BIG_STREAM[:6])
