@@ -1,7 +1,8 @@
 """`dicom-agent find`, `move` and `get`: the Query/Retrieve SCU from the command line.
 
-- The peer is a name from the profile's `[peers]` (`find pacs ...`) or a host and port
-  (`find 127.0.0.1 104 --aec PACS ...`). Our AE title is `--aet`, else the profile's `[agent] ae_title`.
+- The peer is a name from the profile's `[peers]` (`find pacs ...`, with its tls keys) or a host and port
+  (`find 127.0.0.1 104 --aec PACS [--tls ...]`). Our AE title is `--aet`, else the profile's
+  `[agent] ae_title`.
 - `--root study|patient` picks the information model (PS3.4 C.6.1, C.6.2), `--level` the level (default:
   STUDY, or PATIENT for the patient root); a level the root has not is a usage error (exit 2).
 - `find` prints a table of the matches (or `--json`: `{"status", "matches": [DICOM JSON model, PS3.18
@@ -63,6 +64,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
 
 def add_parsers(sub: Any) -> None:
     from agent.cli import _ae_title, _seconds, _tcp_port
+    from agent.cli.tls_options import add_tls_args
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("peer", metavar="PEER|HOST", help="a peer name of the profile, or a host with PORT")
@@ -78,6 +80,7 @@ def add_parsers(sub: Any) -> None:
                        help="query/retrieve level [STUDY; PATIENT for --root patient]")
         p.add_argument("-k", "--key", action="append", default=[], dest="keys", metavar="KEY[=VALUE]",
                        help="a matching key (KEY=VALUE) or a return key (KEY); keyword or gggg,eeee; repeat")
+        add_tls_args(p)  # with HOST PORT; a profile peer has its own tls keys
 
     find = sub.add_parser("find", help="query a peer (C-FIND SCU), like findscu")
     common(find)
@@ -117,6 +120,7 @@ class Target:
     called_ae: str
     calling_ae: str
     profile: Profile
+    tls: Any = None  # agent.net.tls.PeerTls | None
 
 
 class Usage(Exception):
@@ -125,19 +129,22 @@ class Usage(Exception):
 
 def _target(args: argparse.Namespace) -> Target:
     from agent.cli.common import profile_from
+    from agent.cli.tls_options import tls_from_args
 
     profile = profile_from(args.profile)
     calling = args.aet or profile.agent.ae_title
+    tls = tls_from_args(args)
     if args.port is not None:
-        return Target(args.peer, args.port, args.aec or "ANY-SCP", calling, profile)
+        return Target(args.peer, args.port, args.aec or "ANY-SCP", calling, profile, tls)
     peer = profile.peers.get(args.peer)
     if peer is None:
         known = ", ".join(sorted(profile.peers)) or "none"
         raise Usage(f"{args.peer!r} is not a peer of {profile.source} (peers: {known}); "
                     "or give HOST PORT")
-    if args.aec is not None:
-        raise Usage("--aec goes with HOST PORT; a profile peer has its own AE title")
-    return Target(peer.host, peer.port, peer.ae_title, calling, profile)
+    if args.aec is not None or tls is not None:
+        raise Usage(f"--{'aec' if args.aec is not None else 'tls'} goes with HOST PORT; a profile peer has its "
+                    "own AE title and tls keys")
+    return Target(peer.host, peer.port, peer.ae_title, calling, profile, peer.tls)
 
 
 def _identifier(args: argparse.Namespace, *, defaults: bool) -> Dataset:
@@ -200,7 +207,7 @@ def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
         async with associate(
             target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
             proposals=scu.proposals(args.root, ["find"]), timeouts=_timeouts(args.timeout),
-            deadline=trio.current_time() + args.timeout,
+            deadline=trio.current_time() + args.timeout, tls=target.tls,
         ) as conn:
             return await _with_interrupt(
                 lambda cancel: scu.find(conn, sop, identifier, cancel=cancel, cancel_after=args.cancel_after))
@@ -337,7 +344,7 @@ def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
         async with associate(
             target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
             proposals=scu.proposals(args.root, ["get"], storage_classes=scu.get_storage_classes(extra)),
-            timeouts=_timeouts(args.timeout), deadline=trio.current_time() + args.timeout,
+            timeouts=_timeouts(args.timeout), deadline=trio.current_time() + args.timeout, tls=target.tls,
             max_pdu_receive=target.profile.agent.max_pdu_length,
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.get(
@@ -381,7 +388,7 @@ def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
         async with associate(
             target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
             proposals=scu.proposals(args.root, ["move"]), timeouts=_timeouts(args.timeout),
-            deadline=trio.current_time() + args.timeout,
+            deadline=trio.current_time() + args.timeout, tls=target.tls,
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.move(
                 conn, MODELS[args.root].move, identifier, dest, on_progress=progress, cancel=cancel))

@@ -160,6 +160,8 @@ def test_refusals_and_bad_input(archive: Archive, capsys: pytest.CaptureFixture[
         (["find", "pacs", "-k", "7777,7777=1"], "not in the data dictionary"),
         (["find", "pacs", "-k", "PatientName.PatientID=1"], "not a sequence"),
         (["find", "nosuchpeer"], "'nosuchpeer' is not a peer of"),
+        (["find", "pacs", "--tls"], "--tls goes with HOST PORT"),
+        (["find", "pacs", "--aec", "X"], "--aec goes with HOST PORT"),
         (["get", "pacs"], "give what to retrieve with -k, e.g. -k StudyInstanceUID=UID"),
         (["move", "pacs", "--dest", "OTHER", "--port", "4242", "-k", "StudyInstanceUID=1.2"], "--port is for moves to ourselves"),
         (["get", "pacs", "--sop-class", "1.2.3", "-k", "StudyInstanceUID=1.2"], "not a storage SOP Class"),
