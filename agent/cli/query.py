@@ -29,6 +29,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,6 +242,8 @@ _interrupted = _Flag()
 async def _with_interrupt(op: Callable[[trio.Event], Any]) -> Any:
     """Run `op(cancel)`; the first SIGINT sets `cancel` (a C-CANCEL goes out), the second aborts."""
     cancel = trio.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return await op(cancel)
     async with trio.open_nursery() as nursery:
         async def watch() -> None:
             with trio.open_signal_receiver(signal.SIGINT) as signals:
