@@ -10,7 +10,7 @@ import trio
 
 from agent.errors import AssociationAborted, AssociationRejected, TimeoutExpired
 from agent.net.connection import DicomConnection, Timeouts
-from agent.net.tls import PeerTls, TlsEvents, client_handshake
+from agent.net.tls import PeerTls, TlsEvents, TlsHandshakeFailed, client_handshake
 from agent.net.transport import open_tcp, peer_name
 from agent.ul.association import (
     Aborted,
@@ -116,6 +116,17 @@ async def _open(
         raise TimeoutExpired(
             f"{called_ae} at {host}:{port} did not answer the association request within {timeouts.artim:g} s"
         ) from exc
+    except AssociationAborted as exc:
+        with trio.CancelScope(shield=True):
+            await conn.abort(linger=0)
+        if certificate is not None and certificate.version == "TLSv1.3" and conn.bytes_received == 0:
+            # TLS 1.3: the server judges our certificate after our side of the handshake is done; a
+            # refusal shows as the connection closing before any answer (RFC 8446 4.4.2.4).
+            raise TlsHandshakeFailed(
+                f"{called_ae} at {host}:{port} closed the TLS connection before answering the association "
+                f"request: it probably refused our client certificate ({exc})"
+            ) from exc
+        raise
     except BaseException:
         with trio.CancelScope(shield=True):
             await conn.abort(linger=0)
