@@ -152,8 +152,8 @@ def test_data_dir_without_permission(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("body", "section"),
-    [("[tls]\n", "tls"), ("[security]\n", "security")],
-    ids=["tls-empty", "security-empty"],
+    [("[security]\n", "security")],
+    ids=["security-empty"],
 )
 def test_unimplemented_sections_are_refused(tmp_path: Path, body: str, section: str) -> None:
     path = profile(tmp_path, body)
