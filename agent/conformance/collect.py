@@ -145,15 +145,21 @@ def _proposed(agent: object) -> tuple[ProposedClass, ...]:
     out: list[ProposedClass] = []
     store_to = tuple(dict.fromkeys((p.storage.forward_to if p.storage else ()) + (p.device.send_to if p.device else ())))
     if store_to:
-        classes: list[str] = []
+        # What is sent is what was stored: the classes the Storage SCP accepts (forwarding) and the
+        # device's images. The proposal for each comes from the Storage SCU's own function.
+        classes: dict[str, tuple[str, ...]] = {}
+        if p.storage is not None and p.storage.forward_to:
+            forwarded = tuple(p.storage.forward_to)
+            for uid in agent.registry.sop_classes:  # type: ignore[attr-defined]
+                if service_of(uid, ()) == "Storage":
+                    classes[uid] = forwarded
         if p.device is not None and p.device.send_to:
-            classes.append(p.device.sop_class)
-        note = "the SOP Class of each stored instance" + (" (forwarded as received)" if p.storage and p.storage.forward_to else "")
-        sop = classes[0] if classes else "1.2.840.10008.5.1.4.1.1.7"
-        meta = FileMeta(EXPLICIT_VR_LE, sop, "1.2.3", 0)
-        for ctx in proposals_for([SendItem(Path("."), meta)])[0]:
-            out.append(_proposal("Storage", ctx, store_to, note + "; a compressed instance is also proposed "
-                                 "in its own transfer syntax, first"))
+            classes[p.device.sop_class] = tuple(dict.fromkeys(classes.get(p.device.sop_class, ()) + p.device.send_to))
+        for sop, peers in classes.items():
+            meta = FileMeta(EXPLICIT_VR_LE, sop, "1.2.3", 0)
+            for ctx in proposals_for([SendItem(Path("."), meta)])[0]:
+                out.append(_proposal("Storage", ctx, peers, "C-STORE; a compressed instance is proposed in its "
+                                     "own transfer syntax too"))
     requester = getattr(agent, "commit_requester", None)
     if requester is not None:
         for ctx in requester.contexts(None):
@@ -166,9 +172,10 @@ def _proposed(agent: object) -> tuple[ProposedClass, ...]:
     if p.worklist is not None and p.worklist.source is not None:
         for ctx in SCU_PROPOSALS:
             out.append(_proposal("Basic Worklist Management", ctx, (p.worklist.source,), "C-FIND"))
-    if p.mpps is not None and p.mpps.send_to:
+    mpps_to = tuple(dict.fromkeys(p.mpps.send_to + (p.mpps.forward_to if p.mpps.serve else ()))) if p.mpps else ()
+    if mpps_to:  # our own procedures (send_to) and, as SCP, what we forward (forward_to): one performer
         for ctx in MppsPerformer(MPPS_CREATE_JOB).contexts(None):  # type: ignore[arg-type]
-            out.append(_proposal("Modality Performed Procedure Step", ctx, tuple(p.mpps.send_to), "N-CREATE, N-SET"))
+            out.append(_proposal("Modality Performed Procedure Step", ctx, mpps_to, "N-CREATE, N-SET"))
     printers = tuple(dict.fromkeys(x for x in ((p.print.printer if p.print else None),
                                               (p.device.print_to if p.device else None)) if x))
     if printers:

@@ -97,10 +97,19 @@ def network(profile: Profile, facts: Facts) -> list[Section]:
 def _initiation(facts: Facts) -> list[Block]:
     if not facts.proposed:
         return [Para("- N/A: the agent initiates no association with this profile.")]
-    rows = tuple((p.service, f"{p.name}", ", ".join(ts_name(t) for t in p.transfer_syntaxes),
-                  "SCU" if p.scp_role is None else ("SCP" if p.scp_role and not p.scu_role else "SCU/SCP"),
-                  "role selection" if p.scu_role is not None else "none")
-                 for p in facts.proposed)
+    seen: dict[tuple, int] = {}
+    rows_list: list[list[str]] = []
+    for p in facts.proposed:
+        role = "SCU" if p.scp_role is None else ("SCP" if p.scp_role and not p.scu_role else "SCU/SCP")
+        cells = [p.service, p.name, ", ".join(ts_name(t) for t in p.transfer_syntaxes), role,
+                 "role selection" if p.scu_role is not None else "none"]
+        k = (p.service, p.transfer_syntaxes, role)
+        if p.service == "Storage" and k in seen:  # one row for the many Storage classes sent alike
+            rows_list[seen[k]][1] = "each Storage SOP class sent (5.2.2.1)"
+            continue
+        seen[k] = len(rows_list)
+        rows_list.append(cells)
+    rows = tuple(tuple(r) for r in rows_list)
     return [
         Para("Presentation contexts the agent proposes (one context per abstract syntax and transfer syntax "
              "list; details and peers in 5.2). No SOP Class Extended Negotiation is proposed."),
@@ -160,8 +169,18 @@ def _statuses(facts: Facts) -> list[Block]:
     out: list[Block] = []
     for handler, entries in facts.statuses.items():
         out.append(Table(handler, ("Status", "Category", "Meaning"),
-                         tuple((f"{e.code:04X}", e.category, e.meaning) for e in entries)))
+                         tuple((f"{e.code:04X}", e.category, _meaning(e.meaning)) for e in entries)))
     return out
+
+
+def _meaning(text: str) -> str:
+    """`describe()` says "0x0122 Failure: SOP class not supported"; the table has code and category."""
+    head, _, rest = text.partition(" ")
+    text = rest if head.startswith("0x") else text
+    for cat in ("Success", "Warning", "Failure", "Error", "Refused", "Pending", "Cancel"):
+        if text.startswith(cat + ": "):
+            return text[len(cat) + 2:]
+    return text
 
 
 def security(profile: Profile, facts: Facts) -> list[Section]:
@@ -171,7 +190,8 @@ def security(profile: Profile, facts: Facts) -> list[Section]:
     out = [
         Section("8", "Security", ()),
         Section("8.1", "Security Behavior", (
-            Para("The agent runs as an unprivileged system user; files it writes are not world-readable."),
+            Para("The data folder, which holds the database and the received instances (patient data), "
+                 "is created readable by its owner and group only."),
         )),
         Section("8.2", "External Network Requirements", (
             Para("Peers are identified by AE title and address; without TLS, DICOM traffic is not "
@@ -179,7 +199,7 @@ def security(profile: Profile, facts: Facts) -> list[Section]:
         )),
         Section("8.3", "TCP Port Configuration", (
             Table("Ports", ("Port", "Use"), (
-                (str(profile.agent.port), "DICOM (plain TCP)"),
+                *(((str(profile.agent.port), "DICOM (plain TCP)"),) if getattr(tls, "plain_listener", True) else ()),
                 *(((str(getattr(tls, "port", "")), f"DICOM over TLS ({getattr(tls, 'profile', '')})"),) if tls else ()),
             )),
         )),

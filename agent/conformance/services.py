@@ -22,10 +22,22 @@ def _proposed_table(rows: Sequence[ProposedClass]) -> Table:
             return "SCU (no role selection)"
         return " and ".join(r for r, on in (("SCU", p.scu_role), ("SCP", p.scp_role)) if on) + " (role selection)"
 
+    def key(p: ProposedClass) -> tuple:
+        return (p.transfer_syntaxes, p.scu_role, p.scp_role, p.peers, p.note)
+
+    out: list[tuple[str, ...]] = []
+    groups: dict[tuple, list[ProposedClass]] = defaultdict(list)
+    for p in rows:
+        groups[key(p)].append(p)
+    for group in groups.values():
+        p = group[0]
+        # Many classes proposed alike (forwarding every Storage class) make one row.
+        what = f"{p.name} ({p.uid})" if len(group) <= 12 else f"each of {len(group)} SOP classes (listed in the SCP section)"
+        for q in group if len(group) <= 12 else [p]:
+            out.append((what if q is p else f"{q.name} ({q.uid})", ", ".join(ts_name(t) for t in q.transfer_syntaxes),
+                        role(q), ", ".join(q.peers), q.note))
     return Table("Presentation contexts proposed", ("SOP Class", "Transfer syntaxes, in proposal order", "Role",
-                                                    "To", "When"),
-                 tuple((f"{p.name} ({p.uid})", ", ".join(ts_name(t) for t in p.transfer_syntaxes), role(p),
-                        ", ".join(p.peers), p.note) for p in rows))
+                                                    "To", "When"), tuple(out))
 
 
 def _scp_blocks(classes: Sequence[AcceptedClass]) -> list[Block]:
@@ -114,6 +126,9 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
                     _matching_types()]
     pair("5.2.5", "Basic Worklist Management", mwl_scu, mwl_scp)
     mpps_scu: list[Block] = []
+    if p.mpps is not None and p.mpps.serve and p.mpps.forward_to:
+        mpps_scu.append(Para(f"Every N-CREATE and N-SET the SCP accepts is forwarded, in order, to "
+                             f"{', '.join(p.mpps.forward_to)}."))
     if p.mpps is not None and p.mpps.send_to:
         mpps_scu.append(Para("N-CREATE (IN PROGRESS) when a procedure starts, N-SET (COMPLETED or "
                              "DISCONTINUED, with the Performed Series Sequence) when it ends; N-SET only after "
