@@ -9,7 +9,7 @@ Invariants this module keeps:
   silently leave a service on its default.
 - Durations are float seconds, sizes are int bytes, paths are absolute `Path`s (a relative one is taken
   from the profile file's folder), UIDs are strings.
-- A section whose service this version does not implement (`[security]`) is an error even when empty.
+- A key this version does not implement is an error, never silently accepted.
 - A section that is absent is `None` (the service is off), except `[agent]`, which always exists.
 - Every peer name referenced anywhere exists in `[peers]`.
 """
@@ -33,6 +33,10 @@ from pydicom.uid import UID, UID_dictionary
 
 from agent.errors import ProfileError
 from agent.net.tls import DEFAULT_PROFILE as DEFAULT_TLS_PROFILE, PROFILE_NAMES as TLS_PROFILES, ListenerTls, PeerTls
+from agent.security.access import SERVICES, AccessRule, parse_hosts
+from agent.security.identity import (
+    FILE_TYPES, IDENTITY_TYPES, ClientIdentity, PasswordHashError, check_hash_format, read_password_file,
+)
 from agent.ul.vr import AE_TITLE_RULE, is_ae_title
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "Peer",
     "PrintSettings",
     "Profile",
+    "SecuritySettings",
     "StorageSettings",
     "WorklistSettings",
     "EMBEDDED_SOURCE",
@@ -116,6 +121,7 @@ class Peer:
     max_pdu_length: int = 262144
     dimse_timeout: float = 60.0  # inherited from [agent] when the profile leaves it out
     tls: PeerTls | None = None  # `tls = true` and the `tls_*` keys (PEER_TLS_KEYS); None: plain TCP
+    identity: ClientIdentity | None = None  # `[peers.NAME.identity]`: User Identity we send (PS3.7 D.3.3.7)
 
 
 # A peer's TLS keys (`tls = true` turns them on); the CA, certificate and key default to [tls]'s.
@@ -216,6 +222,18 @@ class DeviceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """`[security]`: who may use which service (`access` rules; none: everyone, everything), the users
+    whose passcodes the listener checks (salted hashes from `users` and `password_file`), and the services
+    that need an authenticated user (`require_identity`)."""
+
+    users: Mapping[str, str] = field(default_factory=_no_options)  # type: ignore[assignment]
+    password_file: Path | None = None
+    require_identity: frozenset[str] = frozenset()
+    access: tuple[AccessRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """One agent instance's whole configuration. `source` is the file path or `<embedded default>`."""
 
@@ -229,6 +247,7 @@ class Profile:
     print: PrintSettings | None = None
     device: DeviceSettings | None = None
     tls: ListenerTls | None = None  # `[tls]`: the TLS listener; peers' TLS is on each Peer
+    security: SecuritySettings | None = None  # `[security]`: users, required identity, access rules
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,9 +359,7 @@ def parse_size(value: object) -> int | None:
 _SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "print", "device", "tls", "security")
 # Sections of services this version does not implement: refused even when empty, because a profile
 # that names them expects something to happen (an acquisition driver to run, TLS to protect the wire).
-_UNSUPPORTED = {
-    "security": "[security] is not supported in this version; remove the section",
-}
+_UNSUPPORTED: dict[str, str] = {}
 _PEER_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
 _T = TypeVar("_T")
@@ -521,8 +538,10 @@ class _Parser:
             print=section("print", self.print_),
             device=section("device", self.device),
             tls=tls,
+            security=section("security", self.security),
         )
         self.check_references(profile)
+        self.check_security(profile)
         return profile
 
     def agent(self, t: dict[str, object]) -> AgentSettings:
@@ -633,8 +652,122 @@ class _Parser:
                 max_pdu_length=g(p, prefix, "max_pdu_length", self.pdu_length, 262144),
                 dimse_timeout=g(p, prefix, "dimse_timeout", self.duration(), agent.dimse_timeout),
                 tls=self.peer_tls(p, prefix, tls),
+                identity=g(p, prefix, "identity", self.peer_identity, None),
             )
         return peers
+
+    # --- security ([security], [peers.NAME.identity]) -----------------------------------------------
+
+    def peer_identity(self, value: object, key: str) -> ClientIdentity:
+        """`[peers.NAME.identity]`: type, username / passcode or file, positive_response."""
+        t = self.table(value, key)
+        self.check_keys(t, key, ("type", "username", "passcode", "file", "positive_response"))
+        kind = self.get(t, key, "type", self.choice(*IDENTITY_TYPES))
+        needs = {"username": ("username",), "username-passcode": ("username", "passcode")}.get(kind, ("file",))
+        for name in ("username", "passcode", "file"):
+            if name in needs and name not in t:
+                raise self.fail(f"{key}.{name}", f"a value (type {kind!r} needs {' and '.join(needs)})")
+            if name not in needs and name in t:
+                raise self.fail(f"{key}.{name}", f"no {name} for type {kind!r} (it sends {' and '.join(needs)} only)")
+        path = self.get(t, key, "file", self.path, None)
+        if path is not None and not path.is_file():
+            raise self.fail(f"{key}.file", f"a readable {kind} file, got {_show(t['file'])} ({path} is not a file)")
+        username = self.get(t, key, "username", self.string, "")
+        if len(username.encode("utf-8")) > 0xFFFF:
+            raise self.fail(f"{key}.username", "at most 65535 bytes in UTF-8")
+        return ClientIdentity(
+            kind=kind,
+            username=username,
+            passcode=self.get(t, key, "passcode", self.string, ""),
+            file=path,
+            positive_response=self.get(t, key, "positive_response", self.boolean, False),
+        )
+
+    def service_names(self, value: object, key: str) -> frozenset[str]:
+        if value == "all":
+            return frozenset(SERVICES)
+        names = self.list_of(self.choice(*SERVICES))(value, key)
+        return frozenset(names)
+
+    def password_hash(self, value: object, key: str) -> str:
+        text = self.string(value, key)
+        try:
+            check_hash_format(text)
+        except PasswordHashError as exc:
+            raise self.fail(key, f"a salted password hash: {exc}") from None
+        return text
+
+    def security(self, t: dict[str, object]) -> SecuritySettings:
+        self.check_keys(t, "security", ("users", "password_file", "require_identity", "access"))
+        if not t:
+            raise self.fail("security", "at least one of users, password_file, require_identity, access "
+                            "(an empty [security] section changes nothing)")
+        g = self.get
+        users: dict[str, str] = {}
+        for name, value in self.table(t.get("users", {}), "security.users").items():
+            users[name] = self.password_hash(value, f"security.users.{name}")
+        password_file = g(t, "security", "password_file", self.path, None)
+        if password_file is not None:
+            try:
+                from_file = read_password_file(password_file)
+            except OSError as exc:
+                raise self.fail("security.password_file", f"a readable file of 'username:hash' lines, got "
+                                f"{_show(t['password_file'])}: {exc.strerror or exc}") from None
+            except ValueError as exc:
+                raise self.fail("security.password_file", f"'username:hash' lines ({password_file}: {exc})") from None
+            for name in from_file.keys() & users.keys():
+                raise self.fail(f"security.users.{name}", f"a user defined once, but {password_file} defines it too")
+            users.update(from_file)
+        require = g(t, "security", "require_identity", self.service_names, frozenset())
+        if require and not users:
+            raise self.fail("security.require_identity",
+                            "security.users or security.password_file too (nobody could authenticate), "
+                            f"got {sorted(require)}")
+        rules = []
+        access = t.get("access", [])
+        if not isinstance(access, list):
+            raise self.fail("security.access", f"an array of tables ([[security.access]]), got {_show(access)}")
+        for i, value in enumerate(access):
+            key = f"security.access[{i}]"
+            r = self.table(value, key)
+            self.check_keys(r, key, ("calling_ae", "services", "hosts", "certificate_subject", "user"))
+
+            def calling_ae(v: object, k: str) -> str:
+                return "*" if v == "*" else self.ae_title(v, k).strip()
+
+            def hosts(v: object, k: str) -> tuple[object, ...]:
+                items = self.list_of(self.string)(v, k)
+                try:
+                    return parse_hosts(items)
+                except ValueError as exc:
+                    raise self.fail(k, f"IP addresses or networks such as '192.0.2.7' or '10.1.0.0/16' ({exc})") from None
+
+            user = g(r, key, "user", self.string, None)
+            if user is not None and user not in users:
+                known = ", ".join(sorted(users)) or "none defined"
+                raise self.fail(f"{key}.user", f"a user of security.users or security.password_file "
+                                f"({_suggest(user, sorted(users))}known: {known}), got {user!r}")
+            rules.append(AccessRule(
+                calling_ae=g(r, key, "calling_ae", calling_ae),
+                services=g(r, key, "services", self.service_names),
+                hosts=g(r, key, "hosts", hosts, ()),  # type: ignore[arg-type]
+                certificate_subject=g(r, key, "certificate_subject", self.string, None),
+                user=user,
+            ))
+        return SecuritySettings(MappingProxyType(users), password_file, require, tuple(rules))
+
+    def check_security(self, p: Profile) -> None:
+        sec = p.security
+        if sec is None:
+            return
+        if sec.access and p.agent.allowed_calling_aes:
+            raise self.fail("agent.allowed_calling_aes",
+                            "no allowed_calling_aes next to [[security.access]] rules, which replace it "
+                            "(a title in allowed_calling_aes is a rule with calling_ae = TITLE, services = \"all\")")
+        for i, rule in enumerate(sec.access):
+            if rule.certificate_subject is not None and p.tls is None:
+                raise self.fail(f"security.access[{i}].certificate_subject",
+                                "a [tls] listener too (without TLS no caller presents a certificate)")
 
     def sop_class(self, value: object, key: str) -> str:
         if not isinstance(value, str) or not value:

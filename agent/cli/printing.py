@@ -188,7 +188,7 @@ async def run_print_job(profile: Profile, queue: Any, job_id: int, say: Any = pr
         conn = await open_association(
             peer.host, peer.port, calling_ae=profile.agent.ae_title, called_ae=peer.ae_title,
             proposals=list(performer.contexts(job)), timeouts=timeouts, max_pdu_receive=profile.agent.max_pdu_length,
-            tls=peer.tls,
+            tls=peer.tls, user_identity=peer.identity,
         )
         try:
             await performer.perform(conn, job)

@@ -12,6 +12,7 @@ from agent.errors import AssociationAborted, AssociationRejected, TimeoutExpired
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.tls import PeerTls, TlsEvents, TlsHandshakeFailed, client_handshake
 from agent.net.transport import open_tcp, peer_name
+from agent.security.identity import ClientIdentity, IdentityNotConfirmed, confirmation_in
 from agent.ul.association import (
     Aborted,
     Association,
@@ -36,6 +37,7 @@ async def open_association(
     deadline: float | None = None,
     tls: PeerTls | None = None,
     tls_events: TlsEvents | None = None,
+    user_identity: ClientIdentity | None = None,
 ) -> DicomConnection:
     """Connect and negotiate. Raises ConnectionFailed, TimeoutExpired, AssociationRejected or
     AssociationAborted; on success the connection is in Sta6 with its accepted contexts.
@@ -50,7 +52,7 @@ async def open_association(
             return await _open(
                 host, port, calling_ae=calling_ae, called_ae=called_ae, proposals=proposals,
                 timeouts=timeouts, max_pdu_receive=max_pdu_receive, stream=stream, tls=tls,
-                tls_events=tls_events,
+                tls_events=tls_events, user_identity=user_identity,
             )
     except trio.TooSlowError as exc:
         raise TimeoutExpired(f"{called_ae} at {host}:{port}: no association within the time allowed") from exc
@@ -68,8 +70,12 @@ async def _open(
     stream: trio.abc.Stream | None,
     tls: PeerTls | None = None,
     tls_events: TlsEvents | None = None,
+    user_identity: ClientIdentity | None = None,
 ) -> DicomConnection:
-    rq = build_request(calling_ae, called_ae, proposals, max_pdu_receive=max_pdu_receive)
+    # PS3.7 D.3.3.7: the peer's configured identity goes into the request (an unusable ticket or token
+    # file raises IdentityFileError here, before anything is sent).
+    identity_items = (user_identity.request_item(),) if user_identity is not None else ()
+    rq = build_request(calling_ae, called_ae, proposals, max_pdu_receive=max_pdu_receive, extra_items=identity_items)
     assoc = Association(Role.REQUESTOR, max_pdu_receive=max_pdu_receive)
     assoc.request(rq)
     connect_by = trio.current_time() + timeouts.connect
@@ -99,6 +105,13 @@ async def _open(
                 raise AssociationAborted(
                     f"{called_ae} at {host}:{port} accepted with a maximum PDU length of "
                     f"{conn.peer_max_pdu}, too small to carry a PDV", local=True,
+                )
+            if user_identity is not None and user_identity.positive_response and confirmation_in(event.accept) is None:
+                # We asked the peer to confirm our identity and it did not (it ignored the sub-item or
+                # does not authenticate): PS3.7 D.3.3.7 leaves it to us to go on or not; we do not.
+                raise IdentityNotConfirmed(
+                    f"{called_ae} at {host}:{port} accepted the association without confirming the user "
+                    f"identity ({user_identity.describe()}) that we asked it to confirm; association aborted"
                 )
             return conn  # the connection recorded the accepted contexts and the peer's max PDU
         if isinstance(event, Rejected):

@@ -245,7 +245,7 @@ class Outbound:
         state.conn = await open_association(
             peer.host, peer.port, calling_ae=self.ae_title, called_ae=peer.ae_title,
             proposals=list(proposals.values()), timeouts=timeouts, max_pdu_receive=self.max_pdu_receive,
-            tls=peer.tls,
+            tls=peer.tls, user_identity=peer.identity,
         )
         state.proposed = set(proposals)
         return state.conn

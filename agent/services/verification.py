@@ -13,6 +13,7 @@ from agent.net.connection import DicomConnection, Timeouts
 from agent.net.requests import request
 from agent.net.server import ServiceRegistry
 from agent.net.tls import PeerTls
+from agent.security.identity import ClientIdentity
 from agent.ul.negotiation import PresentationContext, ProposedContext, SyntaxSupport
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
@@ -45,13 +46,14 @@ class EchoResult:
 
 async def echo(
     host: str, port: int, *, calling_ae: str, called_ae: str, timeouts: Timeouts = Timeouts(),
-    tls: PeerTls | None = None,
+    tls: PeerTls | None = None, user_identity: ClientIdentity | None = None,
 ) -> EchoResult:
     """C-ECHO over a fresh association (over TLS with `tls`). Raises the usual AgentError subclasses."""
     start = time.monotonic()
     async with associate(
         host, port, calling_ae=calling_ae, called_ae=called_ae,
         proposals=[ProposedContext(VERIFICATION_SOP_CLASS)], timeouts=timeouts, tls=tls,
+        user_identity=user_identity,
     ) as conn:
         ctx = conn.context_for(VERIFICATION_SOP_CLASS)
         if ctx is None:

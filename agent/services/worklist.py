@@ -299,7 +299,8 @@ async def query_worklist(peer: Peer, *, calling_ae: str, identifier: Dataset, ti
     """One MWL C-FIND; the matches as Explicit VR LE bytes (as received when that TS was negotiated)."""
     found: list[bytes] = []
     async with associate(peer.host, peer.port, calling_ae=calling_ae, called_ae=peer.ae_title,
-                         proposals=SCU_PROPOSALS, timeouts=timeouts, tls=peer.tls) as conn:
+                         proposals=SCU_PROPOSALS, timeouts=timeouts, tls=peer.tls,
+                         user_identity=peer.identity) as conn:
         ctx = conn.context_for(MWL_FIND)
         if ctx is None:
             raise WorklistError(f"{peer.name} ({peer.ae_title}) did not accept the Modality Worklist FIND SOP Class")

@@ -147,22 +147,6 @@ def test_data_dir_without_permission(tmp_path: Path) -> None:
     assert not data_dir.exists()
 
 
-# --- 16: sections this version does not implement --------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("body", "section"),
-    [("[security]\n", "security")],
-    ids=["security-empty"],
-)
-def test_unimplemented_sections_are_refused(tmp_path: Path, body: str, section: str) -> None:
-    path = profile(tmp_path, body)
-    result = cli("check-profile", str(path))
-    assert result.returncode == EX_CONFIG, result.stdout
-    assert f"{path}: {section}: " in result.stderr and "not supported in this version" in result.stderr
-    no_traceback(result)
-
-
 # --- 18: relative paths and read-only commands -------------------------------------------------------------
 
 

@@ -258,16 +258,6 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "key"),
-    [("[security]\n", "security")],
-    ids=["security-empty"],
-)
-def test_unimplemented_sections_rejected_even_empty(tmp_path: Path, body: str, key: str) -> None:
-    err = error_for(tmp_path, MINIMAL + body)
-    assert err.key == key and "not supported in this version" in err.expected
-
-
-@pytest.mark.parametrize(
     ("extra", "key", "fragment"),
     [
         ('ae_title = "THIS_TITLE_IS_TOO_LONG"', "agent.ae_title", "AE title"),
