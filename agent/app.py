@@ -24,9 +24,9 @@ from functools import partial
 import trio
 
 from agent import __version__, sdnotify
+from agent.control import serve_control
 from agent.net.connection import Timeouts
 from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
-from agent.security import AccessPolicy, Authenticator
 from agent.net.tls import TlsServer, TlsSetupError
 from agent.errors import ProfileError
 from agent.profile import MppsSettings, Profile
@@ -187,8 +187,6 @@ class Agent:
                 ae_title=p.agent.ae_title,
                 called_ae_check=p.agent.called_ae_check,
                 allowed_calling_aes=tuple(p.agent.allowed_calling_aes),
-                access=AccessPolicy(p.security.access, p.security.require_identity) if p.security else AccessPolicy(),
-                users=Authenticator(p.security.users if p.security else {}),
                 max_pdu_receive=p.agent.max_pdu_length,
                 timeouts=timeouts_of(p),
                 max_associations=p.agent.max_associations,
@@ -250,6 +248,7 @@ class Agent:
                 await nursery.start(self.print_service.run)
             if self.modality is not None:  # unfinished procedures resume, then device events are consumed
                 await nursery.start(self.modality.run)
+            await nursery.start(serve_control, self)  # what `dicom-agent status` asks (agent/control.py)
             listeners = []
             if p.tls is None or p.tls.plain_listener:
                 listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)

@@ -1,5 +1,5 @@
 """The `dicom-agent` command line: the parser, the dispatch and the exit statuses. Each command group
-has its module (`queue` for queue and status, `store`, `worklist`, `mpps`, `printing` for print and
+has its module (`queue`, `status`, `store`, `worklist`, `mpps`, `printing` for print and
 printer; `common` holds what the database commands share); `run`, `check-profile` and `echo` are small
 enough to live here.
 
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.queue import add_parsers as add_queue_parsers
 
     add_queue_parsers(sub)
+    from agent.cli.status import add_parsers as add_status_parsers
+
+    add_status_parsers(sub)
     from agent.cli.printing import add_parsers as add_print_parsers
 
     add_print_parsers(sub)  # print, printer
@@ -137,9 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.conformance import add_parsers as add_conformance_parsers
 
     add_conformance_parsers(sub)
-    from agent.cli.passwd import add_parsers as add_passwd_parsers
-
-    add_passwd_parsers(sub)
     return parser
 
 
@@ -214,10 +214,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(describe_profile(profile))
         return 0
     setup_logging("debug" if args.verbose else "warning")
-    if args.command in ("queue", "status"):
-        from agent.cli.queue import run_queue, run_status
+    if args.command == "queue":
+        from agent.cli.queue import run_queue
 
-        return run_queue(args) if args.command == "queue" else run_status(args)
+        return run_queue(args)
+    if args.command == "status":
+        from agent.cli.status import run_status
+
+        return run_status(args)
     if args.command == "echo":
         return _echo(args)
     if args.command == "store":
@@ -256,10 +260,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli.conformance import run_conformance
 
         return run_conformance(args, _profile(args.profile))
-    if args.command == "passwd":
-        from agent.cli.passwd import run_passwd
-
-        return run_passwd(args)
     raise AssertionError(args.command)
 
 
@@ -274,14 +274,6 @@ def describe_profile(profile: Profile) -> str:
         lines.append(f"  peer {name}: {peer.ae_title} at {peer.host}:{peer.port}")
     for section in ("storage", "commitment", "worklist", "mpps", "print", "device"):
         lines.append(f"  [{section}] {'on' if getattr(profile, section) is not None else 'off'}")
-    sec = profile.security
-    lines.append(
-        f"  [security] off ({'calling AEs ' + ', '.join(a.allowed_calling_aes) if a.allowed_calling_aes else 'any calling AE'}"
-        " may use every service)" if sec is None else
-        f"  [security] {len(sec.users)} user(s), {len(sec.access) or 'no'} access rule(s)"
-        f"{' (any calling AE may use every service)' if not sec.access else ''}, identity required for: "
-        f"{', '.join(sorted(sec.require_identity)) or 'nothing'}"
-    )
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
-"""`dicom-agent queue …` and `dicom-agent status`: the durable queue and commitment state, for service
-engineers (tables) and machines (`--json`).
+"""`dicom-agent queue …`: the durable queue, for service engineers (tables) and machines (`--json`).
+(`dicom-agent status` lives in agent/cli/status.py.)
 
 Invariants:
 - These commands open the agent's database (`<data_dir>/agent.db` from the profile) with their own
@@ -61,8 +61,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     drop.add_argument("--force", action="store_true",
                       help="drop the job together with the unfinished jobs of its group (an MPPS's N-CREATE and N-SET)")
 
-    status = sub.add_parser("status", help="queue depth per destination, dead jobs, commitment state")
-    common(status)
 
 
 def _open(profile_path: str) -> tuple[JobQueue, CommitmentStore, sqlite3.Connection]:
@@ -207,46 +205,3 @@ def _drop(queue: JobQueue, db: sqlite3.Connection, job_id: int, *, force: bool) 
         for i in ids:
             queue.drop(i)  # QueueError if one is claimed by a worker: the transaction rolls back
         return ids
-
-
-def status_data(queue: JobQueue, commitments: CommitmentStore, now: float) -> dict[str, Any]:
-    stats = queue.stats()
-    destinations = {
-        name: {
-            "pending": s.pending, "claimed": s.claimed, "dead": s.dead, "done": s.done,
-            "oldest_pending_age": None if s.oldest_pending_created_at is None else now - s.oldest_pending_created_at,
-        }
-        for name, s in stats.items()
-    }
-    return {
-        "destinations": destinations,
-        "dead_jobs": sum(d["dead"] for d in destinations.values()),
-        "depth": sum(d["pending"] + d["claimed"] for d in destinations.values()),
-        "commitment": commitments.summary(),
-    }
-
-
-def run_status(args: argparse.Namespace) -> int:
-    queue, commitments, _db = _open(args.profile)
-    data = status_data(queue, commitments, time.time())
-    if args.json:
-        print(json.dumps(data, indent=1))
-        return 0
-    dests = data["destinations"]
-    if dests:
-        print(_table(["DESTINATION", "PENDING", "IN PROGRESS", "DEAD", "DONE", "OLDEST PENDING"],
-                     [[n, d["pending"], d["claimed"], d["dead"], d["done"], _age(d["oldest_pending_age"])]
-                      for n, d in dests.items()]))
-    else:
-        print("queue: empty")
-    print(f"\nqueue depth {data['depth']}, dead jobs {data['dead_jobs']}"
-          + ("  (see: dicom-agent queue list --state dead)" if data["dead_jobs"] else ""))
-    c = data["commitment"]
-    print("\nstorage commitment:")
-    print(f"  requests: {c['requests_pending']} queued, {c['requests_outstanding']} awaiting report, "
-          f"{c['requests_done']} answered, {c['requests_expired']} expired (re-requested)")
-    if "instances_committed" in c:
-        print(f"  instances: {c['instances_committed']} committed, {c['instances_awaiting']} awaiting commitment, "
-              f"{c['instances_uncommitted']} not committed")
-    print(f"  reports to send (as archive): {c['reports_pending']} pending, {c['reports_sent']} sent")
-    return 0

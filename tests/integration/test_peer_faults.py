@@ -164,7 +164,7 @@ async def test_permanent_failure_is_dead_until_retried_from_the_cli(tmp_path: Pa
         await wait_until(lambda: [s for s, *_ in jobs(agent.data_dir)] == ["dead", "dead"], 10, "dead jobs")
         rc, out = await cli("status", "--profile", profile.source, "--json")
         status = json.loads(out)
-        assert rc == 0 and status["dead_jobs"] == 2 and status["destinations"]["pacs"]["dead"] == 2
+        assert rc == 0 and status["queue"]["dead"] == 2 and status["queue"]["destinations"]["pacs"]["dead"] == 2
         rc, out = await cli("queue", "list", "--profile", profile.source)
         assert rc == 0 and out.count("dead") == 2 and "A900" in out.upper()
         rc, out = await cli("queue", "show", "1", "--profile", profile.source, "--json")
