@@ -27,6 +27,7 @@ from agent import __version__, sdnotify
 from agent.control import serve_control
 from agent.net.connection import Timeouts
 from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
+from agent.security import AccessPolicy, Authenticator
 from agent.net.tls import TlsServer, TlsSetupError
 from agent.errors import ProfileError
 from agent.profile import MppsSettings, Profile
@@ -187,6 +188,8 @@ class Agent:
                 ae_title=p.agent.ae_title,
                 called_ae_check=p.agent.called_ae_check,
                 allowed_calling_aes=tuple(p.agent.allowed_calling_aes),
+                access=AccessPolicy(p.security.access, p.security.require_identity) if p.security else AccessPolicy(),
+                users=Authenticator(p.security.users if p.security else {}),
                 max_pdu_receive=p.agent.max_pdu_length,
                 timeouts=timeouts_of(p),
                 max_associations=p.agent.max_associations,

@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli.conformance import add_parsers as add_conformance_parsers
 
     add_conformance_parsers(sub)
+    from agent.cli.passwd import add_parsers as add_passwd_parsers
+
+    add_passwd_parsers(sub)
     return parser
 
 
@@ -260,6 +263,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.cli.conformance import run_conformance
 
         return run_conformance(args, _profile(args.profile))
+    if args.command == "passwd":
+        from agent.cli.passwd import run_passwd
+
+        return run_passwd(args)
     raise AssertionError(args.command)
 
 
@@ -274,6 +281,14 @@ def describe_profile(profile: Profile) -> str:
         lines.append(f"  peer {name}: {peer.ae_title} at {peer.host}:{peer.port}")
     for section in ("storage", "commitment", "worklist", "mpps", "print", "device"):
         lines.append(f"  [{section}] {'on' if getattr(profile, section) is not None else 'off'}")
+    sec = profile.security
+    lines.append(
+        f"  [security] off ({'calling AEs ' + ', '.join(a.allowed_calling_aes) if a.allowed_calling_aes else 'any calling AE'}"
+        " may use every service)" if sec is None else
+        f"  [security] {len(sec.users)} user(s), {len(sec.access) or 'no'} access rule(s)"
+        f"{' (any calling AE may use every service)' if not sec.access else ''}, identity required for: "
+        f"{', '.join(sorted(sec.require_identity)) or 'nothing'}"
+    )
     return "\n".join(lines)
 
 

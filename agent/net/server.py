@@ -47,6 +47,10 @@ from agent.ul.association import (
     ReleaseRequested,
     Role,
 )
+from agent.security.access import AccessPolicy
+from agent.security.admission import Admission, admit
+from agent.security.events import SecurityEvent
+from agent.security.identity import Authenticator
 from agent.ul.negotiation import PresentationContext, SyntaxSupport, build_accept, negotiate_acceptor
 
 log = logging.getLogger("agent.net")
@@ -87,7 +91,9 @@ class ServiceRegistry:
 class AcceptorPolicy:
     ae_title: str
     called_ae_check: bool = False
-    allowed_calling_aes: tuple[str, ...] = ()
+    allowed_calling_aes: tuple[str, ...] = ()  # the older form of `access`: these titles, every service
+    access: AccessPolicy = AccessPolicy()  # who may use which service (agent/security/access.py)
+    users: Authenticator = Authenticator()  # User Identity check (agent/security/identity.py)
     max_pdu_receive: int = 262144
     timeouts: Timeouts = Timeouts()
     max_associations: int = 16
@@ -121,7 +127,9 @@ class Listener:
     # (command, SOP class UID) of those that ended, added up since start.
     open: set[DicomConnection] = field(default_factory=set)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    on_security_event: Callable[[SecurityEvent], None] | None = None  # authentication and access decisions
     _waiting: OrderedDict[_Waiting, None] = field(default_factory=OrderedDict)  # oldest first
+    _password_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
 
     @property
     def waiting(self) -> int:
@@ -292,15 +300,20 @@ class Listener:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_NO_REASON)
         elif policy.called_ae_check and rq.called_ae != policy.ae_title:
             rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLED_AE_NOT_RECOGNIZED)
-        elif policy.allowed_calling_aes and rq.calling_ae not in policy.allowed_calling_aes:
-            rj = P.AAssociateRJ(P.RJ_PERMANENT, P.RJ_SOURCE_USER, P.RJ_USER_CALLING_AE_NOT_RECOGNIZED)
         if rj is not None:
             await conn.reject(rj, why)  # the association's log line says why
             return False
-        result = negotiate_acceptor(rq, self.registry.support)
+        admission = await self._admission(conn, rq)
+        if admission.reject is not None:
+            await conn.reject(admission.reject, admission.why)
+            return False
+        result = negotiate_acceptor(rq, self.registry.support, admission.refuses)
         conn.contexts = result.accepted
         conn.peer_max_pdu = rq.max_length or 0
-        conn.assoc.accept(build_accept(rq, result, max_pdu_receive=policy.max_pdu_receive))
+        conn.user, conn.services = admission.user, admission.services
+        conn.assoc.accept(build_accept(
+            rq, result, max_pdu_receive=policy.max_pdu_receive, identity_response=admission.identity_response,
+        ))
         self.active += 1  # counted before the first await: the limit check above stays exact
         try:
             await conn.flush()
@@ -308,10 +321,36 @@ class Listener:
             self.active -= 1
             raise
         log.debug(
-            "%s: association accepted (%d of %d contexts)",
+            "%s: association accepted (%d of %d contexts)%s",
             conn.remote, len(result.accepted), len(rq.presentation_contexts),
+            f" for user {admission.user!r}" if admission.user else "",
         )
         return True
+
+    async def _admission(self, conn: DicomConnection, rq: P.AAssociateRQ) -> Admission:
+        """The security decision (agent/security/admission.py); the passcode check runs in a thread
+        (scrypt takes tens of milliseconds), one at a time so that a flood of guesses cannot take
+        every core."""
+        policy = self.policy
+        item = rq.user_identity
+        if item is not None and item.identity_type == 2 and policy.users.users:
+            check = await trio.to_thread.run_sync(policy.users.check, item, limiter=self._password_limiter)
+        else:
+            check = policy.users.check(item)
+        access = policy.access
+        if policy.allowed_calling_aes and access.is_open:  # the older `[agent] allowed_calling_aes`
+            rules = AccessPolicy.from_calling_aes(policy.allowed_calling_aes).rules
+            access = AccessPolicy(rules, access.require_identity)
+        admission = admit(rq, check, access, address=conn.address,
+                          cert_subject=getattr(conn, "peer_certificate_subject", None))
+        for event in admission.events:
+            # Warnings name the caller and the user, never a passcode (PS3.15 A.5.3.11 for the audit).
+            level = logging.DEBUG if event.kind == "authentication-succeeded" else logging.WARNING
+            log.log(level, "%s: %s%s: %s", conn.remote, event.kind,
+                    f" (user {event.user!r})" if event.user else "", event.detail or "user authenticated")
+            if self.on_security_event is not None:
+                self.on_security_event(event)
+        return admission
 
 
 async def serve_association(conn: DicomConnection, registry: ServiceRegistry) -> None:
