@@ -87,7 +87,6 @@ def collect(profile: Profile) -> Facts:
                 if callable(close):
                     close()
     a = profile.agent
-    services = {c.service for c in accepted}
     return Facts(
         product="dicom-agent",
         version=__version__,
@@ -97,7 +96,7 @@ def collect(profile: Profile) -> Facts:
         port=a.port,
         accepted=accepted,
         proposed=proposed,
-        statuses=_statuses(agent, services),
+        statuses=_statuses(agent, accepted),
         timeouts={"connect": a.connect_timeout, "artim": a.artim_timeout, "dimse": a.dimse_timeout,
                   "idle": a.idle_timeout},
         max_pdu_receive=a.max_pdu_length,
@@ -120,6 +119,7 @@ def _accepted(agent: object) -> tuple[AcceptedClass, ...]:
             as_proposed=tuple(sorted(sup.compressed, key=_uid_key)),
             accept_any_other=sup.accept_any_other,
             requestor_may_be_scu=sup.requestor_may_be_scu, requestor_may_be_scp=sup.requestor_may_be_scp,
+            extended_negotiation=getattr(sup, "extended_negotiation", None) is not None,
         ))
     return tuple(out)
 
@@ -195,24 +195,33 @@ def _proposed(agent: object) -> tuple[ProposedClass, ...]:
 
 
 def _optional_proposals(agent: object) -> list[ProposedClass]:
-    """Services whose SCU may not be part of this build (Query/Retrieve): read when present."""
+    """The Q/R SCU (`dicom-agent find|move|get`): what it proposes for each model, from its own function."""
     try:
-        module = importlib.import_module("agent.services.query.scu")
+        scu = importlib.import_module("agent.services.query.scu")
     except ImportError:
         return []
-    found = getattr(module, "SCU_PROPOSALS", None)
-    if not found:
-        return []
-    return [_proposal("Query/Retrieve", ctx, ("any (dicom-agent find/move/get)",)) for ctx in found]
+    out: list[ProposedClass] = []
+    seen: set[tuple] = set()
+    for root in ("patient", "study"):
+        for op in ("find", "move", "get"):
+            for ctx in scu.proposals(root, [op]):
+                key = (ctx.abstract_syntax, ctx.transfer_syntaxes, ctx.scu_role, ctx.scp_role)
+                if key in seen:
+                    continue
+                seen.add(key)
+                note = f"dicom-agent {op}" + (" (the C-GET sub-operations' Storage SCP)" if ctx.scp_role else "")
+                out.append(_proposal("Query/Retrieve", ctx, ("the peer named on the command line",), note))
+    return out
 
 
 def _entries(codes: Iterable[int]) -> tuple[StatusEntry, ...]:
     return tuple(StatusEntry(int(c), category(int(c)).value, describe(int(c))) for c in codes)
 
 
-def _statuses(agent: object, services: set[str]) -> dict[str, tuple[StatusEntry, ...]]:
+def _statuses(agent: object, accepted: tuple[AcceptedClass, ...]) -> dict[str, tuple[StatusEntry, ...]]:
     from agent.services import commitment, mpps, storage, verification, worklist
 
+    services = {c.service for c in accepted}
     out: dict[str, tuple[StatusEntry, ...]] = {}
     if "Verification" in services:
         out["Verification SCP (C-ECHO)"] = _entries(verification.SCP_STATUSES)
@@ -231,13 +240,11 @@ def _statuses(agent: object, services: set[str]) -> dict[str, tuple[StatusEntry,
 
         out["Print SCP (all Print Management SOP classes)"] = _entries(scp.SCP_STATUSES)
     if "Query/Retrieve" in services:
-        try:
-            module = importlib.import_module("agent.services.query")
-        except ImportError:
-            module = None
-        codes = getattr(module, "SCP_STATUSES", None)
-        if codes:
-            out["Query/Retrieve SCP"] = _entries(codes)
+        from agent.services.query import scp as qr
+
+        for op, codes in (("C-FIND", qr.FIND_STATUSES), ("C-MOVE", qr.MOVE_STATUSES), ("C-GET", qr.GET_STATUSES)):
+            if any(op in c.operations for c in accepted if c.service == "Query/Retrieve"):
+                out[f"Query/Retrieve SCP ({op})"] = _entries(codes)
     # agent.net.server.refuse_request: a request with no handler on an accepted context (PS3.7 C.4.2).
     out["Any SCP (a request type this AE does not perform)"] = _entries((Status.UNRECOGNIZED_OPERATION,))
     return out

@@ -142,13 +142,15 @@ def _acceptance(facts: Facts) -> list[Block]:
     for service, classes in scp_services(facts).items():
         if service == "Storage" and len(classes) > 12:
             c = classes[0]
-            rows.append((f"{len(classes)} Storage SOP Classes (5.2.2)", "(all)", _ts_cell(c), _roles_cell(c)))
+            rows.append((f"{len(classes)} Storage SOP Classes (5.2.2)", "(all)", _ts_cell(c), _roles_cell(c),
+                         _ext_cell(c)))
             continue
         for c in classes:
-            rows.append((c.name, c.uid, _ts_cell(c), _roles_cell(c)))
+            rows.append((c.name, c.uid, _ts_cell(c), _roles_cell(c), _ext_cell(c)))
     blocks.append(Table("Accepted presentation contexts", ("Abstract Syntax", "UID",
                                                            "Transfer Syntaxes (preference order)",
-                                                           "Requestor may be / agent's role"), tuple(rows)))
+                                                           "Requestor may be / agent's role",
+                                                           "Extended Negotiation"), tuple(rows)))
     return blocks
 
 
@@ -158,6 +160,10 @@ def _ts_cell(c: object) -> str:
     if c.as_proposed:  # type: ignore[attr-defined]
         text += f"; {len(c.as_proposed)} compressed as proposed"  # type: ignore[attr-defined]
     return text
+
+
+def _ext_cell(c: object) -> str:
+    return "answered (see 5.2)" if getattr(c, "extended_negotiation", False) else "none"
 
 
 def _roles_cell(c: object) -> str:

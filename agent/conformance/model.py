@@ -36,6 +36,7 @@ class AcceptedClass:
     accept_any_other: bool = False
     requestor_may_be_scu: bool = True
     requestor_may_be_scp: bool = False
+    extended_negotiation: bool = False  # answers SOP Class Extended Negotiation (PS3.7 D.3.3.5)
 
 
 @dataclass(frozen=True, slots=True)

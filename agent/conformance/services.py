@@ -109,7 +109,11 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
             + f", after {p.commitment.report_delay:g} s. A new association proposes Storage Commitment with "
             "the agent as SCP (role selection, table below)."))
     pair("5.2.3", "Storage Commitment", commit_scu, commit_scp)
-    pair("5.2.4", "Query/Retrieve", [], [])
+    pair("5.2.4", "Query/Retrieve",
+         [Para("`dicom-agent find|move|get` query a peer named on the command line (Patient or Study Root); "
+               "a C-GET proposes the storage classes of its sub-operations with the agent as their SCP "
+               "(role selection) and stores what arrives in the local store.")],
+         _query_scp(p, scp.get("Query/Retrieve", [])))
     mwl_scu: list[Block] = []
     if p.worklist is not None and p.worklist.source:
         mwl_scu += [Para(f"One C-FIND to {p.worklist.source} every {p.worklist.refresh:g} s; a successful "
@@ -166,6 +170,39 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
          print_scp)
     out.append(Section("5.2.8", "Coercion of Attributes", tuple(_coercions(p))))
     return out
+
+
+def _query_scp(p: Profile, classes: Sequence[AcceptedClass]) -> list[Block]:
+    q = getattr(p, "query", None)
+    if q is None or not classes:
+        return []
+    from agent.services.query import keys as K
+    from agent.services.query.models import MODELS, UNIQUE_KEYS
+
+    dests = "every peer of `[peers]`" if q.move_destinations is None else ", ".join(q.move_destinations) or "none"
+    blocks: list[Block] = [Para(
+        "Queries are answered from the index of the local store. C-FIND answers at most "
+        f"{q.max_results} matches (then A700); relational queries are "
+        + ("accepted when the SCU asks for them (SOP Class Extended Negotiation, PS3.4 C.5.1.1); "
+           if q.relational else "declined; ")
+        + "date-time matching, fuzzy semantic matching and timezone adjustment are declined. C-MOVE "
+        f"destinations: {dests} (by AE title; another is refused with A801); sub-operations go through the "
+        "queue as Storage SCU. C-GET sends the sub-operations on the same association.")]
+    for model in q.models:
+        m = MODELS[model]
+        rows: list[tuple[str, ...]] = []
+        for level in m.levels:
+            unique = UNIQUE_KEYS[level][0] if isinstance(UNIQUE_KEYS[level], tuple) else UNIQUE_KEYS[level]
+            for keyword in K.keys_at(model, level):
+                kind = "unique" if keyword == unique else "required or optional"
+                rows.append((level, keyword, f"({K.tag_of(keyword) >> 16:04X},{K.tag_of(keyword) & 0xFFFF:04X})",
+                             kind, "matching and return"))
+            for keyword in K.UNSUPPORTED.get(level, ()):
+                rows.append((level, keyword, f"({K.tag_of(keyword) >> 16:04X},{K.tag_of(keyword) & 0xFFFF:04X})",
+                             "optional", "return only, empty (FF01 if a value is sent)"))
+        blocks.append(Table(f"{model.capitalize()} Root keys", ("Level", "Attribute", "Tag", "Key", "Use"), tuple(rows)))
+    blocks.append(_matching_types())
+    return blocks
 
 
 def _query_keys(query: object, p: Profile) -> Table:
