@@ -88,7 +88,19 @@ def _add_association_args(p: argparse.ArgumentParser) -> None:
     add_tls_args(p)  # --tls, --tls-ca, --tls-cert, --tls-key, ...
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands defined in this module: parsing them needs none of the command groups' modules.
+_OWN_COMMANDS = frozenset({"run", "check-profile", "echo", "store"})
+
+
+def _command_word(argv: Sequence[str] | None) -> str | None:
+    """The command named on the command line (the first word that is not an option), if any."""
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if not w.startswith("-")]
+    return words[0] if words else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; for `command` in _OWN_COMMANDS only what parses it (start-up of `store` and
+    `echo`: the command groups' modules pull in sqlite3, the stores and more, for nothing)."""
     parser = argparse.ArgumentParser(
         prog="dicom-agent", description="Embeddable DICOM agent for imaging-device hosts."
     )
@@ -110,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_association_args(store)
     store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
     store.add_argument("--max-pdu", type=_max_pdu, default=262144, help="largest PDU we accept, 0 = no limit [262144]")
+    if command in _OWN_COMMANDS:
+        return parser
 
     from agent.cli.mpps import add_parsers as add_mpps_parsers
     from agent.cli.worklist import add_parsers as add_worklist_parsers
@@ -150,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Patient data: whatever this process creates (database, instances, print spool, temp files) is
     # owner/group only, 0640 files and 0750 folders, whatever umask it was started with.
     os.umask(0o027)
-    args = build_parser().parse_args(argv)
+    args = build_parser(_command_word(argv)).parse_args(argv)
     if getattr(args, "tls", None) is not None:  # echo, store: a --tls-* option without --tls exits 2 now
         from agent.cli.tls_options import tls_from_args
 
