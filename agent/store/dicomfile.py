@@ -1,9 +1,11 @@
 """DICOM Part 10 file framing without decoding: File Meta Information and data set structure.
 
 Invariants:
-- Nothing here loads an element value into memory except the small group 0002 values: the File Meta
-  Information is encoded and read with `struct`, and a data set is checked by walking element headers
-  and seeking over values, so a 1 GiB object costs a few reads (PS3.10 7.1, PS3.5 7.1).
+- Nothing here loads an element value into memory except the small group 0002 values and the few
+  top-level values a caller asks for (`scan_dataset(wanted=...)`, each at most `MAX_WANTED_VALUE`
+  bytes): the File Meta Information is encoded and read with `struct`, and a data set is checked by
+  walking element headers and seeking over values, so a 1 GiB object costs a few reads (PS3.10 7.1,
+  PS3.5 7.1). The same walk that checks the structure yields the wanted values: one pass.
 - A UID that will name a path is validated first (`validate_uid`, PS3.5 9.1): digits and dots only, no
   empty component, no leading zero, at most 64 characters.
 - Every failure is an `agent.errors.StoreError` subclass; no OSError, struct.error or RecursionError
@@ -35,6 +37,8 @@ _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 _UNDEFINED = 0xFFFFFFFF
+#: A wanted value longer than this is skipped as if absent (index attributes are a few dozen bytes).
+MAX_WANTED_VALUE = 1 << 16
 _MAX_DEPTH = 64
 _UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\Z")
 
@@ -225,6 +229,11 @@ class _InflatingSource:
 
     def _fill(self, n: int) -> None:
         while len(self._buf) < n and not self._eof:
+            if self._z.eof:
+                # The deflate stream ended; bytes after it (a writer's even-length padding) are not
+                # data set bytes. Without this the loop fed them to a finished stream forever.
+                self._eof = True
+                break
             if self._z.unconsumed_tail:
                 data = self._z.unconsumed_tail
             else:
@@ -257,10 +266,15 @@ def _tag(group: int, elem: int) -> str:
 
 
 class _Walker:
-    def __init__(self, src: _Source, *, implicit: bool, little: bool) -> None:
+    def __init__(
+        self, src: _Source, *, implicit: bool, little: bool, wanted: frozenset[int] = frozenset()
+    ) -> None:
         self.src = src
         self.implicit = implicit
         self.little = little
+        self.wanted = wanted
+        #: tag -> (VR as encoded, or b"" when implicit; raw value) for the wanted top-level elements.
+        self.values: dict[int, tuple[bytes, bytes]] = {}
 
     def _exact(self, n: int, what: str) -> bytes:
         data = self.src.read(n)
@@ -313,6 +327,8 @@ class _Walker:
                     self.sequence(implicit=nested_implicit, little=nested_little, depth=depth + 1)
                 else:
                     raise DataSetError(f"{what} has undefined length but VR {vr.decode('ascii')}")
+            elif depth == 0 and (group << 16 | elem) in self.wanted and length <= MAX_WANTED_VALUE:
+                self.values[group << 16 | elem] = (vr, self._exact(length, what))
             else:
                 self._skip(length, what)
             count += 1
@@ -343,8 +359,24 @@ class _Walker:
             self._skip(length, "pixel data fragment")
 
 
-def check_dataset(path: str | os.PathLike[str], offset: int, transfer_syntax_uid: str) -> int:
-    """Walk the top-level elements of the data set at `offset` to EOF; return how many there are.
+@dataclass(frozen=True, slots=True)
+class DataSetScan:
+    """What one walk of a data set found: its top-level element count and the wanted raw values."""
+
+    count: int
+    #: tag -> (VR as encoded, b"" in Implicit VR; raw value bytes), top level only.
+    values: dict[int, tuple[bytes, bytes]]
+    implicit: bool
+    little: bool
+
+
+def scan_dataset(
+    path: str | os.PathLike[str],
+    offset: int,
+    transfer_syntax_uid: str,
+    wanted: frozenset[int] = frozenset(),
+) -> DataSetScan:
+    """Walk the top-level elements of the data set at `offset` to EOF, keeping the `wanted` values.
 
     Raises `DataSetError` if the data set is empty, an element's length overruns the file, or an
     undefined-length sequence or encapsulated pixel data is not delimited before EOF.
@@ -358,14 +390,18 @@ def check_dataset(path: str | os.PathLike[str], offset: int, transfer_syntax_uid
                 src = _InflatingSource(f, offset)
             else:
                 src = _FileSource(f, offset, os.fstat(f.fileno()).st_size)
-            count = _Walker(src, implicit=implicit, little=little).elements(
-                implicit=implicit, little=little, in_item=False, depth=0
-            )
+            walker = _Walker(src, implicit=implicit, little=little, wanted=wanted)
+            count = walker.elements(implicit=implicit, little=little, in_item=False, depth=0)
     except OSError as exc:
         raise StoreError(f"cannot read {os.fspath(path)}: {exc}") from exc
     if count == 0:
         raise DataSetError("data set is empty")
-    return count
+    return DataSetScan(count, walker.values, implicit, little)
+
+
+def check_dataset(path: str | os.PathLike[str], offset: int, transfer_syntax_uid: str) -> int:
+    """`scan_dataset` keeping no values; returns the number of top-level elements."""
+    return scan_dataset(path, offset, transfer_syntax_uid).count
 
 
 def object_relpath(sop_instance_uid: str) -> Path:

@@ -40,19 +40,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pydicom import dcmread
-from pydicom.multival import MultiValue
-
 from agent import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from agent.errors import StoreError
 from agent.store.db import DIR_MODE, FILE_MODE, make_private_dirs, transaction
-from agent.store.index_columns import INDEX_COLUMNS, IndexColumn
+from agent.store.header import index_values
+from agent.store.index_columns import INDEX_COLUMNS, INDEX_TAGS, IndexColumn
 from agent.store.dicomfile import (
     DataSetError,
     FileMeta,
     InvalidUID,
     NotDicom,
-    check_dataset,
+    scan_dataset,
     encode_file_meta,
     object_relpath,
     read_meta,
@@ -230,25 +228,6 @@ def _db_error(exc: sqlite3.Error, what: str) -> StoreError:
     return StoreError(f"{what}: {exc}")
 
 
-def _text_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, MultiValue | list | tuple):
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
-    return text or None
-
-
-def _int_value(value: Any) -> int | None:
-    if isinstance(value, MultiValue | list | tuple):
-        value = value[0] if value else None
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 class _State(enum.Enum):
     OPEN = "open"
     COMMITTING = "committing"
@@ -337,20 +316,12 @@ class Incoming:
             self._discard()
 
     def _check(self) -> tuple[dict[str, Any], list[str]]:
-        check_dataset(self.temp_path, self.dataset_offset, self.transfer_syntax_uid)
+        # One walk checks the structure and keeps the index attributes' raw values (no Dataset built).
+        scan = scan_dataset(self.temp_path, self.dataset_offset, self.transfer_syntax_uid, INDEX_TAGS)
         try:
-            ds = dcmread(
-                self.temp_path, stop_before_pixels=True, defer_size="64 KB",
-                specific_tags=[c.keyword for c in INDEX_COLUMNS] + ["SOPClassUID", "SOPInstanceUID"],
-            )
-            index: dict[str, Any] = {
-                c.column: (_int_value if c.kind == "int" else _text_value)(ds.get(c.keyword))
-                for c in INDEX_COLUMNS
-            }
-            ds_class = _text_value(ds.get("SOPClassUID"))
-            ds_instance = _text_value(ds.get("SOPInstanceUID"))
-        except Exception as exc:  # pydicom raises many types for malformed input
-            raise DataSetError(f"cannot parse data set of {self.sop_instance_uid}: {exc}") from exc
+            index, ds_class, ds_instance = index_values(scan)
+        except (LookupError, ValueError) as exc:  # an unknown or undecodable character set
+            raise DataSetError(f"cannot decode the data set of {self.sop_instance_uid}: {exc}") from exc
         warnings = []
         if ds_class != self.sop_class_uid:
             warnings.append(SOP_CLASS_MISMATCH_WARNING)
