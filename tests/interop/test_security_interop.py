@@ -243,3 +243,36 @@ async def test_forward_with_identity_to_dcmtk_storescp(tmp_path: Path, start_age
     finally:
         proc.kill()
 
+
+
+# ---------------------------------------------------------------- access bound to a TLS client certificate
+
+
+async def test_dcmtk_access_bound_to_certificate_subject(tmp_path: Path, start_agent, tls_pki) -> None:
+    """A rule with certificate_subject admits MOD1 only over TLS with modality1's certificate: not
+    without a certificate (client certificates optional here), not on the plain port."""
+    from tests.tls_certs import CLIENT_SUBJECT
+
+    echoscu = require_tool("echoscu")
+    tls_port = free_port()
+    running = await start_agent(write_profile(tmp_path / "agent", f"""
+        [tls]
+        port = {tls_port}
+        certificate = "{tls_pki.server_pem}"
+        key = "{tls_pki.server_key}"
+        ca = "{tls_pki.ca_pem}"
+        client_certificates = "optional"
+
+        [[security.access]]
+        calling_ae = "MOD1"
+        services = ["verification"]
+        certificate_subject = "{CLIENT_SUBJECT}"
+        """))
+    with_cert = ["+tls", str(tls_pki.client_key), str(tls_pki.client_pem), "-pw", "+cf", str(tls_pki.ca_pem)]
+    anonymous = ["+tla", "+cf", str(tls_pki.ca_pem)]
+    rc, out = await run([echoscu, *with_cert, "-aet", "MOD1", "-aec", "AGENT", "127.0.0.1", str(tls_port)])
+    assert rc == 0, out
+    for how, port, title in ((anonymous, tls_port, "MOD1"), ([], running.port, "MOD1"),
+                             (with_cert, tls_port, "OTHER")):
+        rc, out = await run([echoscu, *how, "-aet", title, "-aec", "AGENT", "127.0.0.1", str(port)])
+        assert rc != 0 and "Calling AE Title Not Recognized" in out, (how, title, out)
