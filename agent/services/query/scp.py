@@ -7,8 +7,8 @@ Invariants:
   between responses without waiting, ends it with FE00. More than `[query] max_results` matches: the
   first ones, then A700 with a comment saying so. The database unusable: A700.
 - C-MOVE: the destination AE title must be a peer of `[query] move_destinations` (all of [peers] when
-  unset), else A801. Each instance becomes one `store` job of the durable queue for that peer (the
-  forwarding performer sends it), queued in one transaction, so a crash or a restart never loses a
+  unset), else A801. Each instance becomes one `move-store` job of the durable queue for that peer
+  (agent.services.query.move_jobs), queued in one transaction, so a crash or a restart never loses a
   sub-operation. Pending responses (FF00) report remaining / completed / failed / warning counts as the
   jobs progress. C-CANCEL-RQ: jobs not yet claimed are dropped from the queue and FE00 reports the
   counts, the dropped ones as remaining. A destination that goes down halfway: after the first failed
@@ -27,6 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import sqlite3
@@ -48,6 +49,7 @@ from agent.services.blocking import Blocking
 from agent.services.dataset import DataSetError, decode, encode
 from agent.services.query import engine
 from agent.services.query.models import MODELS, Model, model_of
+from agent.services.query.move_jobs import MOVE_STORE_JOB, move_payload
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES
 from agent.services.storage_scu import transcode
 from agent.store.dicomfile import read_meta
@@ -62,7 +64,6 @@ FIND_STATUSES = (0x0000, 0xFF00, 0xFF01, 0xFE00, 0xA700, 0xA900, 0xC001)
 MOVE_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900, 0xC002)
 GET_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0xC002)
 SCP_STATUSES = tuple(sorted(set(FIND_STATUSES + MOVE_STATUSES + GET_STATUSES)))
-STORE_JOB = "store"  # the forwarding performer's job kind (agent.services.forward)
 #: How often a C-MOVE looks at its jobs when no completion woke it (failures do not wake it).
 PROGRESS_POLL = 0.5
 
@@ -202,10 +203,9 @@ class QuerySCP:
         _model, level, values = parsed
         try:
             rows = await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
-            jobs = [NewJob(STORE_JOB, dest, {"uid": r["sop_instance_uid"], "sop_class": r["sop_class_uid"],
-                                             "ts": r["transfer_syntax_uid"], "study": r["study_instance_uid"] or "",
-                                             "move_originator": [conn.calling_ae, rq.message_id]})
-                    for r in rows]
+            jobs = [NewJob(MOVE_STORE_JOB, dest, move_payload(
+                r["sop_instance_uid"], r["sop_class_uid"], r["transfer_syntax_uid"], r["study_instance_uid"] or "",
+                conn.calling_ae, rq.message_id)) for r in rows]
             ids = await self.blocking.run(self.queue.enqueue_many, jobs) if jobs else []
         except (sqlite3.Error, AgentError, OSError) as exc:
             log.exception("C-MOVE: cannot queue the sub-operations")
@@ -223,8 +223,10 @@ class QuerySCP:
         woken = trio.Event()
         token = trio.lowlevel.current_trio_token()
 
-        def on_complete(kind: str, destination: str) -> None:
-            token.run_sync_soon(woken.set)
+        def on_complete(kind: str, destination: str) -> None:  # in the thread that completed a job
+            if kind == MOVE_STORE_JOB:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(woken.set)
 
         remove = self.queue.add_listener(on_complete)
         cancelled = trio.Event()
@@ -239,17 +241,9 @@ class QuerySCP:
                     failed = [i for i, s in states.items() if s in ("dead", "failed")]
                     in_flight = [i for i, s in states.items() if s == "claimed"]
                     remaining = len(uids) - len(done) - len(failed)
-                    if cancelled.is_set():
-                        dropped = await self.blocking.run(self._drop, [i for i, s in states.items() if s == "pending"])
-                        log.info("%s: C-MOVE cancelled; %d sub-operation(s) dropped", conn.remote, dropped)
-                        await conn.send_message(ctx.id, rq.response(
-                            Status.CANCEL, number_of_remaining_suboperations=remaining,
-                            number_of_completed_suboperations=len(done),
-                            number_of_failed_suboperations=len(failed), number_of_warning_suboperations=0))
-                        break
-                    if remaining == 0 or (failed and not in_flight):
-                        not_done = [uids[i] for i in uids if states[i] != "done"]
-                        await self._final(conn, ctx, rq, len(done), not_done)
+                    if cancelled.is_set() or remaining == 0 or (failed and not in_flight):
+                        # The reader stops before the last response: the peer may release at once.
+                        nursery.cancel_scope.cancel()
                         break
                     counts = (remaining, len(done), len(failed))
                     if counts != last:
@@ -262,9 +256,24 @@ class QuerySCP:
                         async with trio.open_nursery() as waiters:
                             waiters.start_soon(_set_then_cancel, woken, waiters)
                             waiters.start_soon(_set_then_cancel, cancelled, waiters)
-                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The reader's end of the association (abort, protocol error) is judged as if raised alone.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         finally:
             remove()
+        if cancelled.is_set():
+            pending = [i for i, s in states.items() if s == "pending"]
+            dropped = await self.blocking.run(self._drop, pending)
+            log.info("%s: C-MOVE cancelled; %d sub-operation(s) dropped from the queue", conn.remote, dropped)
+            await conn.send_message(ctx.id, rq.response(
+                Status.CANCEL, number_of_remaining_suboperations=remaining,
+                number_of_completed_suboperations=len(done),
+                number_of_failed_suboperations=len(failed), number_of_warning_suboperations=0))
+            return
+        not_done = [uids[i] for i in uids if states[i] != "done"]
+        await self._final(conn, ctx, rq, len(done), not_done)
 
     def _states(self, job_ids: list[int]) -> dict[int, str]:
         """Each job's state; a PENDING job that has failed an attempt is "failed" (blocking)."""
