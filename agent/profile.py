@@ -35,7 +35,7 @@ from agent.errors import ProfileError
 from agent.net.tls import DEFAULT_PROFILE as DEFAULT_TLS_PROFILE, PROFILE_NAMES as TLS_PROFILES, ListenerTls, PeerTls
 from agent.security.access import SERVICES, AccessRule, parse_hosts
 from agent.security.identity import (
-    FILE_TYPES, IDENTITY_TYPES, ClientIdentity, PasswordHashError, check_hash_format, read_password_file,
+    IDENTITY_TYPES, ClientIdentity, PasswordHashError, check_hash_format, read_password_file,
 )
 from agent.ul.vr import AE_TITLE_RULE, is_ae_title
 
