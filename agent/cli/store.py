@@ -20,7 +20,7 @@ from agent.errors import AssociationAborted, ConnectionFailed, TimeoutExpired
 from agent.cli.tls_options import tls_from_args
 from agent.net.client import associate
 from agent.net.connection import Timeouts
-from agent.services.storage_scu import SendItem, StoreFailed, StoreSummary, proposals_for, scan, send_file
+from agent.services.storage_scu import SendItem, StoreSummary, proposals_for, scan, send_files
 
 
 PROGRESS_FILES = 100
@@ -89,12 +89,8 @@ async def _send_groups(
             timeouts=timeouts, max_pdu_receive=args.max_pdu, deadline=trio.current_time() + t,
             tls=tls_from_args(args),  # --tls* options (agent/cli/tls_options.py), checked in main
         ) as conn:
-            for item in batch:
-                try:
-                    reply = await send_file(conn, item)
-                    summary.record(item, reply)
-                except StoreFailed as exc:
-                    summary.record(item, None, str(exc))
+            async for item, reply, error in send_files(conn, batch):
+                summary.record(item, reply, error)
                 done += 1
                 progress.update(done, summary.bytes)
 

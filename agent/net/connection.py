@@ -98,6 +98,19 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadAhead:
+    """The first block of a data set read from a file ahead of its send (`DicomConnection.read_ahead`),
+    laid out as P-DATA-TF PDUs in the connection's read-ahead buffer."""
+
+    context_id: int
+    fd: int
+    offset: int
+    length: int
+    step: int
+    block: memoryview
+
+
+@dataclass(frozen=True, slots=True)
 class Timeouts:
     artim: float = 30.0
     dimse: float = 60.0
@@ -130,6 +143,7 @@ class DicomConnection:
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._rview = memoryview(bytearray(RECEIVE_SIZE)) if self._sock is not None else memoryview(b"")
         self._file_buffer = bytearray()  # reused for data sets sent from files, see send_message_from_file
+        self._ahead_buffer = bytearray()  # the next file's first block, see read_ahead
         self._events: deque[ConnectionEvent] = deque()
         self._out_pending = 0
         self._parts: list[bytes | memoryview] = []
@@ -514,14 +528,17 @@ class DicomConnection:
             self.sending = None
 
     async def send_message_from_file(
-        self, context_id: int, message: Message, fileobj: BinaryIO, offset: int, length: int
+        self, context_id: int, message: Message, fileobj: BinaryIO, offset: int, length: int,
+        *, ahead: ReadAhead | None = None,
     ) -> None:
         """Send a command and then `length` data-set bytes read from `fileobj` at `offset`, streaming.
 
         The file is read one block (READ_BLOCK) at a time with one `preadv` straight into the block's
         PDUs laid out in a reused buffer, the PDU headers written in the gaps: one read syscall and one
         write per block whatever the PDU size, no per-PDU copy (with 16 KiB PDUs a 0.5 MB image is 32
-        PDUs). The block is written before the buffer is reused.
+        PDUs). The block is written before the buffer is reused. `ahead`, from `read_ahead` on the
+        same file, is used as the first block (it was read while the previous message's response was
+        awaited).
         """
         self._check_can_send()
         transfer = self.sending = self._transfer(context_id, message)
@@ -535,12 +552,16 @@ class DicomConnection:
             pdus_per_block = max(1, READ_BLOCK // step)
             block_size = pdus_per_block * step
             sent = 0
+            if ahead is not None and (ahead.context_id, ahead.fd, ahead.offset, ahead.length, ahead.step) != (
+                    context_id, fd, offset, length, step):
+                ahead = None  # not this file's, or the association's PDU size differs: read it now
             while sent < length:
                 size = min(block_size, length - sent)
-                block = self._lay_out_block(context_id, step, size, last=sent + size >= length)
-                slots = [block[start + 12 : start + 12 + min(step, size - k * step)]
-                         for k, start in enumerate(range(0, len(block), step + 12))]
-                got = os.preadv(fd, slots, offset + sent)
+                if ahead is not None:
+                    block, got, ahead = ahead.block, size, None
+                else:
+                    block = self._lay_out_block("_file_buffer", context_id, step, size, last=sent + size >= length)
+                    got = self._read_block(fd, block, step, size, offset + sent)
                 if got != size:
                     self._parts.clear()
                     await self.abort(why="file shrank while it was being sent")
@@ -554,14 +575,37 @@ class DicomConnection:
         finally:
             self.sending = None
 
-    def _lay_out_block(self, context_id: int, step: int, size: int, *, last: bool) -> memoryview:
-        """A view of the reused file buffer holding the P-DATA-TF headers of `size` data bytes cut into
-        PDUs of `step` bytes, with room for the data between them (PS3.8 9.3.5: one PDV per PDU)."""
+    def read_ahead(self, context_id: int, fileobj: BinaryIO, offset: int, length: int) -> ReadAhead | None:
+        """Read the first block of a data set that `send_message_from_file` will send next, now: call it
+        after a message went out and before its response is awaited, so that the read overlaps the
+        peer's work. None when the file is shorter than `length` (the send then reports it)."""
+        step = self.max_pdv_data
+        size = min(max(1, READ_BLOCK // step) * step, length)
+        if size == 0:
+            return None
+        block = self._lay_out_block("_ahead_buffer", context_id, step, size, last=size >= length)
+        fd = fileobj.fileno()
+        if self._read_block(fd, block, step, size, offset) != size:
+            return None
+        return ReadAhead(context_id, fd, offset, length, step, block)
+
+    @staticmethod
+    def _read_block(fd: int, block: memoryview, step: int, size: int, offset: int) -> int:
+        """One preadv of `size` bytes into the data slots between the PDU headers of `block`."""
+        slots = [block[start + 12 : start + 12 + min(step, size - k * step)]
+                 for k, start in enumerate(range(0, len(block), step + 12))]
+        return os.preadv(fd, slots, offset)
+
+    def _lay_out_block(self, which: str, context_id: int, step: int, size: int, *, last: bool) -> memoryview:
+        """A view of the buffer named `which` (replaced by a larger one when too small: views of the old
+        one may still exist) holding the P-DATA-TF headers of `size` data bytes cut into PDUs of `step`
+        bytes, with room for the data between them (PS3.8 9.3.5: one PDV per PDU)."""
         count = -(-size // step)
         need = size + 12 * count
-        if len(self._file_buffer) < need:
-            self._file_buffer = bytearray(need)
-        buf = self._file_buffer
+        buf: bytearray = getattr(self, which)
+        if len(buf) < need:
+            buf = bytearray(need)
+            setattr(self, which, buf)
         full = P.encode_pdata_header(context_id, False, False, step)
         pos = 0
         for k in range(count):

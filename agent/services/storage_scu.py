@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import trio
 
 from agent.dimse import CStoreRQ
 from agent.dimse.status import StatusCategory, category
 from agent.errors import AgentError
-from agent.net.connection import DicomConnection
+from agent.net.connection import DicomConnection, ReadAhead
 from agent.net.requests import Reply, await_response
 from agent.store.dicomfile import FileMeta, NotDicom, read_meta
 from agent.ul.negotiation import (
@@ -151,8 +151,24 @@ class StoreFailed(AgentError):
     """A file could not be sent (no usable context, or a transcoding error)."""
 
 
-async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: tuple[str, int] | None = None) -> Reply:
-    """C-STORE one file over an open association; returns the peer's response."""
+@dataclass
+class _Prepared:
+    """A file ready to go: its context, and when it is sent as stored, the open file and data-set
+    size (and, once read ahead, its first block)."""
+
+    item: SendItem
+    ctx: PresentationContext
+    file: BinaryIO | None = None
+    size: int = 0
+    ahead: ReadAhead | None = None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _prepare(conn: DicomConnection, item: SendItem, *, read_ahead: bool = False) -> _Prepared:
     meta = item.meta
     ctx = choose_context(conn, meta)
     if ctx is None:
@@ -160,6 +176,21 @@ async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: t
             f"{item.path}: the peer accepted no presentation context for SOP class "
             f"{meta.sop_class_uid} in transfer syntax {meta.transfer_syntax_uid}"
         )
+    prepared = _Prepared(item, ctx)
+    if ctx.transfer_syntax == meta.transfer_syntax_uid:
+        try:
+            prepared.file = open(item.path, "rb")  # noqa: SIM115 (closed by _send or close)
+        except OSError as exc:
+            raise StoreFailed(f"{item.path}: cannot read: {exc.strerror or exc}") from exc
+        prepared.size = prepared.file.seek(0, io.SEEK_END) - meta.dataset_offset
+        if read_ahead:
+            prepared.ahead = conn.read_ahead(ctx.id, prepared.file, meta.dataset_offset, prepared.size)
+    return prepared
+
+
+async def _send(conn: DicomConnection, prepared: _Prepared, move_originator: tuple[str, int] | None) -> int:
+    """Send the C-STORE-RQ and its data set; returns its message ID (the response is not awaited)."""
+    meta, ctx = prepared.item.meta, prepared.ctx
     extra = {}
     if move_originator is not None:
         extra = {"move_originator_ae_title": move_originator[0], "move_originator_message_id": move_originator[1]}
@@ -169,17 +200,59 @@ async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: t
         affected_sop_instance_uid=meta.sop_instance_uid,
         **extra,
     )
-    if ctx.transfer_syntax == meta.transfer_syntax_uid:
-        with open(item.path, "rb") as f:
-            size = f.seek(0, io.SEEK_END) - meta.dataset_offset
-            await conn.send_message_from_file(ctx.id, rq, f, meta.dataset_offset, size)
-    else:
-        try:
-            data = await trio.to_thread.run_sync(transcode, item.path, ctx.transfer_syntax)
-        except Exception as exc:  # pydicom raises many kinds for odd files
-            raise StoreFailed(f"{item.path}: cannot transcode to {ctx.transfer_syntax}: {exc}") from exc
-        await conn.send_message(ctx.id, rq, data)
-    return await await_response(conn, rq.message_id)
+    try:
+        if prepared.file is not None:
+            await conn.send_message_from_file(ctx.id, rq, prepared.file, meta.dataset_offset, prepared.size,
+                                              ahead=prepared.ahead)
+        else:
+            try:
+                data = await trio.to_thread.run_sync(transcode, prepared.item.path, ctx.transfer_syntax)
+            except Exception as exc:  # pydicom raises many kinds for odd files
+                raise StoreFailed(f"{prepared.item.path}: cannot transcode to {ctx.transfer_syntax}: {exc}") from exc
+            await conn.send_message(ctx.id, rq, data)
+    finally:
+        prepared.close()
+    return rq.message_id
+
+
+async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: tuple[str, int] | None = None) -> Reply:
+    """C-STORE one file over an open association; returns the peer's response."""
+    message_id = await _send(conn, _prepare(conn, item), move_originator)
+    return await await_response(conn, message_id)
+
+
+async def send_files(
+    conn: DicomConnection, items: Sequence[SendItem]
+) -> AsyncIterator[tuple[SendItem, Reply | None, str | None]]:
+    """C-STORE `items` in turn over one association: yields `(item, reply, None)`, or
+    `(item, None, why)` for a file that could not be sent (the others still are).
+
+    Pipelined (one operation outstanding, as negotiated by default, PS3.7 D.3.3.3): once a file's
+    data set is out, the next file is opened and its first block read before the response is
+    awaited, so the read overlaps the peer's work on the current one instead of following it.
+    """
+    upcoming: _Prepared | StoreFailed | None = None
+    try:
+        for index, item in enumerate(items):
+            prepared, upcoming = upcoming, None
+            try:
+                if prepared is None:
+                    prepared = _prepare(conn, item)
+                elif isinstance(prepared, StoreFailed):
+                    raise prepared
+                message_id = await _send(conn, prepared, None)
+            except StoreFailed as exc:
+                yield item, None, str(exc)
+                continue
+            if index + 1 < len(items):
+                try:
+                    upcoming = _prepare(conn, items[index + 1], read_ahead=True)
+                except StoreFailed as exc:
+                    upcoming = exc
+            yield item, await await_response(conn, message_id), None
+    finally:
+        if isinstance(upcoming, _Prepared):
+            upcoming.close()
 
 
 @dataclass
