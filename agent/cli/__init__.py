@@ -292,9 +292,13 @@ def describe_profile(profile: Profile) -> str:
         f"  up to {a.max_associations} associations, max PDU {a.max_pdu_length or 'unlimited'}",
     ]
     for name, peer in profile.peers.items():
-        lines.append(f"  peer {name}: {peer.ae_title} at {peer.host}:{peer.port}")
+        lines.append(f"  peer {name}: {peer.ae_title} at {peer.host}:{peer.port}{' (TLS)' if peer.tls else ''}")
     for section in ("storage", "commitment", "worklist", "mpps", "print", "device"):
         lines.append(f"  [{section}] {'on' if getattr(profile, section) is not None else 'off'}")
+    t = profile.tls
+    lines.append("  [tls] off" if t is None else
+                 f"  [tls] port {t.port}, profile {t.profile}, client certificates {t.client_certificates}"
+                 f"{'' if t.plain_listener else ', plain TCP off'}")
     sec = profile.security
     lines.append(
         f"  [security] off ({'calling AEs ' + ', '.join(a.allowed_calling_aes) if a.allowed_calling_aes else 'any calling AE'}"

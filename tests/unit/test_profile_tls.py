@@ -89,3 +89,13 @@ def test_unusable_certificate_stops_the_start_with_the_key_named(files: Path) ->
     with pytest.raises(ProfileError) as info:
         agent.build()
     assert info.value.key == "tls.certificate" and "cannot use certificate" in info.value.expected
+
+
+def test_check_profile_shows_tls(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    load(files, TLS + 'plain_listener = false\n[peers.pacs]\nae_title = "PACS"\nhost = "h"\nport = 2762\ntls = true\n')
+    assert main(["check-profile", str(files / "profile.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "peer pacs: PACS at h:2762 (TLS)" in out
+    assert "[tls] port 2762, profile bcp195-nd, client certificates required, plain TCP off" in out
