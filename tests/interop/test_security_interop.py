@@ -24,6 +24,7 @@ from agent.errors import AssociationRejected
 from agent.net.connection import Timeouts
 from agent.security import ClientIdentity, IdentityNotConfirmed, hash_password
 from agent.services.verification import VERIFICATION_SOP_CLASS, echo
+from agent.store.queue import JobState
 from tests.conftest import free_port, require_pynetdicom, require_tool, write_profile
 from tests.interop.storage_helpers import index_count, make_image, run, start_peer, wait_files, wait_listening
 
@@ -211,7 +212,9 @@ async def test_agent_identity_to_pynetdicom_scp(tmp_path: Path) -> None:
 
 async def test_forward_with_identity_to_dcmtk_storescp(tmp_path: Path, start_agent, nursery: trio.Nursery) -> None:
     """storescp does not check identities; the forward must work with the peer's identity configured,
-    and storescp's own debug dump shows it received the username (not that we trust it to check)."""
+    and storescp's own debug dump shows it received the username (not that we trust it to check).
+    A second peer entry for the same storescp asks for a positive response, which storescp never sends:
+    its job fails with that reason and stays queued for a retry (never delivered, never dead)."""
     storescp, storescu = require_tool("storescp"), require_tool("storescu")
     out_dir = tmp_path / "pacs"
     out_dir.mkdir()
@@ -231,8 +234,20 @@ async def test_forward_with_identity_to_dcmtk_storescp(tmp_path: Path, start_age
             username = "agent-user"
             passcode = "{PASSCODE}"
 
+            [peers.confirming]
+            ae_title = "PACS"
+            host = "127.0.0.1"
+            port = {pacs_port}
+            retry_base = "1h"
+            retry_cap = "1h"
+
+            [peers.confirming.identity]
+            type = "username"
+            username = "agent-user"
+            positive_response = true
+
             [storage]
-            forward_to = ["pacs"]
+            forward_to = ["pacs", "confirming"]
             """))
         rc, out = await run([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port),
                              str(make_image(tmp_path / "ct.dcm"))])
@@ -240,6 +255,12 @@ async def test_forward_with_identity_to_dcmtk_storescp(tmp_path: Path, start_age
         await wait_files(out_dir, 1, timeout=30)
         dump = log.read_text(errors="replace")
         assert "agent-user" in dump, dump[-3000:]
+        queue = running.agent.queue
+        with trio.fail_after(30):
+            while not (jobs := [j for j in queue.list(destination="confirming") if j.last_error]):
+                await trio.sleep(0.05)
+        assert jobs[0].state is JobState.PENDING, jobs
+        assert "without confirming the user identity (username 'agent-user')" in jobs[0].last_error, jobs
     finally:
         proc.kill()
 
