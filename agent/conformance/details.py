@@ -213,29 +213,48 @@ def security(profile: Profile, facts: Facts) -> list[Section]:
     if tls is None and not peers_tls:
         out.append(na("8.4", "DICOM Security Profiles Support", "No TLS profile is configured (`[tls]`)."))
     else:
+        from agent.net.tls import PROFILE_CIPHERS
+
         rows: list[tuple[str, ...]] = []
         if tls is not None:
-            rows.append(("Listener", str(getattr(tls, "profile", "")),
-                         f"client certificates: {getattr(tls, 'client_certificates', '')}"))
+            rows.append((f"Listener, port {tls.port}", tls.profile,
+                         f"client certificates {tls.client_certificates}"))
         for name, peer in peers_tls:
-            ptls = peer.tls
-            rows.append((f"Peer {name}", str(getattr(ptls, "profile", "")), "server certificate verified"))
+            rows.append((f"Peer {name}", peer.tls.profile, "the peer's certificate is verified (host name"
+                         + (", subject" if peer.tls.subject else "") + ")"
+                         + ("; our client certificate is sent" if peer.tls.certificate else "")))
+        used = sorted({r[1] for r in rows})
         out.append(Section("8.4", "DICOM Security Profiles Support", (
-            Para("Secure Transport Connection Profiles (PS3.15 Annex B), by BCP 195 profile name:"),
+            Para("Secure Transport Connection Profiles (PS3.15 Annex B) over BCP 195 TLS: TLS 1.2 or later; "
+                 "the TLS 1.2 cipher suites of each profile are listed below (TLS 1.3 suites are always "
+                 "offered)."),
             Table("TLS", ("Where", "Profile", "Authentication"), tuple(rows)),
+            Table("TLS 1.2 cipher suites", ("Profile", "Cipher suites (OpenSSL names)"),
+                  tuple((u, ", ".join(PROFILE_CIPHERS[u])) for u in used)),
         )))
-    identity_rows = [(name, "sent") for name, peer in profile.peers.items() if getattr(peer, "identity", None)]
+    identity_rows = [(name, peer.identity.kind, "requested" if peer.identity.positive_response else "not requested")
+                     for name, peer in profile.peers.items() if getattr(peer, "identity", None) is not None]
     if sec is None and not identity_rows:
         out.append(na("8.5", "User Identity Negotiation Support",
                       "User Identity items are neither sent nor checked; a request for a response gets none."))
     else:
         blocks: list[Block] = []
         if identity_rows:
-            blocks.append(Table("As requestor", ("Peer", "User Identity"), tuple(identity_rows)))
+            blocks.append(Table("Association initiation: User Identity sent (PS3.7 D.3.3.7)",
+                                ("Peer", "Type", "Positive response"), tuple(identity_rows)))
         if sec is not None:
-            blocks.append(Table("As acceptor (`[security]`)", ("Parameter", "Value"),
-                                tuple((f.name, _show(getattr(sec, f.name))) for f in dataclasses.fields(sec)
-                                      if f.name not in {"users"})))
+            blocks.append(Para(
+                "Association acceptance: a username and passcode (type 2) is checked against the users of "
+                "`[security]` (salted hashes); other types are accepted without counting as an "
+                "authenticated user; a username and passcode that do not match are rejected (A-ASSOCIATE-RJ "
+                "permanent, service provider ACSE, no reason given). A positive response is sent only for a "
+                "verified identity that asked for one."))
+            blocks.append(Table("Access control (`[security]`)", ("Parameter", "Value"), (
+                ("Users", str(len(sec.users)) + (" (and a password file)" if sec.password_file else "")),
+                ("Services that need an authenticated user", _show(sec.require_identity) or "none"),
+                ("Access rules", _show(tuple(f"{r.calling_ae}: {', '.join(sorted(r.services))}" for r in sec.access))
+                 if sec.access else "none: every caller may use every service"),
+            )))
         out.append(Section("8.5", "User Identity Negotiation Support", tuple(blocks)))
     return out
 

@@ -24,7 +24,7 @@ _SECTION = re.compile(r"^\s*\[([a-z_.]+)\]")
 #: Fields that are not profile keys (set by the parser).
 _NOT_KEYS = {"name"}
 #: Fields whose values the statement does not print (where the data lives is not an interface).
-_HIDDEN = {"data_dir", "options", "folder"}
+_HIDDEN = {"data_dir", "options", "folder", "certificate", "key", "ca", "password_file"}
 _TS_NAMES = {uid: name for name, uid in TRANSFER_SYNTAX_ALIASES.items()}
 
 
@@ -45,8 +45,13 @@ def default_comments() -> dict[tuple[str, str], str]:
 
 
 def show(value: object) -> str:
+    """A profile value as the statement prints it; secrets (passcodes, password hashes) never appear."""
     if value is None:
         return "(not set)"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _summary(value)
+    if isinstance(value, (frozenset, set)):
+        return show(tuple(sorted(str(v) for v in value)))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -58,6 +63,19 @@ def show(value: object) -> str:
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+def _summary(value: object) -> str:
+    """One line for a nested setting (a peer's TLS or identity, an access rule), without secrets."""
+    name = type(value).__name__
+    if name == "ClientIdentity":
+        who = f", user {value.username}" if getattr(value, "username", "") else ""  # type: ignore[attr-defined]
+        return f"{value.kind}{who}; positive response {'requested' if value.positive_response else 'not requested'}"  # type: ignore[attr-defined]
+    if name == "PeerTls":
+        return f"TLS, profile {value.profile}" + (f", subject {value.subject}" if value.subject else "")  # type: ignore[attr-defined]
+    if name == "AccessRule":
+        return f"{value.calling_ae}: {', '.join(sorted(value.services))}"  # type: ignore[attr-defined]
+    return name
 
 
 def _rows(section: str, settings: object, comments: Mapping[tuple[str, str], str]) -> list[Setting]:
@@ -72,6 +90,8 @@ def _rows(section: str, settings: object, comments: Mapping[tuple[str, str], str
                                 "all-storage" if getattr(settings, f.name) else f"{len(classes)} SOP classes (see 5.2)",
                                 comments.get((section, "accept"), "")))
             continue
+        if f.name == "users" and isinstance(getattr(settings, f.name), Mapping):
+            value = show(tuple(getattr(settings, f.name))) + " (passwords: salted hashes, not shown)"
         if f.name == "transfer_syntaxes":
             value = ", ".join(_TS_NAMES.get(ts, ts) for ts in getattr(settings, f.name))
         if f.name == "max_pdu_length" and getattr(settings, f.name) == 0:

@@ -97,3 +97,38 @@ def test_cli_refuses_a_bad_profile_and_format(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as exc:
         main(["conformance", "--format", "pdf"])
     assert exc.value.code == 2
+
+
+def test_security_sections_follow_tls_and_security(tmp_path: Path, tls_pki) -> None:  # type: ignore[no-untyped-def]
+    profile = write_profile(tmp_path, f"""
+        [tls]
+        port = 2762
+        certificate = "{tls_pki.server_pem}"
+        key = "{tls_pki.server_key}"
+        ca = "{tls_pki.ca_pem}"
+        plain_listener = false
+        [security]
+        users = {{ alice = "scrypt$16384$8$1$c2FsdA==$aGFzaA==" }}
+        require_identity = ["store"]
+        [peers.pacs]
+        ae_title = "PACS"
+        host = "127.0.0.1"
+        port = 104
+        tls = true
+        [peers.pacs.identity]
+        type = "username-passcode"
+        username = "bob"
+        passcode = "secret-passcode"
+        positive_response = true
+        [storage]
+        forward_to = ["pacs"]
+        """)
+    doc = statement(profile)
+    by_number = {s.number: s for s in doc.sections}
+    assert not by_number["8.4"].not_applicable and not by_number["8.5"].not_applicable
+    md = render_markdown(doc)
+    assert "| 2762 | DICOM over TLS (bcp195-nd) |" in md and "DICOM (plain TCP)" not in md
+    assert "| Listener, port 2762 | bcp195-nd | client certificates required |" in md
+    assert "| pacs | username-passcode | requested |" in md
+    assert "| Services that need an authenticated user | store |" in md
+    assert "secret-passcode" not in md and "aGFzaA" not in md  # no secret reaches the statement
