@@ -249,6 +249,8 @@ class Agent:
                 commitment_requested=s is not None and s.commit_with is not None).run)
             if self.print_service is not None:  # held and interrupted print jobs resume before we listen
                 await nursery.start(self.print_service.run)
+            if self.query_scp is not None:  # index columns a newer version added, for earlier instances
+                nursery.start_soon(self.query_scp.backfill)
             if self.modality is not None:  # unfinished procedures resume, then device events are consumed
                 await nursery.start(self.modality.run)
             await nursery.start(serve_control, self)  # what `dicom-agent status` asks (agent/control.py)

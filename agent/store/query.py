@@ -15,6 +15,10 @@ Invariants:
 - Look-ups are conservative pre-filters on indexed columns (`Filter`): they may return rows that do not
   match, never miss one that does; the caller's matcher (agent.matching) decides on the rest. Queries
   never open an instance file.
+- Index columns added after instances were received (a newer version's `INDEX_COLUMNS`) are filled
+  for the old rows by `backfill_step`, which re-reads each stored file's header once; `qr_meta` records
+  which column set the rows hold, so this happens once per change of the set, and never for a database
+  whose rows were all written with the current set.
 - No trio, no sockets: callers run these functions through the agent's blocking bridge.
 """
 
@@ -23,12 +27,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from agent.errors import StoreError
 from agent.store.db import transaction
+from agent.store.dicomfile import read_meta, scan_dataset
+from agent.store.header import index_values
+from agent.store.index_columns import INDEX_COLUMNS, INDEX_TAGS
 
-__all__ = ["Filter", "SERIES_COLUMNS", "STUDY_COLUMNS", "ensure_schema", "patients", "series", "instances",
-           "studies", "retrieve_uids"]
+__all__ = ["Filter", "SERIES_COLUMNS", "STUDY_COLUMNS", "backfill_pending", "backfill_step", "ensure_schema",
+           "instances", "patients", "retrieve_uids", "series", "studies"]
 
 #: Columns copied from an instance into its study summary (patient and study attributes).
 STUDY_COLUMNS: tuple[str, ...] = (
@@ -59,8 +68,12 @@ CREATE INDEX IF NOT EXISTS qr_studies_patient ON qr_studies (patient_id);
 CREATE INDEX IF NOT EXISTS qr_studies_date ON qr_studies (study_date);
 CREATE INDEX IF NOT EXISTS qr_studies_name ON qr_studies (patient_name COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS qr_studies_accession ON qr_studies (accession_number);
-CREATE INDEX IF NOT EXISTS instances_sop_class ON instances (sop_class_uid)
+CREATE INDEX IF NOT EXISTS instances_sop_class ON instances (sop_class_uid);
+CREATE TABLE IF NOT EXISTS qr_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
+
+#: The index column set rows are written with (recorded in qr_meta once every row holds it).
+_SIGNATURE = ",".join(sorted(c.column for c in INDEX_COLUMNS))
 
 
 def _refresh_series(row: str) -> str:
@@ -143,6 +156,8 @@ def ensure_schema(conn: sqlite3.Connection) -> bool:
                 conn.execute(statement)
         for statement in _TRIGGERS:
             conn.execute(statement)
+        if conn.execute("SELECT 1 FROM instances LIMIT 1").fetchone() is None:
+            conn.execute("INSERT OR REPLACE INTO qr_meta VALUES ('index_columns', ?)", (_SIGNATURE,))
         covered = conn.execute("SELECT COALESCE(SUM(related_instances), 0) FROM qr_series").fetchone()[0]
         total = conn.execute(
             "SELECT COUNT(*) FROM instances WHERE series_instance_uid IS NOT NULL").fetchone()[0]
@@ -177,6 +192,44 @@ def rebuild(conn: sqlite3.Connection) -> None:
             f"(SELECT {_study_counts('qr_studies.study_instance_uid')})"
         )
         conn.execute("DELETE FROM qr_studies WHERE related_series = 0")
+
+
+def backfill_pending(conn: sqlite3.Connection) -> bool:
+    """True when some rows may lack index columns added since they were written."""
+    row = conn.execute("SELECT value FROM qr_meta WHERE key = 'index_columns'").fetchone()
+    return row is None or row[0] != _SIGNATURE
+
+
+def backfill_rows(conn: sqlite3.Connection, after: str, limit: int) -> list[tuple[str, str, float]]:
+    """The next `limit` rows to re-index after SOP Instance UID `after`: (uid, relative path, received_at)."""
+    return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        "SELECT sop_instance_uid, path, received_at FROM instances WHERE sop_instance_uid > ? "
+        "ORDER BY sop_instance_uid LIMIT ?", (after, limit))]
+
+
+def read_index_values(path: Path) -> dict[str, Any] | None:
+    """The index columns of a stored file, from its header (blocking I/O); None if unreadable."""
+    try:
+        meta = read_meta(path)
+        values, _, _ = index_values(scan_dataset(path, meta.dataset_offset, meta.transfer_syntax_uid, INDEX_TAGS))
+    except (StoreError, OSError, LookupError, ValueError):
+        return None
+    return values
+
+
+def backfill_step(conn: sqlite3.Connection, updates: list[tuple[str, float, dict[str, Any]]], *, done: bool) -> None:
+    """Write re-read index values; a row replaced meanwhile (another received_at) is left alone. With
+    `done`, record that every row now holds the current column set."""
+    with transaction(conn):
+        for uid, received_at, values in updates:
+            columns = list(values)
+            conn.execute(
+                f"UPDATE instances SET {', '.join(f'{c} = ?' for c in columns)} "
+                f"WHERE sop_instance_uid = ? AND received_at = ?",
+                [values[c] for c in columns] + [uid, received_at],
+            )
+        if done:
+            conn.execute("INSERT OR REPLACE INTO qr_meta VALUES ('index_columns', ?)", (_SIGNATURE,))
 
 
 # ------------------------------------------------------------------ look-ups

@@ -150,3 +150,42 @@ def test_retrieve_keys() -> None:
     with pytest.raises(engine.QueryRefused) as caught:
         engine.retrieve_keys(STUDY_ROOT, ds)
     assert caught.value.offending == (0x0020000D,)
+
+
+@pytest.mark.trio
+async def test_backfill_fills_columns_rows_of_an_older_version_lack(tmp_path: Path) -> None:
+    """Instances received before a query column existed get it from their file's header, once, and the
+    series summary follows; a database whose rows are all current is not re-read."""
+    from pydicom import dcmread
+
+    from agent.profile import QuerySettings
+    from agent.services.blocking import Blocking
+    from agent.services.query.scp import QuerySCP
+    from agent.store.dicomfile import read_meta
+    from agent.store.queue import JobQueue
+    from tests.interop.qr_peers import ROOT, make_archive
+
+    conn = open_database(tmp_path / "agent.db")
+    store = InstanceStore(tmp_path, conn)
+    assert q.ensure_schema(conn) is False and not q.backfill_pending(conn)  # empty: current by definition
+    for path in make_archive(tmp_path / "files"):
+        ds = dcmread(path)
+        ds.SeriesDescription = f"series of {ds.SOPInstanceUID}"
+        ds.save_as(path, enforce_file_format=True)
+        meta = read_meta(path)
+        incoming = store.begin(meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax_uid, calling_ae="T")
+        incoming.write(path.read_bytes()[meta.dataset_offset:])
+        incoming.commit()
+    # As an older version left them: no series description, and no record of the column set.
+    conn.execute("UPDATE instances SET series_description = NULL, image_rows = NULL")
+    conn.execute("DELETE FROM qr_meta")
+    assert q.backfill_pending(conn)
+
+    scp = QuerySCP(QuerySettings(), conn, Blocking(), JobQueue(conn), {}, tmp_path)
+    await scp.backfill()
+    rows = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT sop_instance_uid, series_description, image_rows "
+                                                     "FROM instances")}
+    assert rows[f"{ROOT}.4.2.1"] == (f"series of {ROOT}.4.2.1", 16) and all(v[0] for v in rows.values())
+    assert conn.execute("SELECT series_description FROM qr_series WHERE series_instance_uid = ?",
+                        (f"{ROOT}.4.2",)).fetchone()[0] == f"series of {ROOT}.4.2.1"
+    assert not q.backfill_pending(conn)

@@ -53,6 +53,7 @@ from agent.services.query.move_jobs import MOVE_STORE_JOB, move_payload
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES
 from agent.services.storage_scu import transcode
 from agent.store.dicomfile import read_meta
+from agent.store import query as query_store
 from agent.store.queue import JobQueue, JobState, NewJob
 from agent.ul import pdu as P
 from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, SyntaxSupport
@@ -66,6 +67,8 @@ GET_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0xC002)
 SCP_STATUSES = tuple(sorted(set(FIND_STATUSES + MOVE_STATUSES + GET_STATUSES)))
 #: How often a C-MOVE looks at its jobs when no completion woke it (failures do not wake it).
 PROGRESS_POLL = 0.5
+#: Instances re-read per step when index columns are filled for rows of an older version.
+BACKFILL_CHUNK = 200
 
 
 def relational_requested(conn: DicomConnection, sop_class: str) -> bool:
@@ -125,6 +128,36 @@ class QuerySCP:
                 else:
                     new = _with(current, requestor_may_be_scp=True)
                 registry.add([uid], new, {})
+
+    # ------------------------------------------------------------ index columns added later
+
+    async def backfill(self) -> None:
+        """Fill index columns that rows written by an older version lack (agent.store.query), 200
+        instances at a time: the headers are read outside the database bridge, so receiving goes on."""
+        if not await self.blocking.run(query_store.backfill_pending, self.conn_db):
+            return
+        after, count = "", 0
+        while True:
+            rows = await self.blocking.run(query_store.backfill_rows, self.conn_db, after, BACKFILL_CHUNK)
+            updates = await trio.to_thread.run_sync(self._read_headers, rows)
+            done = len(rows) < BACKFILL_CHUNK
+            await self.blocking.run(lambda: query_store.backfill_step(self.conn_db, updates, done=done))
+            count += len(updates)
+            if done:
+                log.info("query: index columns filled for %d earlier instance(s)", count)
+                return
+            after = rows[-1][0]
+
+    def _read_headers(self, rows: list[tuple[str, str, float]]) -> list[tuple[str, float, dict[str, object]]]:
+        out = []
+        for uid, rel, received_at in rows:
+            path = Path(rel)
+            if path.is_absolute() or ".." in path.parts:
+                continue
+            values = query_store.read_index_values(self.data_dir / path)
+            if values is not None:
+                out.append((uid, received_at, values))
+        return out
 
     # ------------------------------------------------------------ C-FIND
 
