@@ -86,6 +86,9 @@ def _add_association_args(p: argparse.ArgumentParser) -> None:
     from agent.cli.tls_options import add_tls_args
 
     add_tls_args(p)  # --tls, --tls-ca, --tls-cert, --tls-key, ...
+    from agent.cli.identity_options import add_identity_args
+
+    add_identity_args(p)  # --user, --passcode-file, --kerberos, --saml, --jwt, --identity-response
 
 
 #: Commands defined in this module: parsing them needs none of the command groups' modules.
@@ -169,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agent.cli.tls_options import tls_from_args
 
         tls_from_args(args)
+    if getattr(args, "identity_response", None) is not None:  # echo, store: inconsistent identity options exit 2
+        from agent.cli.identity_options import identity_from_args
+
+        identity_from_args(args)
     try:
         return _dispatch(args)
     except AgentError as exc:
@@ -311,6 +318,7 @@ def describe_profile(profile: Profile) -> str:
 
 
 def _echo(args: argparse.Namespace) -> int:
+    from agent.cli.identity_options import identity_from_args
     from agent.cli.tls_options import tls_from_args
     from agent.net.connection import Timeouts
     from agent.services.verification import EchoResult, echo
@@ -322,7 +330,8 @@ def _echo(args: argparse.Namespace) -> int:
         # One deadline for the whole operation: connect, association and the response.
         with trio.move_on_after(t):
             return await echo(args.host, args.port, calling_ae=args.aet, called_ae=args.aec,
-                              timeouts=Timeouts(artim=t, dimse=t, idle=t, connect=t), tls=tls)
+                              timeouts=Timeouts(artim=t, dimse=t, idle=t, connect=t), tls=tls,
+                              user_identity=identity_from_args(args))
         raise TimeoutExpired(f"{args.aec} at {args.host}:{args.port} did not complete the C-ECHO within {t:g} s")
 
     result = trio.run(echo_within_timeout)

@@ -17,6 +17,7 @@ import time
 import trio
 
 from agent.errors import AssociationAborted, ConnectionFailed, TimeoutExpired
+from agent.cli.identity_options import identity_from_args
 from agent.cli.tls_options import tls_from_args
 from agent.net.client import associate
 from agent.net.connection import Timeouts
@@ -88,6 +89,7 @@ async def _send_groups(
             args.host, args.port, calling_ae=args.aet, called_ae=args.aec, proposals=group,
             timeouts=timeouts, max_pdu_receive=args.max_pdu, deadline=trio.current_time() + t,
             tls=tls_from_args(args),  # --tls* options (agent/cli/tls_options.py), checked in main
+            user_identity=identity_from_args(args),  # agent/cli/identity_options.py, checked in main
         ) as conn:
             async for item, reply, error in send_files(conn, batch):
                 summary.record(item, reply, error)
