@@ -50,6 +50,8 @@ from agent.workflow.modality import ModalityWorkflow
 from agent.services.maintenance import Maintenance
 from agent.services.mpps import WorkflowServices, build_workflow_services
 from agent.services.outbound import Outbound
+from agent.services.query.move_jobs import MOVE_STORE_JOB, MoveStorePerformer
+from agent.services.query.scp import QuerySCP
 from agent.services.storage import StorageSCP
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES
 from agent.data_dir import DatabaseUnusable, prepare_data_dir
@@ -59,6 +61,7 @@ from agent.store.instances import InstanceStore
 from agent.store.mpps import MppsStore
 from agent.store.procedures import ProcedureStore
 from agent.store.queue import JobQueue
+from agent.store.query import ensure_schema as ensure_query_schema
 from agent.store.worklist import WorklistStore
 
 log = logging.getLogger("agent")
@@ -94,6 +97,7 @@ class Agent:
     device_driver: AcquisitionDriver | None = None  # `[device]`: opened at start-up unless given (tests)
     procedures: ProcedureStore | None = None
     modality: ModalityWorkflow | None = None  # the modality workflow consuming device_driver's events
+    query_scp: QuerySCP | None = None  # `[query]`: Query/Retrieve SCP over the instance index
 
     def open_persistence(self) -> None:
         """Database, instance store and crash recovery; blocking, runs before the listener binds."""
@@ -126,6 +130,8 @@ class Agent:
             self.procedures = ProcedureStore(self.db)
             if self.device_driver is None:  # a bad [device.options] value: ProfileError, exit 78
                 self.device_driver = open_device_driver(p)
+        if p.query is not None:  # study/series summaries for Q/R (built once for an older database)
+            ensure_query_schema(self.db)
         report = self.store.startup_cleanup()
         if report.temp_files_removed or report.rows_removed or report.orphan_files_removed:
             log.warning("start-up recovery: %s", report)
@@ -183,6 +189,12 @@ class Agent:
                 transfer_syntaxes=p.storage.transfer_syntaxes,
                 accept_compressed=p.storage.accept_compressed,
             )
+        if p.query is not None:  # after [storage]: C-GET adds the SCP role to its storage contexts
+            assert self.db is not None
+            self.query_scp = QuerySCP(p.query, self.db, self.blocking, self.queue, p.peers, p.agent.data_dir,
+                                      wake=self.outbound.wake)
+            self.query_scp.register(self.registry)
+            self.outbound.performers[MOVE_STORE_JOB] = MoveStorePerformer(StorePerformer(self.store, self.blocking))
         self.listener = Listener(
             AcceptorPolicy(
                 ae_title=p.agent.ae_title,

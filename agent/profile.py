@@ -47,6 +47,7 @@ __all__ = [
     "Peer",
     "PrintSettings",
     "Profile",
+    "QuerySettings",
     "SecuritySettings",
     "StorageSettings",
     "WorklistSettings",
@@ -234,6 +235,17 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QuerySettings:
+    """`[query]`: the Query/Retrieve SCP over the local store (agent/services/query)."""
+
+    models: tuple[str, ...] = ("patient", "study")  # Patient Root, Study Root
+    operations: tuple[str, ...] = ("find", "move", "get")
+    move_destinations: tuple[str, ...] | None = None  # peer names; None: every peer in [peers]
+    max_results: int = 10000  # C-FIND matches per query; more: the first ones, then A700
+    relational: bool = True  # accept relational queries when the SCU asks (PS3.4 C.5.1.1)
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """One agent instance's whole configuration. `source` is the file path or `<embedded default>`."""
 
@@ -247,6 +259,7 @@ class Profile:
     print: PrintSettings | None = None
     device: DeviceSettings | None = None
     tls: ListenerTls | None = None  # `[tls]`: the TLS listener; peers' TLS is on each Peer
+    query: QuerySettings | None = None  # `[query]`: Query/Retrieve SCP (off when absent)
     security: SecuritySettings | None = None  # `[security]`: users, required identity, access rules
 
 
@@ -356,7 +369,8 @@ def parse_size(value: object) -> int | None:
 # --------------------------------------------------------------------------------------------------
 # The parser
 
-_SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "print", "device", "tls", "security")
+_SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "print", "device", "tls", "security",
+             "query")
 # Sections of services this version does not implement: refused even when empty, because a profile
 # that names them expects something to happen (an acquisition driver to run, TLS to protect the wire).
 _UNSUPPORTED: dict[str, str] = {}
@@ -538,6 +552,7 @@ class _Parser:
             print=section("print", self.print_),
             device=section("device", self.device),
             tls=tls,
+            query=section("query", self.query),
             security=section("security", self.security),
         )
         self.check_references(profile)
@@ -911,6 +926,27 @@ class _Parser:
             poll_interval=g(t, "print", "poll_interval", self.duration(), PrintSettings().poll_interval),
         )
 
+    def query(self, t: dict[str, object]) -> QuerySettings:
+        self.check_keys(t, "query", _keys(QuerySettings))
+        d, g = QuerySettings(), self.get
+
+        def distinct(item: Callable[[object, str], str]) -> Callable[[object, str], tuple[str, ...]]:
+            def convert(value: object, key: str) -> tuple[str, ...]:
+                values = self.list_of(item)(value, key)
+                if not values or len(set(values)) != len(values):
+                    raise self.fail(key, f"a non-empty array without repeats, got {_show(value)}")
+                return values
+
+            return convert
+
+        return QuerySettings(
+            models=g(t, "query", "models", distinct(self.choice("patient", "study")), d.models),
+            operations=g(t, "query", "operations", distinct(self.choice("find", "move", "get")), d.operations),
+            move_destinations=g(t, "query", "move_destinations", self.list_of(self.string), None),
+            max_results=g(t, "query", "max_results", self.integer(1), d.max_results),
+            relational=g(t, "query", "relational", self.boolean, d.relational),
+        )
+
     def device(self, t: dict[str, object]) -> DeviceSettings:
         self.check_keys(t, "device", _keys(DeviceSettings))
         g, d = self.get, DeviceSettings(driver="")
@@ -997,6 +1033,8 @@ class _Parser:
             refs += [(f"mpps.forward_to[{i}]", n) for i, n in enumerate(p.mpps.forward_to)]
         if p.print is not None and p.print.printer is not None:
             refs.append(("print.printer", p.print.printer))
+        if p.query is not None and p.query.move_destinations is not None:
+            refs += [(f"query.move_destinations[{i}]", n) for i, n in enumerate(p.query.move_destinations)]
         if p.device is not None:
             refs += [(f"device.send_to[{i}]", n) for i, n in enumerate(p.device.send_to)]
             refs += [(f"device.{k}", n) for k in ("commit_with", "print_to", "priors_from") if (n := getattr(p.device, k))]

@@ -15,8 +15,9 @@ Rules (what a peer observes):
   FF01 (PS3.4 C.4.1.1.3.1: optional key not supported for matching); such keys never restrict the match.
 - Value semantics (single value, wildcard, UID list, range, sequence, Specific Character Set) are those
   of agent.matching; SQL on indexed columns only narrows the candidates conservatively first.
-- Responses carry the stored Specific Character Set of the entity (agent.matching.build_response),
-  so names are returned in the character set they were received in (PS3.4 C.4.1.1.3).
+- Responses carry the stored Specific Character Set of the entity, so names are returned in the
+  character set they were received in (PS3.4 C.4.1.1.3), or ISO_IR 192 when none was stored and a
+  value needs it. Sequence keys are returned empty (the index holds no sequences).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom import Dataset
+from pydicom import Dataset, config
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
-from agent.matching import Matcher, MatchingError, build_response, compile_identifier
+from agent.matching import Matcher, MatchingError, compile_identifier
 from agent.matching import values as v
 from agent.matching.elements import text_values
 from agent.services.query.keys import UNSUPPORTED, keys_at, tag_of
@@ -61,6 +64,7 @@ class FindPlan:
     columns: dict[int, str]  # identifier tag -> row column filling it
     flt: q.Filter
     unsupported_matching: bool  # FF01 instead of FF00
+    keys: list[tuple[BaseTag, str]]  # the identifier's keys (tag, VR) a response carries, in order
 
 
 def query_level(model: Model, identifier: Dataset) -> str:
@@ -125,7 +129,9 @@ def plan_find(model: Model, identifier: Dataset, *, relational: bool) -> FindPla
         if int(elem.tag) in columns or int(elem.tag) == SPECIFIC_CHARACTER_SET:
             matchable.add(elem)
     matcher = compile_identifier(matchable)
-    return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported)
+    keys = [(BaseTag(e.tag), e.VR) for e in identifier
+            if int(e.tag) != SPECIFIC_CHARACTER_SET and e.tag & 0xFFFF != 0]
+    return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported, keys)
 
 
 def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
@@ -164,25 +170,59 @@ def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
     return flt
 
 
-def _candidate(row: sqlite3.Row, plan: FindPlan) -> Dataset:
-    ds = Dataset()
-    names = row.keys()
-    charset = row["specific_character_set"] if "specific_character_set" in names else None
+_INT_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
+
+
+def _candidate(row: sqlite3.Row, spec: list[tuple[BaseTag, str, str]]) -> Dataset:
+    """The row as a data set holding the identifier's keys (`spec`: tag, column, VR). Values come
+    from our own index (decoded text, checked when received), so pydicom's per-value validation is
+    skipped: it would cost more than the whole match."""
+    elements: dict[BaseTag, DataElement] = {}
+    charset = row["specific_character_set"]
     if charset:
-        ds.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
-    for tag, column in plan.columns.items():
-        if column not in names:
-            continue
+        elements[_CHARSET_TAG] = DataElement(
+            _CHARSET_TAG, "CS", charset.split("\\") if "\\" in charset else charset, validation_mode=config.IGNORE)
+    for tag, column, vr in spec:
         value: Any = row[column]
         if value is None or value == "":
             continue
-        vr = dictionary_VR(tag)
-        if vr in ("IS", "US", "UL", "SS", "SL") and isinstance(value, str) and value.isdigit():
+        if vr in _INT_VRS and isinstance(value, str) and value.isdigit():
             value = int(value)
-        if isinstance(value, str) and "\\" in value:
+        elif isinstance(value, str) and "\\" in value:
             value = value.split("\\")
-        ds.add(DataElement(tag, vr, value))
-    return ds
+        elements[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
+    return Dataset(elements)
+
+
+_CHARSET_TAG = BaseTag(SPECIFIC_CHARACTER_SET)
+
+
+def _response(plan: FindPlan, candidate: Dataset) -> Dataset:
+    """The identifier's keys with the candidate's values, zero length where it has none (PS3.4
+    C.4.1.1.3.2), the level, and the stored character set (or ISO_IR 192 when a value needs it and none
+    was stored). The candidate is throw-away, so its elements are moved, not copied."""
+    have = candidate._dict
+    out: dict[BaseTag, DataElement] = {}
+    ascii_only = True
+    for tag, vr in plan.keys:
+        if tag == QUERY_RETRIEVE_LEVEL:
+            out[tag] = DataElement(tag, "CS", plan.level, validation_mode=config.IGNORE)
+            continue
+        found = have.get(tag)
+        if found is None:
+            out[tag] = DataElement(tag, vr, Sequence() if vr == "SQ" else None, validation_mode=config.IGNORE)
+            continue
+        value = found.value  # type: ignore[union-attr]
+        if ascii_only and not (str(value).isascii() if not isinstance(value, list) else
+                               all(str(x).isascii() for x in value)):
+            ascii_only = False
+        out[tag] = found  # type: ignore[assignment]
+    charset = have.get(_CHARSET_TAG)
+    if charset is not None:
+        out[_CHARSET_TAG] = charset  # type: ignore[assignment]
+    elif not ascii_only:
+        out[_CHARSET_TAG] = DataElement(_CHARSET_TAG, "CS", "ISO_IR 192")
+    return Dataset(dict(sorted(out.items())))
 
 
 _TABLES = {"PATIENT": q.patients, "STUDY": q.studies, "SERIES": q.series, "IMAGE": q.instances}
@@ -192,15 +232,18 @@ def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tupl
     """The response identifiers (at most `max_results`) and whether more matched (blocking)."""
     rows = _TABLES[plan.level](conn, plan.flt)
     out: list[Dataset] = []
+    if not rows:
+        return out, False
+    names = set(rows[0].keys())
+    spec = [(BaseTag(tag), column, dictionary_VR(tag)) for tag, column in plan.columns.items() if column in names]
+    universal = plan.matcher.universal
     for row in rows:
-        candidate = _candidate(row, plan)
-        if not plan.matcher.matches(candidate):
+        candidate = _candidate(row, spec)
+        if not universal and not plan.matcher.matches(candidate):
             continue
         if len(out) == max_results:
             return out, True
-        response = build_response(plan.identifier, candidate)
-        response.QueryRetrieveLevel = plan.level
-        out.append(response)
+        out.append(_response(plan, candidate))
     return out, False
 
 

@@ -1,0 +1,64 @@
+"""C-MOVE sub-operations as durable queue jobs of their own kind, `move-store`.
+
+Invariants:
+- A `move-store` job is a C-STORE of one locally stored instance to the move destination, carrying
+  the Move Originator AE Title and Message ID of the C-MOVE that queued it (PS3.7 9.3.1.1: the C-STORE
+  sub-operation names the C-MOVE it serves).
+- The kind is claimed one job at a time (it is not a batch kind of the outbound worker), so at most
+  one sub-operation of a destination is in flight; a C-CANCEL can then drop every other one from the
+  queue before it is sent. The price is one claim transaction per instance.
+- Failures are judged as for forwarding: a missing file or an unusable context is permanent (dead at
+  once), a peer that cannot be reached or answers A7xx is retried with the peer's backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.errors import StoreError
+from agent.net.connection import DicomConnection
+from agent.services.forward import StorePerformer
+from agent.services.outbound import BadPayload, JobFailed, check_status, payload_str
+from agent.services.storage_scu import SendItem, StoreFailed, send_file
+from agent.store.dicomfile import InvalidUID, object_relpath, read_meta
+from agent.store.queue import Job
+from agent.ul.negotiation import ProposedContext
+
+MOVE_STORE_JOB = "move-store"
+
+
+def move_payload(uid: str, sop_class: str, ts: str, study: str, originator_ae: str, message_id: int) -> dict[str, object]:
+    return {"uid": uid, "sop_class": sop_class, "ts": ts, "study": study,
+            "originator_ae": originator_ae, "originator_id": message_id}
+
+
+@dataclass
+class MoveStorePerformer:
+    forward: StorePerformer  # its presentation-context choice, shared
+
+    def contexts(self, job: Job) -> Sequence[ProposedContext]:
+        return self.forward.contexts(job)
+
+    async def perform(self, conn: DicomConnection, job: Job) -> None:
+        uid = payload_str(job, "uid")
+        originator = (payload_str(job, "originator_ae"), job.payload.get("originator_id"))
+        if not isinstance(originator[1], int) or not 0 <= originator[1] <= 0xFFFF:
+            raise BadPayload(job, f"originator_id must be a message id, got {originator[1]!r:.40}")
+        try:
+            path = self.forward.store.data_dir / object_relpath(uid)
+        except InvalidUID as exc:
+            raise JobFailed(f"job payload has an invalid UID: {exc}", permanent=True) from exc
+        try:
+            item = SendItem(path, read_meta(path))
+        except StoreError as exc:
+            why = "is no longer in the local store" if not path.exists() else f"stored file unreadable: {exc}"
+            raise JobFailed(f"instance {uid} {why}", permanent=True) from exc
+        try:
+            reply = await send_file(conn, item, move_originator=(originator[0], originator[1]))
+        except StoreFailed as exc:
+            raise JobFailed(str(exc), permanent=True) from exc
+        check_status(reply.status, f"C-STORE of {uid} (C-MOVE sub-operation)")
+
+
+__all__ = ["MOVE_STORE_JOB", "MoveStorePerformer", "move_payload"]
