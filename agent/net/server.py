@@ -123,11 +123,11 @@ class Listener:
     served: int = 0
     connections: int = 0
     on_association: Callable[[DicomConnection], None] | None = None
+    on_security_event: Callable[[SecurityEvent], None] | None = None  # authentication and access decisions
     # For the live view (`dicom-agent status`): the established associations, and the DIMSE requests
     # (command, SOP class UID) of those that ended, added up since start.
     open: set[DicomConnection] = field(default_factory=set)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
-    on_security_event: Callable[[SecurityEvent], None] | None = None  # authentication and access decisions
     _waiting: OrderedDict[_Waiting, None] = field(default_factory=OrderedDict)  # oldest first
     _password_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
 
@@ -307,6 +307,10 @@ class Listener:
         if admission.reject is not None:
             await conn.reject(admission.reject, admission.why)
             return False
+        if self.active >= policy.max_associations:  # reached while the passcode was being checked
+            await conn.reject(P.AAssociateRJ(P.RJ_TRANSIENT, P.RJ_SOURCE_PRESENTATION,
+                                             P.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED))
+            return False
         result = negotiate_acceptor(rq, self.registry.support, admission.refuses)
         conn.contexts = result.accepted
         conn.peer_max_pdu = rq.max_length or 0
@@ -314,7 +318,7 @@ class Listener:
         conn.assoc.accept(build_accept(
             rq, result, max_pdu_receive=policy.max_pdu_receive, identity_response=admission.identity_response,
         ))
-        self.active += 1  # counted before the first await: the limit check above stays exact
+        self.active += 1  # counted before the next await: the limit check just above stays exact
         try:
             await conn.flush()
         except BaseException:
