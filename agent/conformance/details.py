@@ -95,6 +95,8 @@ def network(profile: Profile, facts: Facts) -> list[Section]:
 
 
 def _initiation(facts: Facts) -> list[Block]:
+    from agent.services.storage_classes import is_storage_sop_class
+
     if not facts.proposed:
         return [Para("- N/A: the agent initiates no association with this profile.")]
     seen: dict[tuple, int] = {}
@@ -104,8 +106,8 @@ def _initiation(facts: Facts) -> list[Block]:
         cells = [p.service, p.name, ", ".join(ts_name(t) for t in p.transfer_syntaxes), role,
                  "role selection" if p.scu_role is not None else "none"]
         k = (p.service, p.transfer_syntaxes, role)
-        if p.service == "Storage" and k in seen:  # one row for the many Storage classes sent alike
-            rows_list[seen[k]][1] = "each Storage SOP class sent (5.2.2.1)"
+        if is_storage_sop_class(p.uid) and k in seen:  # one row for the many Storage classes sent alike
+            rows_list[seen[k]][1] = f"each Storage SOP class listed in 5.2 ({p.service})"
             continue
         seen[k] = len(rows_list)
         rows_list.append(cells)

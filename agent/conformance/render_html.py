@@ -3,6 +3,7 @@ external resource (it opens from a USB stick on a machine with no network)."""
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 from agent.conformance.model import Items, Para, Statement, Table
@@ -39,7 +40,8 @@ caption { text-align: left; font-weight: 600; color: var(--muted); padding: 4px 
 th, td { border: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 th { background: var(--band); font-weight: 600; }
 tbody tr:nth-child(even) td { background: #fafbfd; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; }
+th:first-child, td:first-child { min-width: 9em; }
 code { font: 13px ui-monospace, "DejaVu Sans Mono", monospace; background: var(--band); padding: 0 3px; }
 ul { margin: 4px 0 12px; padding-left: 22px; }
 @media print { nav { display: none; } header { background: none; color: var(--ink); } }
@@ -47,10 +49,15 @@ ul { margin: 4px 0 12px; padding-left: 22px; }
 """
 
 
+_UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+
+
 def _inline(text: str) -> str:
-    """Escape, then turn `code` spans into <code> (the only markup the blocks use)."""
+    """Escape, then turn `code` spans into <code> (the only markup the blocks use); a UID may break
+    after any dot, so narrow columns wrap it there rather than inside a word."""
     parts = escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    html = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    return _UID.sub(lambda m: m.group(0).replace(".", ".<wbr>"), html)
 
 
 def render_html(statement: Statement) -> str:
