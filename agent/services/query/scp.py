@@ -28,7 +28,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import sqlite3
 from collections.abc import Mapping
@@ -38,8 +37,8 @@ from pathlib import Path
 import trio
 from pydicom import Dataset
 
-from agent.dimse import CCancelRQ, CFindRQ, CGetRQ, CMoveRQ, CommandReceived, CStoreRQ, Status
-from agent.dimse.status import StatusCategory, category, describe
+from agent.dimse import CCancelRQ, CFindRQ, CGetRQ, CMoveRQ, CommandReceived, Status
+from agent.dimse.status import describe
 from agent.errors import AgentError
 from agent.matching import MatchingError
 from agent.net.connection import DicomConnection, unexpected_event
@@ -48,11 +47,10 @@ from agent.profile import Peer, QuerySettings
 from agent.services.blocking import Blocking
 from agent.services.dataset import DataSetError, decode, encode
 from agent.services.query import engine
+from agent.services.query.get import store_back
 from agent.services.query.models import MODELS, Model, model_of
 from agent.services.query.move_jobs import MOVE_STORE_JOB, move_payload
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES
-from agent.services.storage_scu import transcode
-from agent.store.dicomfile import read_meta
 from agent.store import query as query_store
 from agent.store.queue import JobQueue, JobState, NewJob
 from agent.ul import pdu as P
@@ -362,7 +360,7 @@ class QuerySCP:
             return
         completed, warnings, failed = 0, 0, []
         for n, row in enumerate(rows):
-            outcome = await self._get_one(conn, row, rq.message_id)
+            outcome = await store_back(conn, self.data_dir, row, rq.message_id)
             if outcome == "cancel":
                 await conn.send_message(ctx.id, rq.response(
                     Status.CANCEL, number_of_remaining_suboperations=len(rows) - n,
@@ -381,62 +379,6 @@ class QuerySCP:
                     number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
                     number_of_warning_suboperations=warnings))
         await self._final(conn, ctx, rq, completed + warnings, failed, nothing_possible=True)
-
-    async def _get_one(self, conn: DicomConnection, row: sqlite3.Row, get_id: int) -> str:
-        """One C-STORE sub-operation on the requestor's association: ok / warning / failed / cancel."""
-        rel = Path(row["path"])
-        if rel.is_absolute() or ".." in rel.parts:
-            return "failed"
-        path = self.data_dir / rel
-        try:
-            meta = await trio.to_thread.run_sync(read_meta, path)
-        except (AgentError, OSError) as exc:
-            log.warning("C-GET: %s unreadable: %s", row["sop_instance_uid"], exc)
-            return "failed"
-        contexts = [c for c in conn.contexts.values() if c.abstract_syntax == meta.sop_class_uid and c.requestor_is_scp]
-        ctx = next((c for c in contexts if c.transfer_syntax == meta.transfer_syntax_uid), None)
-        if ctx is None and meta.transfer_syntax_uid in UNCOMPRESSED:
-            ctx = next(iter(contexts), None)
-        if ctx is None:
-            log.warning("%s: C-GET: no context with the SCP role for %s", conn.remote, meta.sop_class_uid)
-            return "failed"
-        store = CStoreRQ(message_id=conn.next_message_id(), affected_sop_class_uid=meta.sop_class_uid,
-                         affected_sop_instance_uid=meta.sop_instance_uid)
-        if ctx.transfer_syntax == meta.transfer_syntax_uid:
-            with open(path, "rb") as f:
-                size = f.seek(0, io.SEEK_END) - meta.dataset_offset
-                await conn.send_message_from_file(ctx.id, store, f, meta.dataset_offset, size)
-        else:
-            try:
-                data = await trio.to_thread.run_sync(transcode, path, ctx.transfer_syntax)
-            except Exception as exc:  # pydicom raises many kinds for odd files
-                log.warning("C-GET: cannot transcode %s: %s", meta.sop_instance_uid, exc)
-                return "failed"
-            await conn.send_message(ctx.id, store, data)
-        cancel = False
-        with trio.fail_after(conn.timeouts.dimse):
-            while True:
-                event = await conn.next_event()
-                if not isinstance(event, CommandReceived):
-                    continue  # the tail of a data set we do not read
-                msg = event.message
-                if isinstance(msg, CCancelRQ):
-                    cancel = cancel or msg.message_id_being_responded_to == get_id
-                    continue
-                if getattr(msg, "message_id_being_responded_to", None) != store.message_id:
-                    raise unexpected_event(event, "a C-STORE-RSP during a C-GET")
-                if msg.has_dataset:
-                    await conn.discard_dataset()
-                break
-        if cancel:
-            return "cancel"
-        cat = category(int(msg.status))
-        if cat is StatusCategory.SUCCESS:
-            return "ok"
-        if cat is StatusCategory.WARNING:
-            return "warning"
-        log.warning("C-GET: %s refused by the requestor: %s", meta.sop_instance_uid, describe(int(msg.status)))
-        return "failed"
 
 
 def _support(ext) -> SyntaxSupport:  # type: ignore[no-untyped-def]
