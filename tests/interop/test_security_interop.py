@@ -211,8 +211,8 @@ async def test_agent_identity_to_pynetdicom_scp(tmp_path: Path) -> None:
 
 
 async def test_forward_with_identity_to_dcmtk_storescp(tmp_path: Path, start_agent, nursery: trio.Nursery) -> None:
-    """storescp does not check identities; the forward must work with the peer's identity configured,
-    and storescp's own debug dump shows it received the username (not that we trust it to check).
+    """storescp (forking, so both destinations can be connected at once) does not check identities: the
+    forward must work with the peer's identity configured, and storescp's own debug dump shows it received the username (not that we trust it to check).
     A second peer entry for the same storescp asks for a positive response, which storescp never sends:
     its job fails with that reason and stays queued for a retry (never delivered, never dead)."""
     storescp, storescu = require_tool("storescp"), require_tool("storescu")
@@ -220,7 +220,7 @@ async def test_forward_with_identity_to_dcmtk_storescp(tmp_path: Path, start_age
     out_dir.mkdir()
     pacs_port = free_port()
     log = tmp_path / "storescp.log"
-    proc = await start_peer(nursery, [storescp, "-d", "-aet", "PACS", "-od", str(out_dir), str(pacs_port)], log)
+    proc = await start_peer(nursery, [storescp, "-d", "--fork", "-aet", "PACS", "-od", str(out_dir), str(pacs_port)], log)
     try:
         await wait_listening(pacs_port, proc)
         running = await start_agent(write_profile(tmp_path / "agent", f"""
@@ -248,7 +248,7 @@ async def test_forward_with_identity_to_dcmtk_storescp(tmp_path: Path, start_age
 
             [storage]
             forward_to = ["pacs", "confirming"]
-            """))
+            """, agent_extra='artim_timeout = "30s"'))
         rc, out = await run([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port),
                              str(make_image(tmp_path / "ct.dcm"))])
         assert rc == 0, out
