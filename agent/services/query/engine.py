@@ -228,9 +228,14 @@ def _response(plan: FindPlan, candidate: Dataset) -> Dataset:
 _TABLES = {"PATIENT": q.patients, "STUDY": q.studies, "SERIES": q.series, "IMAGE": q.instances}
 
 
-def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tuple[list[Dataset], bool]:
-    """The response identifiers (at most `max_results`) and whether more matched (blocking)."""
-    rows = _TABLES[plan.level](conn, plan.flt)
+def fetch_rows(conn: sqlite3.Connection, plan: FindPlan) -> list[sqlite3.Row]:
+    """The candidate rows of the query's level that pass the SQL pre-filter (blocking, on the database)."""
+    return _TABLES[plan.level](conn, plan.flt)
+
+
+def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[list[Dataset], bool]:
+    """The response identifiers of the rows that match (at most `max_results`) and whether more
+    matched. CPU only, no database: run it outside the database bridge."""
     out: list[Dataset] = []
     if not rows:
         return out, False
@@ -245,6 +250,11 @@ def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tupl
             return out, True
         out.append(_response(plan, candidate))
     return out, False
+
+
+def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tuple[list[Dataset], bool]:
+    """`fetch_rows` then `answers`, in one blocking call (for tests and tools)."""
+    return answers(plan, fetch_rows(conn, plan), max_results)
 
 
 def retrieve_keys(model: Model, identifier: Dataset) -> tuple[str, list[str]]:
@@ -268,5 +278,5 @@ def retrieve_rows(conn: sqlite3.Connection, level: str, values: list[str]) -> li
     return q.retrieve_uids(conn, level, values)
 
 
-__all__ = ["FindPlan", "QueryRefused", "plan_find", "query_level", "retrieve_keys", "retrieve_rows", "run_find",
+__all__ = ["FindPlan", "QueryRefused", "answers", "fetch_rows", "plan_find", "query_level", "retrieve_keys", "retrieve_rows", "run_find",
            "tag_of"]

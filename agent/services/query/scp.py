@@ -173,18 +173,16 @@ class QuerySCP:
             await _refuse(conn, ctx.id, rq, getattr(exc, "status", Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS), str(exc))
             return
         try:
-            found, more = await self.blocking.run(engine.run_find, self.conn_db, plan, self.settings.max_results)
+            rows = await self.blocking.run(engine.fetch_rows, self.conn_db, plan)
         except (sqlite3.Error, OSError, MemoryError) as exc:
             log.exception("query: cannot read the index")
             await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES, f"index unreadable: {exc}")
             return
+        # Matching and encoding are CPU work: a worker thread, and not the database's (receiving goes on).
+        found, more = await trio.to_thread.run_sync(
+            _encoded, plan, rows, self.settings.max_results, ctx.transfer_syntax, conn.remote)
         pending = Status.PENDING_WARNING if plan.unsupported_matching else Status.PENDING
-        for i, response in enumerate(found):
-            try:
-                body = encode(response, ctx.transfer_syntax)
-            except (DataSetError, ValueError, LookupError) as exc:
-                log.warning("query: a match cannot be encoded for %s: %s", conn.remote, exc)
-                continue
+        for i, body in enumerate(found):
             await conn.send_message(ctx.id, rq.response(int(pending), has_dataset=True), body)
             if await _cancelled(conn, rq.message_id):
                 log.info("%s: C-FIND cancelled after %d match(es)", conn.remote, i + 1)
@@ -379,6 +377,18 @@ class QuerySCP:
                     number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
                     number_of_warning_suboperations=warnings))
         await self._final(conn, ctx, rq, completed + warnings, failed, nothing_possible=True)
+
+
+def _encoded(plan: engine.FindPlan, rows: list[sqlite3.Row], max_results: int, transfer_syntax: str,
+             remote: str) -> tuple[list[bytes], bool]:
+    found, more = engine.answers(plan, rows, max_results)
+    out = []
+    for response in found:
+        try:
+            out.append(encode(response, transfer_syntax))
+        except (DataSetError, ValueError, LookupError) as exc:
+            log.warning("query: a match cannot be encoded for %s: %s", remote, exc)
+    return out, more
 
 
 def _support(ext) -> SyntaxSupport:  # type: ignore[no-untyped-def]
