@@ -15,8 +15,10 @@ Invariants (docs/architecture.md "Durable queue"):
   in a way nobody foresaw) goes to dead with its error; the worker and the agent keep running. Such a
   job would fail the same way on every retry and after every restart.
 - Progress is durable per job: each job is completed in its own transaction as soon as its response
-  arrived, before the next one is sent, so after a crash at most the one job in flight is performed
-  again (one SQLite commit per job; the batch claim still costs one transaction per batch).
+  arrived, so after a crash at most the job in flight is performed again (one SQLite commit per job;
+  the batch claim still costs one transaction per batch). For the batch kinds (C-STORE, idempotent by
+  SOP Instance UID) that commit runs while the next job is sent rather than before it, so a crash may
+  repeat two; for the others it is recorded before the next job starts.
 - A worker with nothing to do waits on a level-triggered "work available" signal (`wake`), cleared
   before it looks at the queue, so a wake-up given while it is looking is never lost; it also wakes
   when the next job falls due and, as a safety net for jobs queued by a separate CLI process, after
@@ -257,22 +259,30 @@ class Outbound:
         the backoff delay. On cancellation (stopping) every job not yet completed is given back."""
         untried = list(jobs)
         pause = 0.0
+        completing = _Completion()
         try:
-            while untried:
-                job = untried[0]
-                if job.lease_until is not None and self.queue_clock() > job.lease_until - self.lease / 2:
-                    break  # a slow batch: give the rest back before lease recovery could hand them out
-                outcome = await self._run_job(name, peer, state, job)
-                if outcome is True:
-                    with trio.CancelScope(shield=True):  # delivered: record it even while stopping
-                        await self.blocking.run(lambda: self._complete(name, job))
+            async with trio.open_nursery() as nursery:
+                while untried:
+                    job = untried[0]
+                    if job.lease_until is not None and self.queue_clock() > job.lease_until - self.lease / 2:
+                        break  # a slow batch: give the rest back before lease recovery could hand them out
+                    outcome = await self._run_job(name, peer, state, job)
                     untried.pop(0)
-                    state.delivered += 1
-                    continue
-                untried.pop(0)
-                pause = await self._record_failure(name, peer, state, job, outcome)
-                if pause:
-                    break
+                    if outcome is True:
+                        state.delivered += 1
+                        await completing.wait()  # the previous job's completion is recorded first
+                        if job.kind in self.batch_kinds:
+                            # Recorded while the next job is sent: its commit overlaps the network
+                            # instead of adding to each job (module invariants: a repeat is harmless).
+                            nursery.start_soon(self._complete_soon, name, job, completing.started())
+                        else:
+                            with trio.CancelScope(shield=True):  # delivered: record it even while stopping
+                                await self.blocking.run(lambda: self._complete(name, job))
+                        continue
+                    await completing.wait()
+                    pause = await self._record_failure(name, peer, state, job, outcome)
+                    if pause:
+                        break
         finally:
             if untried:
                 rest = [j.id for j in untried]
@@ -281,6 +291,13 @@ class Outbound:
         if pause:
             # The peer itself is unreachable: hold the whole destination, not just this job.
             await trio.sleep(pause)
+
+    async def _complete_soon(self, name: str, job: Job, done: trio.Event) -> None:
+        try:
+            with trio.CancelScope(shield=True):  # delivered: record it even while stopping
+                await self.blocking.run(lambda: self._complete(name, job))
+        finally:
+            done.set()
 
     def _complete(self, name: str, job: Job) -> None:
         try:
@@ -373,6 +390,23 @@ class Outbound:
         delay = max(0.0, (after.next_attempt_at if after else time.time()) - self.queue_clock())
         log.warning("%s: job %d (%s) failed, retry in %.0f s: %s", name, job.id, job.kind, delay, error)
         return delay
+
+
+class _Completion:
+    """The one completion that may be in flight beside the next job's send."""
+
+    def __init__(self) -> None:
+        self._done: trio.Event | None = None
+
+    def started(self) -> trio.Event:
+        self._done = trio.Event()
+        return self._done
+
+    async def wait(self) -> None:
+        if self._done is not None:
+            with trio.CancelScope(shield=True):
+                await self._done.wait()
+            self._done = None
 
 
 @dataclass(frozen=True, slots=True)
