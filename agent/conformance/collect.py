@@ -109,10 +109,22 @@ def collect(profile: Profile) -> Facts:
 
 def _accepted(agent: object) -> tuple[AcceptedClass, ...]:
     registry = agent.registry  # type: ignore[attr-defined]
+    print_service = getattr(agent, "print_service", None)
+    print_classes: set[str] = set()
+    routes: frozenset[tuple[str, type]] = frozenset()
+    if print_service is not None:
+        from agent.services.print.scp import META_MEMBERS
+
+        print_classes, routes = set(print_service.scp.sop_classes()), print_service.scp.operations()
     out = []
     for uid in registry.sop_classes:
         sup = registry.support(uid)
         ops = tuple(name for kind, name in OPERATIONS if registry.handler(uid, kind) is not None)
+        if uid in print_classes:
+            # The Print SCP takes every N-request on its contexts and performs those of its own table
+            # (0211 for the others); on a Meta SOP class context, those of the member classes.
+            members = META_MEMBERS.get(uid, (uid,))
+            ops = tuple(name for kind, name in OPERATIONS if any((m, kind) in routes for m in members))
         out.append(AcceptedClass(
             uid=uid, name=uid_name(uid), service=service_of(uid, ops), operations=ops,
             transfer_syntaxes=tuple(sup.transfer_syntaxes),

@@ -38,6 +38,8 @@ pytestmark = pytest.mark.interop
 
 UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 VERIFICATION = "1.2.840.10008.1.1"
+GRAYSCALE_META, FILM_SESSION = "1.2.840.10008.5.1.1.9", "1.2.840.10008.5.1.1.1"
+PRINTER, PRINTER_INSTANCE = "1.2.840.10008.5.1.1.16", "1.2.840.10008.5.1.1.17"
 
 # Shipped profiles with the same text are one agent (profiles/default.toml is the embedded default).
 _UNIQUE: dict[str, str] = {}
@@ -212,6 +214,9 @@ def test_association_parameters_and_statuses_match(running: Running) -> None:
     mwl = next((c for c in facts.accepted if c.service == "Basic Worklist Management"), None)
     if mwl is not None:
         contexts.append(build_context(mwl.uid, list(UNCOMPRESSED)))
+    meta = running.accepted.get(GRAYSCALE_META)
+    if meta is not None:
+        contexts.append(build_context(GRAYSCALE_META, list(UNCOMPRESSED)))
     assoc = ae.associate("127.0.0.1", running.port, contexts=contexts, ae_title=facts.ae_title)
     assert assoc.is_established
     try:
@@ -229,6 +234,15 @@ def test_association_parameters_and_statuses_match(running: Running) -> None:
             ds.set_original_encoding(True, True)
             stored = assoc.send_c_store(ds)
             assert stored.Status in {e.code for e in facts.statuses["Storage SCP (C-STORE)"]}
+        if meta is not None:  # the operations the statement lists per member class are the ones performed
+            listed = {e.code for e in facts.statuses["Print SCP (all Print Management SOP classes)"]}
+            printer = running.accepted[PRINTER]
+            status, _ = assoc.send_n_get([0x21100010], PRINTER, PRINTER_INSTANCE, meta_uid=GRAYSCALE_META)
+            assert "N-GET" in printer.operations and status.Status == 0
+            session = running.accepted[FILM_SESSION]
+            status, _ = assoc.send_n_get([0x20000010], FILM_SESSION, "1.2.826.0.1.3680043.10.543.9",
+                                         meta_uid=GRAYSCALE_META)
+            assert "N-GET" not in session.operations and status.Status == 0x0211 and 0x0211 in listed
         if mwl is not None:
             query = Dataset()
             query.PatientName = ""

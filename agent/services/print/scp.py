@@ -199,6 +199,11 @@ class PrintSCP:
         if after is not None:
             after()  # the worker starts on the new jobs once the requestor has its answer
 
+    def operations(self) -> frozenset[tuple[str, type]]:
+        """The (SOP class, request type) pairs this SCP performs; any other gets 0211 (or 0118 for a
+        class not served on the context). The conformance statement lists them."""
+        return frozenset(self._routes())
+
     def _routes(self) -> dict[tuple[str, type], Callable[..., Awaitable[Outcome]]]:
         return {
             (FILM_SESSION, NCreateRQ): self.create_session,
