@@ -1,7 +1,8 @@
 """`dicom-agent status` against a running agent while DCMTK's storescu sends it one large instance:
 `--watch --json` shows the transfer's bytes growing, then the instance counted; the control socket's
 modes and its refusal of bad requests; a stale socket replaced at start-up; the documented keys of
-the status document (docs/status.md); and, once the agent has stopped, the database fallback.
+the status document (docs/status.md); and, once the agent has stopped, the database fallback. Then,
+forwarding to DCMTK storescp, the outgoing association and the delivery counters.
 
 The instance is 1 GiB by default (the issue's case: about 5-10 s here, most of it the agent writing
 and syncing the file); STATUS_TEST_BYTES sets another size (a multiple of 32768). The file sent is
@@ -185,3 +186,51 @@ async def test_status_watch_follows_a_large_receive(tmp_path: Path, start_agent)
     assert rc == 0 and err == "", err
     assert text.startswith(f"agent not running (no control socket at {control}): from the database")
     assert "queue: empty" in text
+
+
+async def test_status_shows_the_outgoing_association_and_its_counters(tmp_path: Path, start_agent) -> None:
+    """Forwarding to DCMTK storescp: while the worker's association lingers, status lists it as "out"
+    to its destination, and counts the delivery."""
+    storescp, storescu = require_tool("storescp"), require_tool("storescu")
+    from tests.conftest import free_port, wait_listening
+
+    port = free_port()
+    out = tmp_path / "pacs"
+    out.mkdir()
+    pacs = await trio.lowlevel.open_process([storescp, "+B", "-aet", "PACS", "-od", str(out), str(port)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_listening(port, pacs)
+        profile = write_profile(tmp_path / "a", f"""
+            [peers.pacs]
+            ae_title = "PACS"
+            host = "127.0.0.1"
+            port = {port}
+            linger = "120s"
+            [storage]
+            accept = "all-storage"
+            forward_to = ["pacs"]
+            """)
+        running = await start_agent(profile)
+        image = tmp_path / "one.dcm"
+        make_big_instance(image, 4 * COLUMNS)
+        sent = await trio.run_process([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port), str(image)],
+                                      capture_stdout=True, capture_stderr=True, check=False)
+        assert sent.returncode == 0, sent.stderr.decode()
+        with trio.fail_after(60):
+            while True:
+                rc, text, err = await cli("status", "--profile", str(profile.source), "--json")
+                doc = json.loads(text)
+                if doc["counters"]["outbound"]["pacs"]["delivered"] == 1:
+                    break
+                await trio.sleep(0.1)
+        [assoc] = [a for a in doc["associations"] if a["direction"] == "out"]  # kept open by linger
+        assert (assoc["destination"], assoc["calling_ae"], assoc["called_ae"]) == ("pacs", "AGENT", "PACS")
+        assert assoc["bytes_sent"] > 4 * COLUMNS and assoc["requests"] == 1 and assoc["sending"] is None
+        assert doc["queue"]["destinations"]["pacs"]["done"] == 1 and doc["queue"]["depth"] == 0
+        assert_documented(doc)
+        rc, text, err = await cli("status", "--profile", str(profile.source))
+        assert rc == 0 and "out  pacs (PACS@127.0.0.1" in text, text
+    finally:
+        pacs.kill()
+        await pacs.wait()
