@@ -302,6 +302,11 @@ def describe_profile(profile: Profile) -> str:
         lines.append(f"  peer {name}: {peer.ae_title} at {peer.host}:{peer.port}{' (TLS)' if peer.tls else ''}")
     for section in ("storage", "commitment", "worklist", "mpps", "print", "device"):
         lines.append(f"  [{section}] {'on' if getattr(profile, section) is not None else 'off'}")
+    q = profile.query
+    lines.append("  [query] off" if q is None else
+                 f"  [query] {' and '.join(m + ' root' for m in q.models)}: {', '.join(q.operations)}; move to "
+                 f"{', '.join(q.move_destinations) if q.move_destinations is not None else 'any peer'}"
+                 f"{'; relational' if q.relational else ''}")
     t = profile.tls
     lines.append("  [tls] off" if t is None else
                  f"  [tls] port {t.port}, profile {t.profile}, client certificates {t.client_certificates}"
