@@ -200,6 +200,13 @@ def _proposed(agent: object) -> tuple[ProposedClass, ...]:
                 seen.setdefault(ctx.abstract_syntax, ctx)
         for ctx in seen.values():
             out.append(_proposal("Print Management", ctx, printers, "as each print job needs"))
+    if p.device is not None and p.device.priors_from:  # agent/workflow/priors.py: the same function
+        from agent.services.query import scu as qr_scu
+
+        how = p.device.priors_retrieve
+        for ctx in qr_scu.proposals("study", ["find", how]):
+            out.append(_proposal("Query/Retrieve", ctx, (p.device.priors_from,),
+                                 f"priors when a procedure starts (C-FIND, C-{how.upper()})"))
     out.append(_proposal("Verification", ProposedContext(VERIFICATION_SOP_CLASS), ("any (dicom-agent echo)",),
                          "C-ECHO"))
     out.extend(_optional_proposals(agent))
@@ -222,7 +229,7 @@ def _optional_proposals(agent: object) -> list[ProposedClass]:
                     continue
                 seen.add(key)
                 note = f"dicom-agent {op}" + (" (the C-GET sub-operations' Storage SCP)" if ctx.scp_role else "")
-                out.append(_proposal("Query/Retrieve", ctx, ("the peer named on the command line",), note))
+                out.append(_proposal("Query/Retrieve", ctx, ("a peer or host named on the command line",), note))
     return out
 
 

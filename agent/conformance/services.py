@@ -110,9 +110,13 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
             "the agent as SCP (role selection, table below)."))
     pair("5.2.3", "Storage Commitment", commit_scu, commit_scp)
     pair("5.2.4", "Query/Retrieve",
-         [Para("`dicom-agent find|move|get` query a peer named on the command line (Patient or Study Root); "
-               "a C-GET proposes the storage classes of its sub-operations with the agent as their SCP "
-               "(role selection) and stores what arrives in the local store.")],
+         [Para("`dicom-agent find|move|get` query a peer of the profile or a host named on the command line "
+               "(Patient or Study Root); a C-GET proposes the storage classes of its sub-operations with the "
+               "agent as their SCP (role selection) and stores what arrives in the local store."
+               + (f" When a procedure starts, the patient's {p.device.priors_max} most recent earlier studies "
+                  f"are found at {p.device.priors_from} (Study Root C-FIND) and retrieved "
+                  f"(C-{p.device.priors_retrieve.upper()}) through the queue."
+                  if p.device is not None and p.device.priors_from else ""))],
          _query_scp(p, scp.get("Query/Retrieve", [])))
     mwl_scu: list[Block] = []
     if p.worklist is not None and p.worklist.source:

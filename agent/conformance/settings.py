@@ -112,7 +112,7 @@ def configuration(profile: Profile) -> tuple[Setting, ...]:
                 "an Asynchronous Operations Window item is answered with 1/1 (PS3.7 D.3.3.3)"),
         Setting("Presentation contexts per proposed association", "FIXED", "at most 128", "PS3.8 9.3.2.2"),
         Setting("Calling/called AE title, timeout of a command", "USER", "command-line options",
-                "dicom-agent echo/store: --aet, --aec, --timeout"),
+                "dicom-agent echo, store, find, move, get: --aet, --aec, --timeout"),
     ]
     rows += _rows("agent", profile.agent, comments)
     for name, peer in profile.peers.items():
