@@ -30,17 +30,25 @@ def run_conformance(args: argparse.Namespace, profile: object) -> int:
         sys.stdout.write(text)
         return 0
     target = Path(args.output)
-    # Written beside the target and renamed: a reader never sees half a statement.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
+    try:
+        _write(target, text)
+    except OSError as exc:
+        print(f"dicom-agent: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write(target: Path, text: str) -> None:
+    """Written beside the target and renamed: a reader never sees half a statement."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o644)  # a document to share, not patient data
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return 0
 
 
 __all__ = ["add_parsers", "run_conformance"]

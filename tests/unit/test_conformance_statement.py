@@ -89,6 +89,12 @@ def test_cli_writes_markdown_and_html(tmp_path: Path, capsys: pytest.CaptureFixt
     assert target.read_text().startswith("<!DOCTYPE html>") and capsys.readouterr().out == ""
 
 
+def test_cli_says_why_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "no-such-folder" / "statement.md"
+    assert main(["conformance", "--output", str(target)]) == 1
+    assert f"cannot write {target}" in capsys.readouterr().err and not target.exists()
+
+
 def test_cli_refuses_a_bad_profile_and_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[agent]\nport = 'x'\n")
