@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -100,6 +100,9 @@ _CORE_COLUMNS = (
     ("received_at", "REAL NOT NULL"),
     ("calling_ae", "TEXT NOT NULL"),
     ("committed_at", "REAL"),
+    # The name in tmp/ the file was received under (a slot, see the module invariants), from which a
+    # rename that a power cut lost after the row committed is redone at start-up.
+    ("staged", "TEXT"),
 )
 
 
@@ -109,6 +112,9 @@ def _sql_type(column: IndexColumn) -> str:
 
 #: Every column of `instances`: the core ones, then one per row of `INDEX_COLUMNS`.
 _ALL_COLUMNS: tuple[str, ...] = (*(c for c, _ in _CORE_COLUMNS), *(c.column for c in INDEX_COLUMNS))
+
+#: Slots made per directory flush.
+SLOT_BATCH = 32
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS instances (\n    "
@@ -138,6 +144,8 @@ _INSERT = (
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """A database made before a row was added to `INDEX_COLUMNS` gets the column (NULL in old rows)."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
+    if "staged" not in have:
+        conn.execute("ALTER TABLE instances ADD COLUMN staged TEXT")
     for column in INDEX_COLUMNS:
         if column.column not in have:
             conn.execute(f"ALTER TABLE instances ADD COLUMN {column.column} {_sql_type(column)}")
@@ -231,7 +239,12 @@ def _db_error(exc: sqlite3.Error, what: str) -> StoreError:
 class _State(enum.Enum):
     OPEN = "open"
     COMMITTING = "committing"
+    PREPARED = "prepared"
     DONE = "done"
+
+
+#: At most this many buffers per writev (Linux IOV_MAX is 1024).
+_IOV_MAX = 1024
 
 
 class Incoming:
@@ -262,6 +275,12 @@ class Incoming:
         self._fd: int | None = fd
         self._state = _State.OPEN
         self._written = 0
+        self._prepared: tuple[dict[str, Any], list[str]] | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of the Part 10 file written so far, File Meta Information included."""
+        return self._written
 
     @property
     def bytes_received(self) -> int:
@@ -282,21 +301,54 @@ class Incoming:
             view = view[n:]
             self._written += n
 
+    def write_all(self, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
+        """`write()` each chunk in order, with as few system calls as possible (writev)."""
+        if self._state is not _State.OPEN or self._fd is None:
+            raise StoreError(f"write to a {self._state.value} incoming instance")
+        views = [memoryview(c).cast("B") for c in chunks if len(c)]
+        try:
+            while views:
+                batch = views[:_IOV_MAX]
+                n = os.writev(self._fd, batch)
+                self._written += n
+                done = 0
+                for view in batch:  # drop what was written; a partial write leaves a view's tail
+                    if n >= len(view):
+                        n -= len(view)
+                        done += 1
+                    else:
+                        views[done] = view[n:]
+                        break
+                del views[:done]
+        except OSError as exc:
+            self._discard()
+            raise _os_error(exc, f"writing {self.sop_instance_uid}") from exc
+        finally:
+            del views  # no reference to a caller's buffer outlives the call
+
     def commit(self, *, on_commit: OnCommit | None = None) -> CommitResult:
-        """Check, fsync, rename into place and index the instance; blocking (run it in a thread).
+        """`prepare()` then `install()`: check, flush, rename into place and index; blocking.
 
         `on_commit(conn, stored)` runs inside the index row's transaction, so whatever it writes (e.g.
         forwarding jobs) commits atomically with the row. On any failure nothing of the instance is
         left: no temp file, no final file, no row (a kept-first earlier instance stays as it was).
         """
+        self.prepare()
+        return self.install(on_commit=on_commit)
+
+    def prepare(self) -> None:
+        """Check the data set (one walk, which also reads the index attributes) and flush the file's
+        data; touches no database, so it may run in any worker thread, beside other instances' flushes.
+        On failure the received bytes are dropped."""
         if self._state is not _State.OPEN or self._fd is None:
             raise StoreError(f"commit of a {self._state.value} incoming instance")
         self._state = _State.COMMITTING
         try:
-            index, warnings = self._check()
+            self._prepared = self._check()
             fd, self._fd = self._fd, None
             try:
-                os.fsync(fd)
+                # The data and the file size; the file's name was made durable with its slot.
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -305,6 +357,15 @@ class Incoming:
         except BaseException:
             self._discard()
             raise
+        self._state = _State.PREPARED
+
+    def install(self, *, on_commit: OnCommit | None = None) -> CommitResult:
+        """Rename the prepared file into place and commit its index row: the acknowledgement point.
+        Uses the store's database connection (run it where that connection may be used)."""
+        if self._state is not _State.PREPARED or self._prepared is None:
+            raise StoreError(f"install of a {self._state.value} incoming instance")
+        index, warnings = self._prepared
+        self._state = _State.COMMITTING
         try:
             return self._store._install(self, index, warnings, on_commit)
         finally:
@@ -312,7 +373,7 @@ class Incoming:
 
     def abort(self) -> None:
         """Drop the received bytes. Idempotent; a no-op once committed."""
-        if self._state is _State.OPEN:
+        if self._state in (_State.OPEN, _State.PREPARED):
             self._discard()
 
     def _check(self) -> tuple[dict[str, Any], list[str]]:
@@ -366,6 +427,8 @@ class InstanceStore:
         self._objects = self.data_dir / "objects"
         self._tmp = self.data_dir / "tmp"
         self._lock = threading.RLock()
+        self._slot_lock = threading.Lock()
+        self._slots: list[Path] = []
         make_private_dirs(self.data_dir)
         for own in (self._objects, self._tmp):
             _ensure_dir(own)
@@ -402,17 +465,11 @@ class InstanceStore:
             source_ae=calling_ae,
             receiving_ae=called_ae,
         )
-        temp_path = self._tmp / f"{sop_instance_uid}.{uuid.uuid4().hex}.part"
         try:
-            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            temp_path = self._take_slot()
+            fd = os.open(temp_path, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise _os_error(exc, f"creating {temp_path.name}") from exc
-        try:
-            os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away; it must not decide
-        except OSError as exc:
-            os.close(fd)
-            os.unlink(temp_path)
-            raise _os_error(exc, f"creating {temp_path.name}") from exc
+            raise _os_error(exc, "creating a file to receive into") from exc
         incoming = Incoming(
             self,
             sop_class_uid=sop_class_uid,
@@ -426,6 +483,32 @@ class InstanceStore:
         )
         incoming.write(meta)
         return incoming
+
+    def _take_slot(self) -> Path:
+        """An empty file in tmp/ whose name is already durable (see the module invariants)."""
+        with self._slot_lock:
+            if not self._slots:
+                self._slots = self._make_slots(SLOT_BATCH)
+            return self._slots.pop()
+
+    def _make_slots(self, count: int) -> list[Path]:
+        made: list[Path] = []
+        try:
+            for _ in range(count):
+                path = self._tmp / f"{uuid.uuid4().hex}.slot"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+                made.append(path)
+                try:
+                    os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away; it must not decide
+                finally:
+                    os.close(fd)
+            _fsync_dir(self._tmp)  # one directory flush makes every slot's name durable
+        except OSError:
+            for path in made:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        return made
 
     def _install(
         self,
@@ -451,8 +534,11 @@ class InstanceStore:
                     backup = self._journal_replace(uid, final)
                     journalled = True
                 os.rename(incoming.temp_path, final)
-                _fsync_dir(final.parent)
-                size = os.stat(final).st_size
+                if journalled:
+                    # A replace keeps the whole-flush path: the old file's link and journal row are
+                    # only undone safely if the new name is durable before its row.
+                    _fsync_dir(final.parent)
+                size = incoming.size
             except (OSError, sqlite3.Error, StoreError) as exc:
                 with contextlib.suppress(OSError):
                     os.unlink(incoming.temp_path)
@@ -476,8 +562,9 @@ class InstanceStore:
             )
             values = {
                 **index,
-                **{c: getattr(stored, c) for c, _ in _CORE_COLUMNS},
+                **{c: getattr(stored, c) for c, _ in _CORE_COLUMNS if c in _FIELDS},
                 "path": str(rel),
+                "staged": None if journalled else incoming.temp_path.name,
             }
             try:
                 self._run_transaction(values, stored, on_commit)
@@ -554,9 +641,13 @@ class InstanceStore:
     # -- recovery -----------------------------------------------------------------------------------
 
     def startup_cleanup(self) -> CleanupReport:
-        """Remove temp files, rows whose file is missing, and object files that have no row.
+        """Recover what a crash interrupted, then remove what was never acknowledged.
 
-        Run before the listeners start: whatever this removes was never acknowledged to a peer.
+        Run before the listeners start: whatever this removes was never acknowledged to a peer. In order:
+        undo interrupted replaces (journal), redo the slot -> object renames a power cut lost after
+        their row committed (`staged`), empty tmp/, drop rows that still have no file, remove object
+        files that have no row. One query and one directory listing, whatever the store's size (a
+        look-up per file made start-up quadratic: minutes at tens of thousands of instances).
         """
         with self._lock:
             for row in self.conn.execute(
@@ -566,39 +657,71 @@ class InstanceStore:
                 log.warning("a replace of %s was interrupted; keeping the acknowledged instance", uid)
                 final = self.data_dir / object_relpath(uid)
                 self._undo_replace(uid, final, None if backup is None else Path(backup).name)
-        temp = 0
-        for entry in os.scandir(self._tmp):
-            if not entry.is_dir(follow_symlinks=False):
-                os.unlink(entry.path)
-                temp += 1
-        with self._lock:
-            missing = [
-                row["sop_instance_uid"]
-                for row in self.conn.execute("SELECT sop_instance_uid, path FROM instances")
-                if not (self.data_dir / row["path"]).is_file()
-            ]
-            for uid in missing:
-                log.warning("index row %s has no file; removing the row", uid)
-            with transaction(self.conn) as conn:
-                conn.executemany(
-                    "DELETE FROM instances WHERE sop_instance_uid = ?", [(u,) for u in missing]
-                )
-            orphans = 0
-            for bucket in os.scandir(self._objects):
-                if not bucket.is_dir(follow_symlinks=False):
+            with self._slot_lock:
+                self._slots = []  # tmp/ is emptied below; no slot of this process may survive it
+            files = self._object_files()
+            rows = self.conn.execute("SELECT sop_instance_uid, path, staged FROM instances").fetchall()
+            missing: list[str] = []
+            redone: set[Path] = set()
+            for uid, rel, staged in rows:
+                if rel in files:
                     continue
-                for entry in os.scandir(bucket.path):
-                    rel = f"objects/{bucket.name}/{entry.name}"
-                    found = self.conn.execute(
-                        "SELECT 1 FROM instances WHERE path = ?", (rel,)
-                    ).fetchone()
-                    if found is None:
-                        log.warning("object file %s has no index row; removing it", rel)
-                        os.unlink(entry.path)
-                        orphans += 1
+                if staged and self._redo_rename(uid, rel, staged):
+                    files.add(rel)
+                    redone.add((self.data_dir / rel).parent)
+                    continue
+                log.warning("index row %s has no file; removing the row", uid)
+                missing.append(uid)
+            for folder in redone:
+                _fsync_dir(folder)
+            if redone:
+                _fsync_dir(self._tmp)
+            temp = 0
+            for entry in os.scandir(self._tmp):
+                if not entry.is_dir(follow_symlinks=False):
+                    if not (entry.name.endswith(".slot") and entry.stat().st_size == 0):
+                        temp += 1  # received bytes never acknowledged (an empty slot is not news)
+                    os.unlink(entry.path)
+            if missing:
+                with transaction(self.conn) as conn:
+                    conn.executemany(
+                        "DELETE FROM instances WHERE sop_instance_uid = ?", [(u,) for u in missing]
+                    )
+            indexed = {rel for _, rel, _ in rows}
+            orphans = 0
+            for rel in sorted(files - indexed):
+                log.warning("object file %s has no index row; removing it", rel)
+                os.unlink(self.data_dir / rel)
+                orphans += 1
         if temp:
             log.info("removed %d leftover temp files", temp)
         return CleanupReport(temp, len(missing), orphans)
+
+    def _object_files(self) -> set[str]:
+        """Every file under objects/<bucket>/, as the relative path an index row would hold."""
+        found: set[str] = set()
+        for bucket in os.scandir(self._objects):
+            if not bucket.is_dir(follow_symlinks=False):
+                continue
+            prefix = f"objects/{bucket.name}/"
+            for entry in os.scandir(bucket.path):
+                if entry.is_file(follow_symlinks=False):
+                    found.add(prefix + entry.name)
+        return found
+
+    def _redo_rename(self, uid: str, rel: str, staged: str) -> bool:
+        """Put an acknowledged file back from its slot name; False if the slot is not there either."""
+        name = Path(staged).name  # a name in tmp/, never a path a row could steer elsewhere
+        source = self._tmp / name
+        if not source.is_file():
+            return False
+        target = self.data_dir / object_relpath(uid)
+        if str(target.relative_to(self.data_dir)) != rel:
+            return False
+        _ensure_dir(target.parent)
+        os.rename(source, target)
+        log.warning("instance %s: its rename into objects/ was lost; redone from %s", uid, name)
+        return True
 
     # -- lookups ------------------------------------------------------------------------------------
 

@@ -153,7 +153,11 @@ def object_files(data_dir: Path) -> list[Path]:
 
 
 def temp_files(data_dir: Path) -> list[Path]:
-    return sorted(p for p in (data_dir / "tmp").rglob("*") if p.is_file())
+    """Files in tmp/ holding received bytes; the store's pool of empty `.slot` files is not one."""
+    return sorted(
+        p for p in (data_dir / "tmp").rglob("*")
+        if p.is_file() and not (p.suffix == ".slot" and p.stat().st_size == 0)
+    )
 
 
 async def run(cmd: Sequence[str], timeout: float = 30) -> tuple[int, str]:
