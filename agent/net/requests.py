@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -22,7 +23,9 @@ from agent.dimse.messages import Message
 from agent.dimse.status import StatusCategory, category
 from agent.errors import AssociationAborted, TimeoutExpired
 from agent.net.connection import DicomConnection, unexpected_event
-from agent.net.server import Handler, refuse_request
+
+if TYPE_CHECKING:
+    from agent.net.server import Handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,9 @@ async def _next_response(conn: DicomConnection, message_id: int, incoming: Handl
             if responding_to is None:  # a request from the peer
                 ctx = conn.contexts[event.context_id]
                 if incoming is None or isinstance(msg, UnusableRequest):  # the latter: answered as is
+                    # Imported here: the listener's module is not needed by a plain SCU (start-up of `store`).
+                    from agent.net.server import refuse_request
+
                     await refuse_request(conn, ctx, msg)
                 else:
                     await incoming(conn, ctx, msg)

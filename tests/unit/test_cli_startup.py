@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.conftest import free_port
 
 HEAVY = ("sqlite3", "pydicom", "numpy", "agent.cli.queue", "agent.store.queue", "agent.store.commitment",
-         "agent.cli.printing", "agent.profile")
+         "agent.cli.printing", "agent.profile", "agent.net.server")
 
 
 def test_store_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
