@@ -361,6 +361,31 @@ def test_pynetdicom_find_move_get_and_bad_input(setup: Setup) -> None:
     finally:
         assoc.release()
 
+    # C-CANCEL during a C-GET (sent by the first C-STORE's handler, before it answers): FE00 after
+    # that sub-operation, the other two not sent.
+    got.clear()
+    cancel_from: list[object] = []
+
+    def store_then_cancel(event: object) -> int:
+        got.append(str(event.request.AffectedSOPInstanceUID))  # type: ignore[attr-defined]
+        if len(got) == 1:
+            assoc_, context_id = cancel_from
+            assoc_.send_c_cancel(91, context_id)  # type: ignore[attr-defined]
+        return 0x0000
+
+    assoc = ae.associate("127.0.0.1", setup.agent_port, ae_title=AGENT_AE, ext_neg=roles,  # type: ignore[attr-defined]
+                         evt_handlers=[(evt.EVT_C_STORE, store_then_cancel)])
+    try:
+        cancel_from[:] = [assoc, next(c.context_id for c in assoc.accepted_contexts if c.abstract_syntax == SGET)]
+        replies = list(assoc.send_c_get(_identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4"),
+                                        SGET, msg_id=91))
+        final = replies[-1][0]
+        assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfRemainingSuboperations) == (
+            0xFE00, 1, 2)
+        assert got == [f"{ROOT}.4.1.1"]
+    finally:
+        assoc.release()
+
     # GET without role selection: no sub-operation can be performed; A702 lists every instance.
     ae = _ae(SGET, get_roles=True)
     assoc = ae.associate("127.0.0.1", setup.agent_port, ae_title=AGENT_AE)  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -59,9 +59,11 @@ from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, SyntaxSuppor
 log = logging.getLogger("agent.query")
 
 #: The statuses each operation can answer (seed C-FIND / C-MOVE status tables; PS3.4 C.4).
+#: Exactly the ones these handlers send: A701 index unreadable, A702 sub-operations cannot be queued
+#: (or, for C-GET, none could be performed), C001 a level the model does not have.
 FIND_STATUSES = (0x0000, 0xFF00, 0xFF01, 0xFE00, 0xA700, 0xA900, 0xC001)
-MOVE_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900, 0xC002)
-GET_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0xC002)
+MOVE_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900, 0xC001)
+GET_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0xC001)
 SCP_STATUSES = tuple(sorted(set(FIND_STATUSES + MOVE_STATUSES + GET_STATUSES)))
 #: How often a C-MOVE looks at its jobs when no completion woke it (failures do not wake it).
 PROGRESS_POLL = 0.5
@@ -101,7 +103,6 @@ class QuerySCP:
     peers: Mapping[str, Peer]
     data_dir: Path
     wake: object = None  # Outbound.wake(destination), to start the queue worker at once
-    _moves: dict[int, trio.Event] = field(default_factory=dict)
 
     # ------------------------------------------------------------ registration
 
@@ -232,6 +233,11 @@ class QuerySCP:
         _model, level, values = parsed
         try:
             rows = await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
+        except (sqlite3.Error, OSError) as exc:
+            log.exception("C-MOVE: cannot read the index")
+            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_MATCHES, f"index unreadable: {exc}")
+            return
+        try:
             jobs = [NewJob(MOVE_STORE_JOB, dest, move_payload(
                 r["sop_instance_uid"], r["sop_class_uid"], r["transfer_syntax_uid"], r["study_instance_uid"] or "",
                 conn.calling_ae, rq.message_id)) for r in rows]
@@ -354,23 +360,24 @@ class QuerySCP:
         try:
             rows = await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
         except (sqlite3.Error, OSError) as exc:
-            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_SUBOPS, f"index unreadable: {exc}")
+            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_MATCHES, f"index unreadable: {exc}")
             return
         completed, warnings, failed = 0, 0, []
         for n, row in enumerate(rows):
-            outcome = await store_back(conn, self.data_dir, row, rq.message_id)
-            if outcome == "cancel":
-                await conn.send_message(ctx.id, rq.response(
-                    Status.CANCEL, number_of_remaining_suboperations=len(rows) - n,
-                    number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
-                    number_of_warning_suboperations=warnings))
-                return
+            outcome, cancelled = await store_back(conn, self.data_dir, row, rq.message_id)
             if outcome == "ok":
                 completed += 1
             elif outcome == "warning":
                 warnings += 1
             else:
                 failed.append(row["sop_instance_uid"])
+            if cancelled:
+                log.info("%s: C-GET cancelled after %d sub-operation(s)", conn.remote, n + 1)
+                await conn.send_message(ctx.id, rq.response(
+                    Status.CANCEL, number_of_remaining_suboperations=len(rows) - n - 1,
+                    number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
+                    number_of_warning_suboperations=warnings))
+                return
             if n + 1 < len(rows):
                 await conn.send_message(ctx.id, rq.response(
                     Status.PENDING, number_of_remaining_suboperations=len(rows) - n - 1,
