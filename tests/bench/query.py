@@ -1,0 +1,447 @@
+"""Q/R benchmark: study-level C-FIND latency of the agent's Q/R SCP and DCMTK dcmqrscp over the same data,
+the agent alone over 100,000 indexed instances, and C-MOVE throughput of 200 x 0.5 MB to DCMTK storescp.
+
+    .venv/bin/python tests/bench/query.py [--instances 100000] [--dcmqrscp-instances 3000] [--runs 30]
+
+Side by side ("same data"): `--dcmqrscp-instances` instances (500 studies, dcmqrscp's cap per storage
+area) written as small Part 10 files and indexed with dcmqridx for dcmqrscp; the very same attributes go
+as rows into the agent's index. dcmqridx scans its whole index for every record it adds (8 KB a record),
+so indexing grows with the square of the count: 3,000 takes about a minute here, 100,000 would take
+hours. The agent alone: `--instances` rows (2,000 studies) generated straight into its index with SQL
+(what the agent's header walker would have written), the study summaries built at start-up.
+
+Queries (study level, Study Root): patient name wildcard, study date range, modality (ModalitiesInStudy).
+Each is sent `--runs` times on one open association per server by the agent's own SCU (the same client
+for both); the time is from sending the C-FIND-RQ to the final response, so neither process start-up nor
+association set-up is counted. Prints p50 and p99 per query and server, the match counts (equal on the
+side-by-side data), and the ratio dcmqrscp / agent at p50 (goal: >= 10).
+
+C-MOVE: 200 CT images of 512x512x16 bit (0.5 MB) stored with storescu into each server (the agent's
+durable path, dcmqrscp's storage area), then DCMTK movescu asks each to move the study to DCMTK storescp;
+wall time of movescu and MB/s. DCMTK processes run with TCP_NODELAY=1 (docs/peers.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+# The repository instead of this folder, whose queue.py would shadow the standard library's `queue`.
+sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import numpy as np  # noqa: E402
+import trio  # noqa: E402
+from pydicom import Dataset  # noqa: E402
+from pydicom.dataset import FileMetaDataset  # noqa: E402
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian  # noqa: E402
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+ROOT = "1.2.826.0.1.3680043.8.498.5531"
+SURNAMES = ["SMITH", "MUELLER", "NGUYEN", "GARCIA", "KOWALSKI", "ROSSI", "DUBOIS", "JONES", "SCHMIDT", "BROWN",
+            "TANAKA", "SILVA", "MARTIN", "LEE", "WALSH", "NOVAK", "HANSEN", "MORENO", "KING", "WRIGHT"]
+GIVEN = ["ANNA", "JOHN", "MARIA", "PETER", "JULIA", "PAUL", "EVA", "MARK", "SARA", "TOM"]
+MODALITIES = ["CT", "MR", "US", "CR", "DX"]
+QUERIES = {
+    "patient name wildcard": {"PatientName": "KOWALSKI^J*"},
+    "study date range": {"StudyDate": "20230101-20230331"},
+    "modality": {"ModalitiesInStudy": "MR"},
+}
+RETURN_KEYS = ("PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber", "StudyInstanceUID",
+               "ModalitiesInStudy", "StudyDescription")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+# ------------------------------------------------------------------ data
+
+
+def studies(count: int, per_study: int, seed: int) -> Iterator[dict[str, object]]:
+    """Study attributes and their instances (2 series a study), deterministic for `seed`."""
+    rng = random.Random(seed)
+    for s in range(count):
+        patient = rng.randrange(count // 2 + 1)
+        day = rng.randrange(3650)
+        date = time.strftime("%Y%m%d", time.gmtime(1420070400 + day * 86400))  # 2015 .. 2024
+        uid = f"{ROOT}.{seed}.{s + 1}"
+        yield {
+            "patient_id": f"P{seed}-{patient:06d}",
+            "patient_name": f"{SURNAMES[patient % len(SURNAMES)]}^{GIVEN[patient % len(GIVEN)]}",
+            "study_uid": uid, "date": date, "time": f"{rng.randrange(24):02d}{rng.randrange(60):02d}00",
+            "accession": f"A{seed}{s:07d}", "modality": MODALITIES[rng.randrange(len(MODALITIES))],
+            "description": "BENCH STUDY",
+            "instances": [(f"{uid}.{1 + i % 2}", f"{uid}.{1 + i % 2}.{i + 1}", i + 1) for i in range(per_study)],
+        }
+
+
+def index_rows(data: list[dict[str, object]]) -> Iterator[tuple[object, ...]]:
+    from agent.store.dicomfile import object_relpath
+
+    now = time.time()
+    for st in data:
+        for series, sop, number in st["instances"]:  # type: ignore[attr-defined]
+            yield (sop, CTImageStorage, ExplicitVRLittleEndian, st["patient_id"], st["patient_name"], "19700101", "O",
+                   st["study_uid"], st["date"], st["time"], st["accession"], "1", st["description"], "",
+                   series, int(series.rsplit(".", 1)[1]), st["modality"], number, 1000,
+                   str(object_relpath(sop)), now, "BENCH")
+
+
+ROW_COLUMNS = ("sop_instance_uid, sop_class_uid, transfer_syntax_uid, patient_id, patient_name, patient_birth_date, "
+               "patient_sex, study_instance_uid, study_date, study_time, accession_number, study_id, "
+               "study_description, referring_physician_name, series_instance_uid, series_number, modality, "
+               "instance_number, size, path, received_at, calling_ae")
+
+
+def fill_agent_index(data_dir: Path, data: list[dict[str, object]]) -> int:
+    """The agent's database with one index row per instance (as its header walker writes them)."""
+    from agent.store.db import open_database, transaction
+    from agent.store.instances import InstanceStore
+    from agent.store.query import backfill_step, ensure_schema
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(data_dir / "agent.db")
+    InstanceStore(data_dir, db)  # the schema
+    rows = list(index_rows(data))
+    # The agent's start-up check removes index rows without a file: each row gets one, a hard link of
+    # a single small Part 10 file (never retrieved, never re-read: the C-MOVE part stores real images).
+    first = template = write_files(data_dir / "template", data[:1])[0]
+    for n, row in enumerate(rows):
+        if n and n % 60_000 == 0:  # a file has at most 65,000 links on ext4
+            template = first.with_name(f"copy{n}.dcm")
+            shutil.copy(first, template)
+        path = data_dir / str(row[-3])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(template, path)
+    marks = ", ".join("?" * len(ROW_COLUMNS.split(",")))
+    with transaction(db):  # one commit, not one fsync per row
+        db.executemany(f"INSERT INTO instances ({ROW_COLUMNS}) VALUES ({marks})", rows)
+    ensure_schema(db)  # the study/series summaries, as start-up would build them
+    backfill_step(db, [], done=True)  # the rows hold every index column: no re-reading of the files
+    n = db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+    db.close()
+    return int(n)
+
+
+def write_files(folder: Path, data: list[dict[str, object]]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for st in data:
+        for series, sop, number in st["instances"]:  # type: ignore[attr-defined]
+            ds = Dataset()
+            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+            ds.StudyDate, ds.StudyTime, ds.AccessionNumber = st["date"], st["time"], st["accession"]
+            ds.Modality, ds.StudyDescription, ds.ReferringPhysicianName = st["modality"], st["description"], ""
+            ds.PatientName, ds.PatientID = st["patient_name"], st["patient_id"]
+            ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = st["study_uid"], series
+            ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", int(series.rsplit(".", 1)[1]), number
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, sop
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta = meta
+            path = folder / f"{sop}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            out.append(path)
+    return out
+
+
+def big_images(folder: Path, count: int) -> list[Path]:
+    """`count` CT images of 512x512x16 bit (0.5 MB) in one study."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(count):
+        ds = Dataset()
+        uid = f"{ROOT}.9.1.1.{i + 1}"
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
+        ds.PatientName, ds.PatientID, ds.StudyDate, ds.Modality = "MOVE^BENCH", "PMOVE", "20240101", "CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = f"{ROOT}.9", f"{ROOT}.9.1"
+        ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.AccessionNumber = "1", 1, i + 1, "AMOVE"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", 512, 512
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = rng.integers(0, 4096, (512, 512), dtype=np.uint16).tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        path = folder / f"{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out
+
+
+# ------------------------------------------------------------------ servers
+
+
+def start_agent(work: Path, data_dir: Path, port: int, storescp_port: int) -> subprocess.Popen[bytes]:
+    profile = work / f"agent-{port}.toml"
+    profile.write_text(f"""
+[agent]
+ae_title = "AGENT"
+bind = "127.0.0.1"
+port = {port}
+data_dir = "{data_dir}"
+log_level = "warning"
+
+[peers.storescp]
+ae_title = "STORESCP"
+host = "127.0.0.1"
+port = {storescp_port}
+
+[storage]
+free_space_floor = "0"
+
+[query]
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--profile", str(profile)],
+                            stdout=subprocess.DEVNULL, stderr=open(work / f"agent-{port}.log", "wb"))
+    wait_port(port)
+    return proc
+
+
+def start_dcmqrscp(work: Path, port: int, storescp_port: int) -> subprocess.Popen[bytes]:
+    for area in ("qr", "move"):
+        (work / area).mkdir(parents=True, exist_ok=True)  # "qr" holds the index made beforehand
+    config = work / "dcmqrscp.cfg"
+    config.write_text(
+        f"NetworkTCPPort = {port}\nMaxPDUSize = 131072\nMaxAssociations = 16\n"
+        f"HostTable BEGIN\nstorescp = (STORESCP, 127.0.0.1, {storescp_port})\nHostTable END\n"
+        "VendorTable BEGIN\nVendorTable END\n"
+        f"AETable BEGIN\nQRSCP {work / 'qr'} RW (500, 4096mb) ANY\nQRMOVE {work / 'move'} RW (10, 4096mb) ANY\n"
+        "AETable END\n")
+    proc = subprocess.Popen(["dcmqrscp", "-c", str(config), str(port)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=open(work / "dcmqrscp.log", "wb"), start_new_session=True)
+    wait_port(port)
+    return proc
+
+
+#: Template values for cloning dcmqrscp index records: each as long as its field allows, and unique
+#: in the record, so it can be found and overwritten (NUL-terminated C strings in fixed arrays).
+TEMPLATE = {
+    "SOPInstanceUID": "1.2.3." + "7" * 58, "SeriesInstanceUID": "1.2.4." + "7" * 58,
+    "StudyInstanceUID": "1.2.5." + "7" * 58, "PatientName": "Q" * 64, "PatientID": "R" * 64,
+    "StudyDate": "19990909", "StudyTime": "235959.123456", "AccessionNumber": "V" * 16, "Modality": "W" * 16,
+    "SeriesNumber": "9" * 12, "InstanceNumber": "8" * 12,
+}
+
+
+def clone_index(area: Path, scratch: Path, data: list[dict[str, object]]) -> int:
+    """dcmqrscp's index.dat for `data` without dcmqridx's quadratic cost: one record is made by dcmqridx
+    from a template file, then copied once per instance with the template's values overwritten (same
+    field offsets; shorter values NUL-padded). The header (the per-study quota table) is the template's:
+    C-FIND reads the records only. Returns the number of records."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    for keyword, value in TEMPLATE.items():
+        setattr(ds, keyword, value)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    sizes = []
+    for n in (1, 2):  # a one-record and a two-record index: the record size and the header size
+        (scratch / f"i{n}").mkdir()
+        path = scratch / f"t{n}.dcm"
+        if n == 2:  # another instance of the same study
+            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = TEMPLATE["SOPInstanceUID"].replace("7", "6")
+        ds.save_as(path, enforce_file_format=True)
+        subprocess.run(["dcmqridx", str(scratch / f"i{n}"), *[str(scratch / f"t{k}.dcm") for k in range(1, n + 1)]],
+                       env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sizes.append((scratch / f"i{n}" / "index.dat").stat().st_size)
+    one = (scratch / "i1" / "index.dat").read_bytes()
+    record_size = sizes[1] - sizes[0]
+    header, record = one[:-record_size], one[-record_size:]
+    offsets: dict[str, list[tuple[int, int]]] = {}
+    for keyword, value in TEMPLATE.items():  # a value may be kept in more than one field (every copy changes)
+        raw, at = value.encode(), record.find(value.encode())
+        while at >= 0:
+            offsets.setdefault(keyword, []).append((at, len(raw)))
+            at = record.find(raw, at + len(raw))
+        if keyword not in offsets:
+            raise SystemExit(f"cannot clone dcmqrscp index records: {keyword} is not in the template record")
+    with open(area / "index.dat", "wb") as out:
+        out.write(header)
+        count = 0
+        for st in data:
+            for series, sop, number in st["instances"]:  # type: ignore[attr-defined]
+                values = {"SOPInstanceUID": sop, "SeriesInstanceUID": series, "StudyInstanceUID": st["study_uid"],
+                          "PatientName": st["patient_name"], "PatientID": st["patient_id"], "StudyDate": st["date"],
+                          "StudyTime": st["time"], "AccessionNumber": st["accession"], "Modality": st["modality"],
+                          "SeriesNumber": series.rsplit(".", 1)[1], "InstanceNumber": str(number)}
+                rec = bytearray(record)
+                for keyword, places in offsets.items():
+                    raw = str(values[keyword]).encode()
+                    for at, length in places:
+                        assert len(raw) <= length, (keyword, raw)
+                        rec[at:at + length] = raw.ljust(length, b"\0")
+                out.write(rec)
+                count += 1
+    return count
+
+
+def dcmqridx(area: Path, files: list[Path]) -> None:
+    for i in range(0, len(files), 500):
+        subprocess.run(["dcmqridx", str(area), *map(str, files[i:i + 500])], env=ENV, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ------------------------------------------------------------------ measuring
+
+
+async def time_queries(port: int, called: str, runs: int) -> dict[str, tuple[list[float], int]]:
+    from agent.net.client import associate
+    from agent.net.connection import Timeouts
+    from agent.services.query import scu
+    from agent.services.query.models import STUDY_ROOT
+
+    out: dict[str, tuple[list[float], int]] = {}
+    async with associate("127.0.0.1", port, calling_ae="BENCH", called_ae=called,
+                         proposals=scu.proposals("study", ["find"]), timeouts=Timeouts(dimse=300)) as conn:
+        for name, keys in QUERIES.items():
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            for k in RETURN_KEYS:
+                setattr(identifier, k, None)
+            for k, v in keys.items():
+                setattr(identifier, k, v)
+            times, count = [], 0
+            for _ in range(runs):
+                start = time.perf_counter()
+                outcome, matches = await scu.find(conn, STUDY_ROOT.find, identifier)
+                times.append(time.perf_counter() - start)
+                assert outcome.ok, outcome.describe()
+                count = len(matches)
+            out[name] = (times, count)
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def report(title: str, results: dict[str, dict[str, tuple[list[float], int]]]) -> None:
+    print(f"\n{title}")
+    print(f"  {'query':24} {'server':22} {'p50 ms':>9} {'p99 ms':>9} {'matches':>8}")
+    for query in QUERIES:
+        for server, res in results.items():
+            times, count = res[query]
+            print(f"  {query:24} {server:22} {pct(times, 50) * 1e3:9.2f} {pct(times, 99) * 1e3:9.2f} {count:8d}")
+        if len(results) == 2:
+            (a, ra), (b, rb) = results.items()
+            print(f"  {'':24} {'ratio ' + b + ' / ' + a:22} {pct(rb[query][0], 50) / pct(ra[query][0], 50):9.1f}x")
+
+
+def movescu(port: int, called: str, study: str, out: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(["movescu", "-S", "-aet", "BENCH", "-aec", called, "-aem", "STORESCP",
+                           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+                           "127.0.0.1", str(port)], env=ENV, capture_output=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"movescu to {called} failed: {done.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=100_000, help="the agent's large index [100000]")
+    parser.add_argument("--side-by-side", type=int, default=4_000,
+                        help="instances for the comparison with dcmqrscp, whose index file is limited to "
+                             "32 MiB (8,032 bytes a record: about 4,170 instances) [4000]")
+    parser.add_argument("--dcmqridx", action="store_true",
+                        help="index dcmqrscp's data with dcmqridx instead of cloning records (slow: quadratic)")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--move-images", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    for tool in ("dcmqrscp", "dcmqridx", "storescu", "storescp", "movescu"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (apt-get install dcmtk)")
+    work = Path(tempfile.mkdtemp(prefix="bench-query-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        storescp_port = free_port()
+        (work / "storescp").mkdir()
+        procs.append(subprocess.Popen(["storescp", "--promiscuous", "-aet", "STORESCP", "-od", str(work / "storescp"),
+                                       str(storescp_port)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        data = list(studies(500, max(1, args.side_by_side // 500), seed=1))
+        agent_port, qr_port, big_port = free_port(), free_port(), free_port()
+        n_agent = fill_agent_index(work / "agent", data)
+        t = time.perf_counter()
+        area = work / "dcmqrscp" / "qr"
+        area.mkdir(parents=True)
+        if args.dcmqridx:
+            dcmqridx(area, write_files(work / "files", data))
+            how = "dcmqridx"
+        else:
+            clone_index(area, work / "clone", data)
+            how = "cloned records"
+        print(f"dcmqrscp: {n_agent} instances indexed ({how}) in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        procs.append(start_dcmqrscp(work / "dcmqrscp", qr_port, storescp_port))
+        procs.append(start_agent(work, work / "agent", agent_port, storescp_port))
+        side = {"agent": trio.run(time_queries, agent_port, "AGENT", args.runs),
+                "dcmqrscp": trio.run(time_queries, qr_port, "QRSCP", args.runs)}
+        report(f"Study-level C-FIND over the same {n_agent} instances (500 studies), {args.runs} runs each", side)
+
+        t = time.perf_counter()
+        n_big = fill_agent_index(work / "agent-big", list(studies(2000, max(1, args.instances // 2000), seed=2)))
+        print(f"agent: {n_big} index rows generated in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        procs.append(start_agent(work, work / "agent-big", big_port, storescp_port))
+        big = {"agent": trio.run(time_queries, big_port, "AGENT", args.runs)}
+        report(f"Study-level C-FIND, agent alone over {n_big} instances (2000 studies; more than dcmqrscp can "
+               f"index), {args.runs} runs each", big)
+        for query in QUERIES:
+            ratio = pct(side["dcmqrscp"][query][0], 50) / pct(big["agent"][query][0], 50)
+            print(f"  {query:24} dcmqrscp at {n_agent} / agent at {n_big}, p50: {ratio:.1f}x")
+
+        images = big_images(work / "move", args.move_images)
+        size = sum(p.stat().st_size for p in images) / 1e6
+        for called, port in (("AGENT", agent_port), ("QRMOVE", qr_port)):
+            subprocess.run(["storescu", "-aec", called, "127.0.0.1", str(port), *map(str, images)], env=ENV, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"\nC-MOVE of {len(images)} x {size / len(images):.2f} MB to storescp (movescu wall time)")
+        for name, called, port in (("agent", "AGENT", agent_port), ("dcmqrscp", "QRMOVE", qr_port)):
+            seconds = movescu(port, called, f"{ROOT}.9", work)
+            print(f"  {name:10} {seconds:7.2f} s  {size / seconds:7.1f} MB/s  {len(images) / seconds:7.1f} images/s")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if args.keep:
+            print(f"work folder: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
