@@ -1,15 +1,17 @@
 """Storage Service Class SCP (PS3.4 Annex B; statuses PS3.4 Table B.2-1 and the general ones of PS3.7 Annex C).
 
 Invariants:
-- Memory stays bounded whatever the object's size: data set fragments are gathered up to `FLUSH_SIZE`
-  and then appended to the store's temporary file; an object smaller than that is held once and written
-  with its commit.
-- Nothing that can block for milliseconds runs on the event loop: file creation and writes go through a
-  worker thread (`io_limiter`), and the check, fsync, rename and index commit through `Blocking.run`
-  (the one thread allowed on the SQLite connection). A commit that waits for the database's write lock
-  (a CLI command holding it) therefore stalls only its own association; the others keep being served.
-- C-STORE-RSP Success (or a warning) is sent only after the file and its directory are fsynced, renamed
-  and the index row committed; forwarding jobs are queued in that same transaction.
+- Memory stays bounded whatever the object's size: data set fragments (views of their PDUs, not
+  copied) are gathered up to `FLUSH_SIZE` and then appended to the store's file with one writev; an
+  object smaller than that is written with its commit.
+- Nothing that can block for milliseconds runs on the event loop. File creation, writes, the data set
+  check and the file's flush run in `io_limiter` threads (several associations flush side by side);
+  only the rename and the index commit go through `Blocking.run` (the one thread allowed on the SQLite
+  connection). A commit that waits for the database's write lock (a CLI command holding it) therefore
+  stalls only the associations that are committing; the others keep receiving and flushing.
+- C-STORE-RSP Success (or a warning) is sent only after the data is flushed and the index row (which
+  names the flushed file) committed, see agent/store/instances.py; forwarding jobs are queued in that
+  same transaction.
 - A request we refuse (command SOP Class not the context's, invalid UID, out of space, unreadable data
   set, a store failure) still has its data set drained and gets a status, so the association stays
   usable; an association that breaks mid-object leaves no file and no row.
@@ -43,6 +45,7 @@ from agent.store.instances import (
     OutOfResources,
     StoredInstance,
 )
+from agent.ul.association import Role
 from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, SyntaxSupport
 
 log = logging.getLogger("agent.storage")
@@ -130,14 +133,22 @@ class StorageSCP:
             log.warning("%s: C-STORE refused, invalid UID: %s", conn.remote, exc)
             return _Outcome(Status.CANNOT_UNDERSTAND, "invalid UID in the command", size)
 
+        # The sender is the peer: on an association we requested (C-GET sub-operations, PS3.4 C.4.3)
+        # that is the called AE, not us.
+        sender, receiver = conn.calling_ae, conn.called_ae
+        if conn.assoc.role is Role.REQUESTOR:
+            sender, receiver = receiver, sender
+
         def begin() -> Incoming:
             return self.store.begin(
-                rq.affected_sop_class_uid, uid, ctx.transfer_syntax,
-                calling_ae=conn.calling_ae, called_ae=conn.called_ae,
+                rq.affected_sop_class_uid, uid, ctx.transfer_syntax, calling_ae=sender, called_ae=receiver,
             )
 
         incoming: Incoming | None = None
-        pending = bytearray()
+        # The fragments' own memory (each a view of its PDU, never reused: no copy here); written with
+        # one writev per FLUSH_SIZE in a worker thread, then dropped.
+        pending: list[memoryview | bytes] = []
+        pending_size = 0
         size = 0
         failure: _Outcome | None = None
         committed = False
@@ -148,12 +159,13 @@ class StorageSCP:
                     size += len(event.data)
                     if failure is not None:
                         continue
-                    pending += event.data
-                    if len(pending) < FLUSH_SIZE:
+                    pending.append(event.data)
+                    pending_size += len(event.data)
+                    if pending_size < FLUSH_SIZE:
                         continue
-                    chunk, pending = bytes(pending), bytearray()
+                    chunks, pending, pending_size = pending, [], 0
                     try:
-                        incoming = await trio.to_thread.run_sync(_append, incoming, begin, chunk,
+                        incoming = await trio.to_thread.run_sync(_append, incoming, begin, chunks,
                                                                  limiter=self.io_limiter)
                     except OutOfResources as exc:
                         log.error("%s: out of space while receiving %s: %s", conn.remote, uid, exc)
@@ -168,9 +180,13 @@ class StorageSCP:
             if failure is not None:
                 failure.size = size
                 return failure
-            rest = bytes(pending)
+            rest, pending = pending, []
             try:
-                result = await self.blocking.run(_finish, incoming, begin, rest, self.on_commit)
+                # Check and flush beside other associations' flushes (no database: the io threads);
+                # then the rename and index commit on the database's one thread.
+                incoming = await trio.to_thread.run_sync(_prepare, incoming, begin, rest,
+                                                         limiter=self.io_limiter)
+                result = await self.blocking.run(_install, incoming, self.on_commit)
                 committed = True
             except OutOfResources as exc:
                 log.error("%s: C-STORE %s refused: %s", conn.remote, uid, exc)
@@ -204,22 +220,29 @@ class StorageSCP:
         return _Outcome(Status.SUCCESS, "", size, note)
 
 
-def _append(incoming: Incoming | None, begin: Callable[[], Incoming], chunk: bytes) -> Incoming:
-    """Worker thread: create the temporary file on first use and append `chunk`."""
+def _append(incoming: Incoming | None, begin: Callable[[], Incoming],
+            chunks: list[memoryview | bytes]) -> Incoming:
+    """Worker thread: create the temporary file on first use and append `chunks` (one writev)."""
     if incoming is None:
         incoming = begin()
-    incoming.write(chunk)
+    incoming.write_all(chunks)
     return incoming
 
 
-def _finish(incoming: Incoming | None, begin: Callable[[], Incoming], rest: bytes,
-            on_commit: OnCommit | None) -> CommitResult:
-    """Worker thread (the database's): write what is left, then check, fsync, rename and index."""
+def _prepare(incoming: Incoming | None, begin: Callable[[], Incoming],
+             rest: list[memoryview | bytes]) -> Incoming:
+    """Worker thread (no database): write what is left, check the data set and flush the file."""
     incoming = _append(incoming, begin, rest)
+    incoming.prepare()
+    return incoming
+
+
+def _install(incoming: Incoming, on_commit: OnCommit | None) -> CommitResult:
+    """The database's thread: rename into place and commit the index row (the acknowledgement)."""
     try:
-        return incoming.commit(on_commit=on_commit)
+        return incoming.install(on_commit=on_commit)
     finally:
-        incoming.abort()  # idempotent; after a commit it does nothing
+        incoming.abort()  # idempotent; after an install it does nothing
 
 
 async def _drain(conn: DicomConnection) -> int:

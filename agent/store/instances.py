@@ -1,12 +1,23 @@
 """The durable local instance store: Part 10 files under `data_dir/objects/` and their SQLite index.
 
+Durability design (what "stored" means when the C-STORE-RSP says Success):
+- The acknowledgement point is the COMMIT of the instance's index row (SQLite WAL, synchronous=FULL),
+  in one transaction with the caller's `on_commit` (forwarding jobs). Before it, the file's data and
+  size are flushed (`fdatasync`) and the file has a durable name: it was received into a *slot*, an
+  empty file `tmp/<random>.slot` made in batches of `SLOT_BATCH` whose names are flushed with one
+  directory fsync per batch. The row names that slot (`staged`) and the final path.
+- The file is renamed from its slot to `objects/<2 hex of sha1(uid)>/<uid>.dcm` just before the commit,
+  without a directory flush. A power cut may undo that rename (a journaling filesystem keeps a rename
+  atomic: the file is under one of its two names); `startup_cleanup()` then finds the row's path missing
+  and its slot present, and renames it again before anything in tmp/ is removed.
+- So a new instance costs two flushes (the file's fdatasync and the WAL commit) plus 1/SLOT_BATCH of a
+  directory flush, the same as a plain "write, fdatasync, rename, fsync the directory" loop, where the
+  previous design took three (file, directory, WAL). Every flush runs in a worker thread.
+- Nothing unacknowledged survives start-up half-made: a slot with bytes but no committed row, an object
+  file without a row, or a row whose file is neither at its path nor in its slot is removed
+  (the peer was not answered, so it sends again).
+
 Invariants:
-- No file without a row, no row without a file: a received data set streams into `data_dir/tmp/`
-  (same filesystem), is checked and fsync'ed, renamed into `objects/<2 hex of sha1(uid)>/<uid>.dcm`, the
-  directory fsync'ed, and only then is the row written, in one transaction with the caller's `on_commit`
-  (forwarding jobs). That commit is the acknowledgement point. If it fails the renamed file is taken
-  back. A crash in between leaves at most a temp file or an unindexed object, both removed by
-  `startup_cleanup()`; the peer was not yet answered, so it will send again.
 - Replacing an acknowledged instance (a re-sent UID under `duplicate = "replace"`) overwrites a file that
   has a row, so it is journalled: the old file is first hard-linked into `tmp/` (directory fsync'ed),
   then a row in `instance_replacements` records that link (committed), then the new file is renamed over
@@ -15,12 +26,14 @@ Invariants:
   row or the new one with its row.
 - Paths are built from validated UIDs only (`dicomfile.validate_uid`); reads take the path from the
   index, never from a caller.
-- Memory is bounded whatever the object's size: bytes go to the fd as received, and `commit()` walks
-  element headers and parses the data set before pixel data with large values deferred.
-- `Incoming` holds only its own fd and path plus a reference to its store, so `write()` and `commit()`
-  may run in different worker threads (the Storage SCP runs neither on the event loop: both block on
-  the disk, and the commit also on the database's write lock). The store serialises its use
-  of the shared connection with its own lock.
+- Memory is bounded whatever the object's size: bytes go to the fd as received (`write()` keeps no
+  reference to the caller's buffer once it returns), and `prepare()` walks element headers once,
+  seeking over values and keeping only the index attributes (`dicomfile.scan_dataset`,
+  `index_columns.py`), so no pydicom Dataset is built on the receive path.
+- `Incoming` holds only its own fd and path plus a reference to its store, so `write()`, `prepare()`
+  (check and flush, no database) and `install()` (rename and index commit, the database's thread) may
+  run in different worker threads; none runs on the event loop. The store serialises its use of the
+  shared connection with its own lock.
 """
 
 from __future__ import annotations
