@@ -108,8 +108,8 @@ def ask(path: Path, request: str = "status", *, timeout: float = 10.0) -> dict[s
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         except PermissionError:
-            raise ControlError(f"permission denied on {path}: run status as the agent's user or a member "
-                               f"of its group") from None
+            raise ControlError(f"permission denied on {path} or its folder: run status as the agent's user "
+                               f"or a member of its group") from None
         except OSError as exc:
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
         try:

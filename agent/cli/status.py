@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -59,6 +60,18 @@ def gather(profile: Any) -> tuple[dict[str, Any], str]:
             continue
         if answer is not None:
             return answer, ""
+    from agent.errors import AgentError
+    from agent.store.db import DB_FILENAME
+
+    path = profile.agent.data_dir / DB_FILENAME
+    try:
+        there = path.exists()
+    except PermissionError:  # the data folder itself is closed to us
+        there = True
+    if there and not os.access(path, os.R_OK | os.W_OK):
+        # SQLite's write-ahead log needs write access even to read; say so instead of "damaged".
+        raise AgentError(f"no agent answers and the database {path} cannot be opened as this user "
+                         f"(it needs read and write access): run status as root or as the agent's user")
     db = open_db(profile, write=False)  # NoDatabase (exit 1) when there is none either
     try:
         doc = document("database", None, StoredStatus(profile, db).read())

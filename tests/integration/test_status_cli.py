@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -122,3 +125,18 @@ async def test_deep_data_folder_and_a_second_agent(tmp_path: Path, start_agent, 
     assert (await status_json(profile))["agent"]["ports"] == [first.port]
     rc, out, err = await cli("status", "--profile", str(profile.source), "--interval", "0")
     assert rc == 2 and "seconds from 0.1 to 3600" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to act as another user")
+async def test_a_user_who_cannot_open_the_database_is_told_why() -> None:
+    # Outside pytest's folders (mode 0700): the other user must reach the profile.
+    with tempfile.TemporaryDirectory(prefix="status-") as scratch:
+        os.chmod(scratch, 0o755)
+        profile = write_profile(Path(scratch), "[storage]\n")
+        open_database(profile.agent.data_dir / DB_FILENAME).close()  # root's, 0640 in a 0750 folder
+        with trio.fail_after(120):
+            done = await trio.run_process(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "agent",
+                 "status", "--profile", str(profile.source)], capture_stdout=True, capture_stderr=True, check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "cannot be opened as this user" in err and "damaged" not in err, err
