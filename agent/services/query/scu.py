@@ -201,15 +201,15 @@ async def find(
     matches: list[Dataset] = []
     canceller = _Canceller(conn, ctx.id, rq.message_id, cancel)
     await conn.send_message(ctx.id, rq, encode(identifier, ctx.transfer_syntax))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(canceller.watch)
+
+    async def read_responses() -> None:
         while True:
             msg, data = await _next_response(conn, rq.message_id, None)
             outcome.status = int(msg.status)
             if category(outcome.status) is not StatusCategory.PENDING:
                 outcome.error_comment = getattr(msg, "error_comment", None) or ""
                 outcome.offending = getattr(msg, "offending_element", None) or ()
-                break
+                return
             if data is not None:
                 try:
                     match = decode(data, ctx.transfer_syntax, eager=True)
@@ -222,7 +222,8 @@ async def find(
                     on_match(match)
             if cancel_after is not None and outcome.matches >= cancel_after:
                 await canceller.send()
-        nursery.cancel_scope.cancel()
+
+    await canceller.around(read_responses)
     outcome.cancel_sent = canceller.sent
     return outcome, matches
 
@@ -277,8 +278,8 @@ async def _retrieve(
         outcome.stored += 1
 
     await conn.send_message(ctx.id, rq, encode(identifier, ctx.transfer_syntax))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(canceller.watch)
+
+    async def read_responses() -> None:
         while True:
             msg, data = await _next_response(conn, rq.message_id, counting_store if store else None)
             outcome.update(msg)
@@ -287,8 +288,9 @@ async def _retrieve(
             if on_progress is not None:
                 on_progress(outcome)
             if category(outcome.status) is not StatusCategory.PENDING:
-                break
-        nursery.cancel_scope.cancel()
+                return
+
+    await canceller.around(read_responses)
     outcome.cancel_sent = canceller.sent
     return outcome
 
@@ -314,9 +316,24 @@ class _Canceller:
         self.conn, self.context_id, self.message_id, self.event = conn, context_id, message_id, event
         self.sent = False
 
-    async def watch(self) -> None:
+    async def around(self, read_responses: Callable[[], Awaitable[None]]) -> None:
+        """Run `read_responses` while watching the event; an error it raises comes out as itself, not
+        wrapped in an exception group by the watcher's nursery."""
         if self.event is None:
+            await read_responses()
             return
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch)
+                await read_responses()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _watch(self) -> None:
+        assert self.event is not None
         await self.event.wait()
         await self.send()
 
