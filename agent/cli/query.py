@@ -242,8 +242,18 @@ _interrupted = _Flag()
 async def _with_interrupt(op: Callable[[trio.Event], Any]) -> Any:
     """Run `op(cancel)`; the first SIGINT sets `cancel` (a C-CANCEL goes out), the second aborts."""
     cancel = trio.Event()
+    _interrupted.is_set = False
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         return await op(cancel)
+    try:
+        return await _watching_sigint(op, cancel)
+    except BaseExceptionGroup as group:  # the watcher's nursery wraps the operation's error: unwrap it
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+async def _watching_sigint(op: Callable[[trio.Event], Any], cancel: trio.Event) -> Any:
     async with trio.open_nursery() as nursery:
         async def watch() -> None:
             with trio.open_signal_receiver(signal.SIGINT) as signals:
@@ -256,8 +266,10 @@ async def _with_interrupt(op: Callable[[trio.Event], Any]) -> Any:
                         raise KeyboardInterrupt
 
         nursery.start_soon(watch)
-        result = await op(cancel)
-        nursery.cancel_scope.cancel()
+        try:
+            result = await op(cancel)
+        finally:
+            nursery.cancel_scope.cancel()
     return result
 
 

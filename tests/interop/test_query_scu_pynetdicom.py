@@ -4,7 +4,8 @@ MOVE and GET handlers over the archive of tests/interop/qr_peers.py): one server
 - find: the identifier the peer decodes is the one asked for, in ISO_IR 192 when a key is not ASCII
   (Polish and a Latin-1 name as wildcards both match); the answers' names come back intact.
 - get and move (to ourselves, through a temporary listener) fill the local store.
-- C-CANCEL: `find --cancel-after 1` and a C-GET cancelled after its first sub-operation end with the
+- C-CANCEL: `find --cancel-after 1`, a C-GET cancelled after its first sub-operation, and Ctrl-C during
+  `dicom-agent get` (exit 130) end with the
   peer's FE00 and the counts so far; the peer saw the cancel; the instance already stored stays.
 """
 
@@ -149,3 +150,38 @@ async def _get_cancelled_after_first(profile_path: str, port: int):  # type: ign
     async with associate("127.0.0.1", port, calling_ae="AGENT", called_ae="PYNQR",
                          proposals=scu.proposals("study", ["get"]), timeouts=Timeouts(dimse=30)) as conn:
         return await scu.get(conn, STUDY_ROOT.get, identifier, store=scp.handle, on_progress=progress, cancel=cancel)
+
+
+def test_ctrl_c_cancels_a_get(peer: PynetdicomQR, tmp_path: Path) -> None:
+    """Ctrl-C during `dicom-agent get`: one C-CANCEL, the peer's FE00 with the counts, exit 130; what was
+    stored before stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    profile = profile_for(peer, "ctrl-c")
+    peer.hold_after_first = True
+    peer.cancelled.clear()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "get", "pacs", "--profile", profile,
+             "-k", "StudyInstanceUID=" + "\\".join(s.study_uid for s in STUDIES)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        db = Path(profile).parent / "data" / "agent.db"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the first sub-operation is stored; the peer holds the rest
+            if db.exists() and len(stored(profile)) == 1:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        peer.hold_after_first = False
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted: C-CANCEL sent" in err
+    assert "get: 1 completed" in out and "FE00" in out and "(cancelled)" in out
+    assert peer.cancelled.is_set()
+    assert len(stored(profile)) == 1
