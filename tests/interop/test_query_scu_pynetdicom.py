@@ -5,8 +5,8 @@ MOVE and GET handlers over the archive of tests/interop/qr_peers.py): one server
   (Polish and a Latin-1 name as wildcards both match); the answers' names come back intact.
 - get and move (to ourselves, through a temporary listener) fill the local store.
 - C-CANCEL: `find --cancel-after 1`, a C-GET cancelled after its first sub-operation, and Ctrl-C during
-  `dicom-agent get` (exit 130) end with the
-  peer's FE00 and the counts so far; the peer saw the cancel; the instance already stored stays.
+  `dicom-agent get` (exit 130) end with the peer's FE00 and the counts so far; the peer saw the cancel;
+  the instance already stored stays.
 """
 
 from __future__ import annotations
