@@ -122,6 +122,7 @@ class Target:
     calling_ae: str
     profile: Profile
     tls: Any = None  # agent.net.tls.PeerTls | None
+    identity: Any = None  # agent.security.ClientIdentity | None: the peer's [peers.NAME.identity]
 
 
 class Usage(Exception):
@@ -145,7 +146,7 @@ def _target(args: argparse.Namespace) -> Target:
     if args.aec is not None or tls is not None:
         raise Usage(f"--{'aec' if args.aec is not None else 'tls'} goes with HOST PORT; a profile peer has its "
                     "own AE title and tls keys")
-    return Target(peer.host, peer.port, peer.ae_title, calling, profile, peer.tls)
+    return Target(peer.host, peer.port, peer.ae_title, calling, profile, peer.tls, peer.identity)
 
 
 def _identifier(args: argparse.Namespace, *, defaults: bool) -> Dataset:
@@ -209,6 +210,7 @@ def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
             proposals=scu.proposals(args.root, ["find"]), timeouts=_timeouts(args.timeout),
             deadline=trio.current_time() + args.timeout, tls=target.tls,
+            user_identity=target.identity,
         ) as conn:
             return await _with_interrupt(
                 lambda cancel: scu.find(conn, sop, identifier, cancel=cancel, cancel_after=args.cancel_after))
@@ -360,6 +362,7 @@ def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
             proposals=scu.proposals(args.root, ["get"], storage_classes=scu.get_storage_classes(extra)),
             timeouts=_timeouts(args.timeout), deadline=trio.current_time() + args.timeout, tls=target.tls,
+            user_identity=target.identity,
             max_pdu_receive=target.profile.agent.max_pdu_length,
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.get(
@@ -404,6 +407,7 @@ def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
             proposals=scu.proposals(args.root, ["move"]), timeouts=_timeouts(args.timeout),
             deadline=trio.current_time() + args.timeout, tls=target.tls,
+            user_identity=target.identity,
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.move(
                 conn, MODELS[args.root].move, identifier, dest, on_progress=progress, cancel=cancel))

@@ -2,7 +2,8 @@
 and `dicom-agent find|move|get` with a client profile (the CLI runs in a worker thread, so one trio run
 hosts the archive and the test drives the command as a user would).
 
-- find: both roots, wildcards and ranges, an ISO_IR 192 name both as a key and in the answers.
+- find: both roots, wildcards and ranges, an ISO_IR 192 name both as a key and in the answers; the
+  archive requires a User Identity for Q/R, which the client's profile peer sends (without it: refused).
 - get and move (to the client's temporary listener) put the archive's instances into the client's store.
 - a move to a destination the archive does not know: its A801, exit 1, nothing stored.
 - the priors of a procedure come from the archive agent by C-GET.
@@ -47,6 +48,8 @@ def stored(data_dir: Path) -> set[str]:
 
 async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
     require_tool("storescu")
+    from agent.security.identity import hash_password
+
     client_port = free_port()
     archive = write_profile(tmp_path / "archive", f"""
         [peers.client]
@@ -57,6 +60,10 @@ async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> N
         [storage]
 
         [query]
+
+        [security]
+        users = {{ reader = "{hash_password('s3cret')}" }}
+        require_identity = ["query"]
         """, ae_title="ARCHIVE")
     running = await start_agent(archive)
     files = make_archive(tmp_path / "files")
@@ -68,7 +75,16 @@ async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> N
         ae_title = "ARCHIVE"
         host = "127.0.0.1"
         port = {running.port}
+
+        [peers.archive.identity]
+        type = "username-passcode"
+        username = "reader"
+        passcode = "s3cret"
         """, ae_title="CLIENT", port=client_port).source
+
+    # Q/R needs an authenticated user here: without the profile peer's identity the query is refused.
+    code, out, err = await run_cli("find", "127.0.0.1", str(running.port), "--aec", "ARCHIVE", "--profile", client)
+    assert code == 1 and "rejected" in err.lower(), err
 
     code, out, err = await run_cli("find", "archive", "--profile", client, "--json", "-k", "PatientName=Wałęsa*")
     assert code == 0, err
@@ -108,6 +124,11 @@ async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> N
         ae_title = "ARCHIVE"
         host = "127.0.0.1"
         port = {running.port}
+
+        [peers.archive.identity]
+        type = "username-passcode"
+        username = "reader"
+        passcode = "s3cret"
 
         [device]
         driver = "sim"
