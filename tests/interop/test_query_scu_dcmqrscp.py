@@ -123,6 +123,7 @@ def test_get_and_move_into_the_local_store(archive: Archive, capsys: pytest.Capt
     rows = stored(profile)
     assert set(rows) == {f"{ROOT}.1.1.1", f"{ROOT}.1.1.2"}
     assert rows[f"{ROOT}.1.1.1"]["patient_name"] == "MÜLLER^JÜRGEN"
+    assert {r["calling_ae"] for r in rows.values()} == {"QRSCP"}  # the sender, though we called it
     sent = {p.stem: p for p in archive.files}
     for uid, row in rows.items():
         here = pydicom.dcmread(Path(profile).parent / "data" / row["path"])
