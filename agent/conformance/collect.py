@@ -125,8 +125,11 @@ def _accepted(agent: object) -> tuple[AcceptedClass, ...]:
             # (0211 for the others); on a Meta SOP class context, those of the member classes.
             members = META_MEMBERS.get(uid, (uid,))
             ops = tuple(name for kind, name in OPERATIONS if any((m, kind) in routes for m in members))
+        service = service_of(uid, ops)
+        if service == "Storage" and not ops and sup.requestor_may_be_scp:
+            service = "Query/Retrieve"  # accepted only for the C-STOREs a C-GET sends back (PS3.4 C.4.3)
         out.append(AcceptedClass(
-            uid=uid, name=uid_name(uid), service=service_of(uid, ops), operations=ops,
+            uid=uid, name=uid_name(uid), service=service, operations=ops,
             transfer_syntaxes=tuple(sup.transfer_syntaxes),
             as_proposed=tuple(sorted(sup.compressed, key=_uid_key)),
             accept_any_other=sup.accept_any_other,

@@ -141,12 +141,17 @@ def _acceptance(facts: Facts) -> list[Block]:
         )),
     ]
     rows: list[tuple[str, ...]] = []
+    from agent.services.storage_classes import is_storage_sop_class
+
     for service, classes in scp_services(facts).items():
-        if service == "Storage" and len(classes) > 12:
-            c = classes[0]
-            rows.append((f"{len(classes)} Storage SOP Classes (5.2.2)", "(all)", _ts_cell(c), _roles_cell(c),
-                         _ext_cell(c)))
-            continue
+        many = [c for c in classes if is_storage_sop_class(c.uid)]
+        groups: dict[tuple, list] = {}
+        for c in many:
+            groups.setdefault((_ts_cell(c), _roles_cell(c), _ext_cell(c)), []).append(c)
+        if len(many) > 12:  # all-storage: one row per way of accepting them; section 5.2 lists them
+            for (ts, roles, ext), group in groups.items():
+                rows.append((f"{len(group)} Storage SOP Classes ({service}, 5.2)", "(all)", ts, roles, ext))
+            classes = [c for c in classes if c not in many]
         for c in classes:
             rows.append((c.name, c.uid, _ts_cell(c), _roles_cell(c), _ext_cell(c)))
     blocks.append(Table("Accepted presentation contexts", ("Abstract Syntax", "UID",
@@ -161,6 +166,8 @@ def _ts_cell(c: object) -> str:
     text = " > ".join(names)
     if c.as_proposed:  # type: ignore[attr-defined]
         text += f"; {len(c.as_proposed)} compressed as proposed"  # type: ignore[attr-defined]
+    if c.accept_any_other:  # type: ignore[attr-defined]
+        text += "; then any other proposed"
     return text
 
 

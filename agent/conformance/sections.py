@@ -13,6 +13,7 @@ from pydicom.uid import UID_dictionary
 
 from agent.conformance.model import AcceptedClass, Block, Facts, Items, Para, Section, Table, na
 from agent.profile import Profile
+from agent.services.storage_classes import is_storage_sop_class
 
 SERVICE_ORDER = (
     "Verification", "Storage", "Storage Commitment", "Query/Retrieve", "Basic Worklist Management",
@@ -48,12 +49,16 @@ def scu_services(facts: Facts) -> dict[str, list[str]]:
 
 def roles_of(c: AcceptedClass) -> str:
     """The agent's roles a requestor may negotiate: SCP by default; SCU too when it may be SCP."""
-    return "SCP or SCU" if c.requestor_may_be_scp else "SCP"
+    if c.requestor_may_be_scp:
+        return "SCP or SCU" if c.requestor_may_be_scu else "SCU (with role selection)"
+    return "SCP"
 
 
 def serves_as_scu(c: AcceptedClass) -> bool:
-    """The agent acts as SCU on an association it accepted: it handles notifications sent to it."""
-    return c.requestor_may_be_scp and "N-EVENT-REPORT" in c.operations
+    """The agent acts as SCU on an association it accepted, when the requestor takes the SCP role: it
+    receives notifications (N-EVENT-REPORT), or it sends the C-STOREs of a C-GET (a storage class)."""
+    return c.requestor_may_be_scp and ("N-EVENT-REPORT" in c.operations or "C-STORE" in c.operations
+                                       or not c.operations)
 
 
 def overview(profile: Profile, facts: Facts) -> list[Section]:
@@ -63,13 +68,16 @@ def overview(profile: Profile, facts: Facts) -> list[Section]:
         classes = {c.uid: c for c in scp.get(service, [])}
         proposed = scu.get(service, [])
         uids = list(dict.fromkeys([*classes, *proposed]))
-        if service == "Storage" and len(uids) > 12:
-            rows.append((f"{service}: {len(uids)} Storage SOP Classes (listed in 5.2.2)",
-                         "Yes" if proposed else "No", "Yes" if classes else "No"))
-            continue
+        many = [u for u in uids if is_storage_sop_class(u)]
+        if len(many) > 12:  # all-storage: one row, the classes are listed in section 5.2
+            group = [classes[u] for u in many if u in classes]
+            rows.append((f"{service}: {len(many)} Storage SOP Classes (listed in 5.2)",
+                         "Yes" if any(u in proposed for u in many) or any(serves_as_scu(c) for c in group) else "No",
+                         "Yes" if any(c.operations for c in group) else "No"))
+            uids = [u for u in uids if u not in many]
         for uid in uids:
             c = classes.get(uid)
-            scp_role = "Yes" if c is not None else "No"
+            scp_role = "Yes" if c is not None and c.operations else "No"
             scu_role = "Yes" if uid in proposed or (c is not None and serves_as_scu(c)) else "No"
             rows.append((f"{service}: {UID_dictionary.get(uid, (uid,))[0]}", scu_role, scp_role))
     services = ", ".join(dict.fromkeys([*scp, *scu]))
@@ -259,6 +267,8 @@ def blocks_for_group(classes: Sequence[AcceptedClass]) -> list[Block]:
         Table("Transfer syntaxes accepted, in the agent's preference order", ("Transfer Syntax", "UID"),
               tuple((ts_name(ts), ts) for ts in c.transfer_syntaxes)),
     ]
+    if c.accept_any_other:
+        blocks.append(Para("Any other transfer syntax the requestor proposes is accepted too (its first one)."))
     if c.as_proposed:
         blocks.append(Para(f"Also accepted as proposed ({len(c.as_proposed)} transfer syntaxes, the instance is "
                            "stored unchanged): " + ", ".join(f"{ts_name(t)} ({t})" for t in c.as_proposed) + "."))

@@ -48,7 +48,8 @@ def dump_toml(data: Mapping[str, object], prefix: str = "") -> str:
             tables.append((key, value))
         else:
             lines.append(f"{key} = {_toml_value(value)}")
-    text = (f"[{prefix}]\n" if prefix and lines else "") + "\n".join(lines) + ("\n" if lines else "")
+    # A table's header is written even when it is empty: `[query]` alone turns a service on.
+    text = (f"[{prefix}]\n" if prefix else "") + "\n".join(lines) + ("\n" if lines else "")
     for key, value in tables:
         text += "\n" + dump_toml(value, f"{prefix}.{key}" if prefix else key)
     return text
@@ -75,6 +76,7 @@ class Proposal:
     abstract_syntax: str
     transfer_syntaxes: Sequence[str]
     roles: tuple[bool, bool] | None = None  # (scu, scp) in a role selection item; None: no item
+    extended: bytes | None = None  # a SOP Class Extended Negotiation item's information; None: no item
 
 
 @dataclass
@@ -84,12 +86,14 @@ class Outcome:
     transfer_syntax: str | None = None
     as_scu: bool | None = None  # the requestor's (our) roles as agreed
     as_scp: bool | None = None
+    extended_reply: bytes | None = None  # the acceptor's SOP Class Extended Negotiation reply, if any
 
 
 def propose(port: int, called_ae: str, proposals: Sequence[Proposal]) -> Iterator[Outcome]:
     """Propose everything, 128 contexts per association (one abstract syntax appears once per
     association, since a role selection item is per SOP class); yield what the agent decided."""
     from pynetdicom import AE, build_context, build_role
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     batches: list[list[Proposal]] = []
@@ -104,9 +108,14 @@ def propose(port: int, called_ae: str, proposals: Sequence[Proposal]) -> Iterato
         ae = AE(ae_title="CONFTEST")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         contexts = [build_context(p.abstract_syntax, list(p.transfer_syntaxes)) for p in batch]
-        roles = [build_role(p.abstract_syntax, scu_role=p.roles[0], scp_role=p.roles[1])
-                 for p in batch if p.roles is not None]
-        assoc = ae.associate("127.0.0.1", port, contexts=contexts, ae_title=called_ae, ext_neg=roles or None)
+        items: list[object] = [build_role(p.abstract_syntax, scu_role=p.roles[0], scp_role=p.roles[1])
+                               for p in batch if p.roles is not None]
+        for p in batch:
+            if p.extended is not None:
+                item = SOPClassExtendedNegotiation()
+                item.sop_class_uid, item.service_class_application_information = p.abstract_syntax, p.extended
+                items.append(item)
+        assoc = ae.associate("127.0.0.1", port, contexts=contexts, ae_title=called_ae, ext_neg=items or None)
         if not assoc.is_established:
             # pynetdicom aborts an association on which the acceptor accepted nothing; that is an answer
             # (every context refused), as long as the acceptor did accept the association itself.
@@ -116,12 +125,14 @@ def propose(port: int, called_ae: str, proposals: Sequence[Proposal]) -> Iterato
             continue
         try:
             by_syntax = {str(cx.abstract_syntax): cx for cx in assoc.accepted_contexts}
+            replies = {str(uid): info for uid, info in assoc.acceptor.sop_class_extended.items()}
             for p in batch:
                 cx = by_syntax.get(p.abstract_syntax)
                 if cx is None:
                     yield Outcome(p, False)
                 else:
-                    yield Outcome(p, True, str(cx.transfer_syntax[0]), cx.as_scu, cx.as_scp)
+                    yield Outcome(p, True, str(cx.transfer_syntax[0]), cx.as_scu, cx.as_scp,
+                                  replies.get(p.abstract_syntax))
         finally:
             assoc.release()
 

@@ -47,6 +47,10 @@ for _name, _text in shipped_profiles():
     if _text not in _UNIQUE.values():
         _UNIQUE[_name] = _text
 EXHAUSTIVE = "embedded-default"
+# Query/Retrieve is off in every shipped profile (commented out in the default one): the archive with
+# `[query]` on covers its SOP classes, the storage classes C-GET uses and its extended negotiation.
+if not any("\n[query]" in text for text in _UNIQUE.values()):
+    _UNIQUE["archive-with-query"] = dict(shipped_profiles())["archive"] + "\n[query]\n"
 
 
 @dataclass
@@ -146,7 +150,7 @@ def _sample(running: Running) -> list[AcceptedClass]:
     groups: dict[tuple, AcceptedClass] = {}
     for c in classes:
         groups.setdefault((c.transfer_syntaxes, c.as_proposed, c.accept_any_other, c.requestor_may_be_scu,
-                           c.requestor_may_be_scp), c)
+                           c.requestor_may_be_scp, c.extended_negotiation), c)
     return list(groups.values())
 
 
@@ -188,6 +192,20 @@ def test_roles_with_role_selection(running: Running, roles: tuple[bool, bool]) -
         assert o.accepted == (scu or scp), f"{c.name} roles {roles}: accepted={o.accepted}"
         if o.accepted:
             assert (o.as_scu, o.as_scp) == (scu, scp), f"{c.name} roles {roles}: got {(o.as_scu, o.as_scp)}"
+
+
+def test_extended_negotiation_answered_where_listed(running: Running) -> None:
+    """Every accepted class is proposed with a SOP Class Extended Negotiation item asking for all (byte
+    value 1): the agent replies for exactly the classes the statement says it answers."""
+    proposals = [Proposal(c.uid, UNCOMPRESSED, extended=b"\x01\x01\x01\x01") for c in _sample(running)]
+    query = getattr(running.profile, "query", None)
+    for o in propose(running.port, running.doc.facts.ae_title, proposals):
+        c = running.accepted[o.proposal.abstract_syntax]
+        assert o.accepted and (o.extended_reply is not None) == c.extended_negotiation, c.name
+        if o.extended_reply is not None and c.service == "Query/Retrieve" and query is not None:
+            # relational queries as the profile says; the other options declined (statement 5.2.4.2)
+            assert o.extended_reply[:1] == (b"\x01" if query.relational else b"\x00"), o.extended_reply
+            assert set(o.extended_reply[1:]) <= {0}
 
 
 def _answered(doc: Statement, code: int) -> bool:
