@@ -783,6 +783,8 @@ def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
     raise PDUDecodeError(f"unrecognized PDU type {pdu_type:02X}H", ABORT_UNRECOGNIZED_PDU)
 
 
+#: `PDUReader.wanted()` when any amount may be read.
+WANT_ANY = 1 << 30
 #: A PDU at least this long whose header is in is received straight into its own buffer
 #: (`PDUReader.receive_buffer`): one copy from the kernel, none afterwards.
 DIRECT_RECEIVE_MIN = 32 * 1024
@@ -806,6 +808,7 @@ class PDUReader:
     _buffer: bytearray = field(default_factory=bytearray)
     _pdu: bytearray | None = None  # a large PDU being received into its own buffer
     _filled: int = 0  # bytes of `_pdu` received so far
+    _after_pdata: bool = False  # the last PDU completed was a P-DATA-TF (see `wanted`)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         pdu = self._pdu
@@ -847,15 +850,17 @@ class PDUReader:
         return memoryview(pdu)[self._filled :]
 
     def wanted(self) -> int:
-        """How many bytes complete the buffered PDU and the header of the next one (at least 1).
-
-        A transport that reads no more than this never reads past the next PDU's header, so a large
-        PDU's body can always go to `receive_buffer()` instead of through a copy."""
+        """How many bytes a transport should read next so that the body of a large P-DATA-TF never
+        goes through `feed` (a copy): the rest of a P-DATA-TF and the next PDU's header; after a
+        P-DATA-TF, the next header alone. Anywhere else (the association's control PDUs, whose
+        neighbours are read together as they arrived) no limit: WANT_ANY."""
         if self._pdu is not None:
             return len(self._pdu) - self._filled + 6
         buf = self._buffer
         if len(buf) < 6:
-            return 6 - len(buf)
+            return 6 - len(buf) if self._after_pdata else WANT_ANY
+        if buf[0] != P_DATA_TF:
+            return WANT_ANY
         (length,) = _LENGTH.unpack_from(buf, 2)
         return max(1, length + 12 - len(buf))
 
@@ -886,6 +891,7 @@ class PDUReader:
             if self._filled < len(pdu):
                 return None
             self._pdu, self._filled = None, 0
+            self._after_pdata = pdu[0] == P_DATA_TF
             return decode_pdu(pdu)
         buf = self._buffer
         if len(buf) < 6:
@@ -893,6 +899,7 @@ class PDUReader:
         total = self._check_header(buf) + 6
         if len(buf) < total:
             return None
+        self._after_pdata = buf[0] == P_DATA_TF
         if len(buf) == total:
             # The buffer becomes the PDU's (no copy); a fresh one takes the next bytes.
             self._buffer = bytearray()

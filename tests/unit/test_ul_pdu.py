@@ -581,26 +581,40 @@ def test_pdv_values_stay_valid_after_more_input() -> None:
     assert first.pdvs[0].data.readonly  # a view, and not one a consumer could write through
 
 
-def test_reads_sized_by_wanted_never_pass_the_next_header() -> None:
-    """A transport reading `wanted()` bytes at a time ends each read at most at the next PDU's header,
-    so every large PDU's body goes into its own buffer, none through a copy."""
+def test_reads_sized_by_wanted_keep_large_bodies_out_of_feed() -> None:
+    """A transport reading at most `wanted()` bytes (and at most CAP at a time) ends each read after a
+    P-DATA-TF at the next header, so a large PDU's body goes into its own buffer: only what the read
+    that found its header brought along is copied."""
+    cap = 1000
     reader = P.PDUReader()
     pos = copied = 0
     got: list[P.PDU] = []
     while pos < len(BIG_STREAM):
         target = reader.receive_buffer()
         if target is not None:
-            n = len(target)
+            n = min(len(target), cap)
             target[:n] = BIG_STREAM[pos : pos + n]
             reader.received_into(n)
         else:
-            n = min(reader.wanted(), len(BIG_STREAM) - pos)
+            n = min(reader.wanted(), cap, len(BIG_STREAM) - pos)
             reader.feed(BIG_STREAM[pos : pos + n])
             copied += n
         pos += n
         got += _drain(reader)
     assert got == BIG_PDUS
-    assert copied < len(BIG_STREAM) - 2 * len(BIG)  # the two large bodies were never fed
+    assert copied <= 2 * cap + len(P_DATA_TF) + 12  # not 2 x 76,800
+
+
+def test_control_pdus_read_together_as_they_arrived() -> None:
+    """Outside P-DATA no limit: PDUs a peer sent together (say two A-RELEASE-RQ) are read together,
+    so the association sees them in one go as before."""
+    reader = P.PDUReader()
+    assert reader.wanted() == P.WANT_ANY
+    reader.feed(RELEASE_RQ[:6])
+    assert reader.wanted() == P.WANT_ANY
+    reader.feed(RELEASE_RQ[6:] + P_DATA_TF)
+    assert _drain(reader) == [P.AReleaseRQ(), P_DATA_TF_PDU]
+    assert reader.wanted() == 6  # after a P-DATA-TF: the next header alone
 
 
 def test_reader_bad_header_is_reported_by_next_pdu_not_receive_buffer() -> None:
