@@ -22,6 +22,11 @@ SERVICE_ORDER = (
 
 
 def ts_name(uid: str) -> str:
+    from agent.services.storage import NEWER_TRANSFER_SYNTAXES
+
+    # The agent's own names first: pydicom's registry lacks the newest ones unless pynetdicom added them.
+    if uid in NEWER_TRANSFER_SYNTAXES:
+        return NEWER_TRANSFER_SYNTAXES[uid]
     entry = UID_dictionary.get(uid)
     return entry[0] if entry else uid
 

@@ -50,10 +50,19 @@ from agent.ul.negotiation import UNCOMPRESSED, PresentationContext, SyntaxSuppor
 
 log = logging.getLogger("agent.storage")
 
+#: Standard transfer syntaxes newer than pydicom's registry (PS3.6 Table A-1), by UID and name. Listed
+#: here because importing pynetdicom adds them to that registry: without this list the accepted set (and
+#: the conformance statement) would depend on what the process imported before this module.
+NEWER_TRANSFER_SYNTAXES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
+}
 #: Every standard transfer syntax other than the three uncompressed ones.
 COMPRESSED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
     uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax" and uid not in UNCOMPRESSED
-)
+) | frozenset(NEWER_TRANSFER_SYNTAXES)
 
 OnCommit = Callable[[sqlite3.Connection, StoredInstance], None]
 

@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ALL_SOP_CLASSES: tuple[str, ...] = tuple(
     uid for uid, entry in UID_dictionary.items() if "SOP Class" in entry[1] and "Instance" not in entry[1]
 )
-ALL_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax")
+ALL_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(dict.fromkeys(
+    [uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax"]
+    # the newest ones, whether or not pynetdicom has added them to pydicom's registry yet
+    + ["1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112", "1.2.840.10008.1.2.8.1"]))
 
 
 def shipped_profiles() -> list[tuple[str, str]]:

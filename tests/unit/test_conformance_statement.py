@@ -138,3 +138,19 @@ def test_security_sections_follow_tls_and_security(tmp_path: Path, tls_pki) -> N
     assert "| pacs | username-passcode | requested |" in md
     assert "| Services that need an authenticated user | store |" in md
     assert "secret-passcode" not in md and "aGFzaA" not in md  # no secret reaches the statement
+
+
+def test_statement_does_not_depend_on_what_else_was_imported() -> None:
+    """pynetdicom adds the newest transfer syntaxes to pydicom's registry when imported; the agent's
+    accepted set, and so its statement, must be the same in a process that never imports it."""
+    import subprocess
+    import sys
+
+    code = ("{pre}from agent.services.storage import COMPRESSED_TRANSFER_SYNTAXES as C; "
+            "from agent.conformance.sections import ts_name; "
+            "print('\\n'.join(f'{{ts_name(u)}} ({{u}})' for u in sorted(C)))")
+    plain = subprocess.run([sys.executable, "-c", code.format(pre="")], capture_output=True, text=True, check=True)
+    after = subprocess.run([sys.executable, "-c", code.format(pre="import pynetdicom; ")], capture_output=True,
+                           text=True, check=True)
+    assert plain.stdout == after.stdout
+    assert "JPEG XL Lossless (1.2.840.10008.1.2.4.110)" in plain.stdout
