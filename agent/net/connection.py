@@ -255,7 +255,7 @@ class DicomConnection:
             await self._close_transport()
 
     async def _send_parts(self, parts: list[bytes | memoryview]) -> int:
-        """Write `parts` in order as one write: one sendmsg (gather, no join) on a TCP socket, else
+        """Write `parts` in order as one write: one writev (gather, no join) on a TCP socket, else
         one send_all of their concatenation. Returns the number of bytes written."""
         if self._sock is None:
             data = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -263,14 +263,21 @@ class DicomConnection:
             return len(data)
         views = [memoryview(p).cast("B") for p in parts if len(p)]
         total = sum(len(v) for v in views)
-        while views:
-            n = await self._sock.sendmsg(views[:IOV_MAX])
+        first = 0
+        while first < len(views):
+            try:
+                # Non-blocking (trio keeps the socket so); the loop is only entered when it is full.
+                n = os.writev(self._fd, views[first : first + IOV_MAX])
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._sock)
+                continue
             # Drop what the kernel took; a partial write leaves the rest of one view.
-            while n and views:
-                if n >= len(views[0]):
-                    n -= len(views.pop(0))
+            while n:
+                if n >= len(views[first]):
+                    n -= len(views[first])
+                    first += 1
                 else:
-                    views[0] = views[0][n:]
+                    views[first] = views[first][n:]
                     n = 0
         return total
 
