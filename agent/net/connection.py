@@ -3,8 +3,14 @@
 Invariants:
 - Pull model: the connection reads from the socket only inside `next_event()`; there is no background
   task per association, so a handler that does not ask for data applies TCP backpressure to the peer.
-- Every PDU the association produces is flushed with one `send_all` per DIMSE message or per
+- Every PDU the association produces is flushed with one write per DIMSE message or per
   256 KiB of data (never a small write after a large one: TCP_NODELAY is set and writes are batched).
+- Bytes off and onto a plain TCP socket (a trio.SocketStream) take no detour through Python
+  objects: a non-blocking `readv` straight into the rest of a large PDU's own buffer (whose data set
+  fragments are then handed on as views, never copied) or into one reused buffer for the small PDUs,
+  and a gathered `writev` of the PDU headers and the data set's buffers. Reads and writes that find
+  the socket ready use no trio machinery; only waiting does (with its deadline). Any other stream
+  (TLS, memory streams) goes through `receive_some` / `send_all`, with the same PDUs and events.
 - Every wait has a deadline: ARTIM while the state machine runs it, `idle_timeout` otherwise.
   A deadline that passes aborts the association (or, for ARTIM, closes the transport, PS3.8 AA-2).
   ARTIM is one deadline per start of the timer (PS3.8 AE-5 starts it at the transport connection,
