@@ -271,6 +271,8 @@ class DicomConnection:
         total = sum(len(v) for v in views)
         first = 0
         while first < len(views):
+            if self._closed:  # closed by another task meanwhile: its descriptor may be reused already
+                raise trio.ClosedResourceError("the association's transport was closed")
             try:
                 # Non-blocking (trio keeps the socket so); the loop is only entered when it is full.
                 n = os.writev(self._fd, views[first : first + IOV_MAX])
