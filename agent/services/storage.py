@@ -5,10 +5,11 @@ Invariants:
   copied) are gathered up to `FLUSH_SIZE` and then appended to the store's file with one writev; an
   object smaller than that is written with its commit.
 - Nothing that can block for milliseconds runs on the event loop. File creation, writes, the data set
-  check and the file's flush run in `io_limiter` threads (several associations flush side by side);
-  only the rename and the index commit go through `Blocking.run` (the one thread allowed on the SQLite
-  connection). A commit that waits for the database's write lock (a CLI command holding it) therefore
-  stalls only the associations that are committing; the others keep receiving and flushing.
+  check and the file's flush run in `io_limiter` threads (several associations flush side by side),
+  and the same thread then renames and commits the index row holding the database's lock
+  (`Blocking.call`): one thread hop per instance. A commit that waits for the database's write lock (a
+  CLI command holding it) therefore stalls only the associations that are committing; the others keep
+  receiving and flushing.
 - C-STORE-RSP Success (or a warning) is sent only after the data is flushed and the index row (which
   names the flushed file) committed, see agent/store/instances.py; forwarding jobs are queued in that
   same transaction.
@@ -191,11 +192,12 @@ class StorageSCP:
                 return failure
             rest, pending = pending, []
             try:
-                # Check and flush beside other associations' flushes (no database: the io threads);
-                # then the rename and index commit on the database's one thread.
-                incoming = await trio.to_thread.run_sync(_prepare, incoming, begin, rest,
-                                                         limiter=self.io_limiter)
-                result = await self.blocking.run(_install, incoming, self.on_commit)
+                # One thread hop: write, check and flush beside other associations' flushes, then
+                # rename and commit the index row holding the database's lock (Blocking.call).
+                result = await trio.to_thread.run_sync(
+                    _finish, incoming, begin, rest, self.blocking, self.on_commit, limiter=self.io_limiter
+                )
+                incoming = None
                 committed = True
             except OutOfResources as exc:
                 log.error("%s: C-STORE %s refused: %s", conn.remote, uid, exc)
@@ -238,18 +240,15 @@ def _append(incoming: Incoming | None, begin: Callable[[], Incoming],
     return incoming
 
 
-def _prepare(incoming: Incoming | None, begin: Callable[[], Incoming],
-             rest: list[memoryview | bytes]) -> Incoming:
-    """Worker thread (no database): write what is left, check the data set and flush the file."""
+def _finish(incoming: Incoming | None, begin: Callable[[], Incoming], rest: list[memoryview | bytes],
+            blocking: Blocking, on_commit: OnCommit | None) -> CommitResult:
+    """Worker thread: write what is left, check the data set and flush the file (no database, so
+    beside other associations), then rename and commit the index row (the acknowledgement) with the
+    database to itself. On any failure nothing of the instance is left."""
     incoming = _append(incoming, begin, rest)
-    incoming.prepare()
-    return incoming
-
-
-def _install(incoming: Incoming, on_commit: OnCommit | None) -> CommitResult:
-    """The database's thread: rename into place and commit the index row (the acknowledgement)."""
     try:
-        return incoming.install(on_commit=on_commit)
+        incoming.prepare()
+        return blocking.call(lambda: incoming.install(on_commit=on_commit))
     finally:
         incoming.abort()  # idempotent; after an install it does nothing
 

@@ -447,6 +447,7 @@ class InstanceStore:
             _ensure_dir(own)
             if own.stat().st_mode & 0o027:  # made by an earlier version under a loose umask
                 os.chmod(own, DIR_MODE)
+        self._make_buckets()
         with self._lock, transaction(conn):
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -503,6 +504,20 @@ class InstanceStore:
             if not self._slots:
                 self._slots = self._make_slots(SLOT_BATCH)
             return self._slots.pop()
+
+    def _make_buckets(self) -> None:
+        """Make every `objects/<2 hex>` folder once, with one flush of objects/ for all of them, so
+        no received instance pays a directory flush for a new bucket."""
+        made = False
+        for i in range(256):
+            try:
+                os.mkdir(self._objects / f"{i:02x}", DIR_MODE)
+            except FileExistsError:
+                continue
+            os.chmod(self._objects / f"{i:02x}", DIR_MODE)
+            made = True
+        if made:
+            _fsync_dir(self._objects)
 
     def _make_slots(self, count: int) -> list[Path]:
         made: list[Path] = []
