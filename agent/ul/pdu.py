@@ -783,6 +783,10 @@ def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
     raise PDUDecodeError(f"unrecognized PDU type {pdu_type:02X}H", ABORT_UNRECOGNIZED_PDU)
 
 
+#: ... and at most this long: the buffer is allocated from the length in the header before the bytes
+#: arrive, so a peer announcing a huge PDU (possible when we advertise no maximum, PS3.8 D.1) must not
+#: make us allocate it up front; such a PDU is buffered as its bytes come, through `feed`.
+DIRECT_RECEIVE_MAX = 8 * 1024 * 1024
 #: `PDUReader.wanted()` when any amount may be read.
 WANT_ANY = 1 << 30
 #: A PDU at least this long whose header is in is received straight into its own buffer
@@ -828,7 +832,7 @@ class PDUReader:
     def receive_buffer(self) -> memoryview | None:
         """Writable memory for the rest of the large PDU being received, or None.
 
-        None unless a PDU of at least DIRECT_RECEIVE_MIN bytes has its header (and nothing after it
+        None unless a PDU of DIRECT_RECEIVE_MIN to DIRECT_RECEIVE_MAX bytes has its header (and nothing after it
         is buffered): then the bytes already buffered move into a buffer of the PDU's exact size and
         the free part of it is returned. Checks on the header are those of `next_pdu`.
         """
@@ -841,8 +845,8 @@ class PDUReader:
                 total = self._check_header(buf) + 6
             except PDUDecodeError:
                 return None  # `next_pdu` raises it where the association expects it
-            if total < DIRECT_RECEIVE_MIN or len(buf) >= total:
-                return None
+            if not DIRECT_RECEIVE_MIN <= total <= DIRECT_RECEIVE_MAX or len(buf) >= total:
+                return None  # small, already whole, or (no limit negotiated) larger than we pre-allocate
             pdu = self._pdu = bytearray(total)
             pdu[: len(buf)] = buf
             self._filled = len(buf)

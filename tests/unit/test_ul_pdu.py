@@ -617,6 +617,15 @@ def test_control_pdus_read_together_as_they_arrived() -> None:
     assert reader.wanted() == 6  # after a P-DATA-TF: the next header alone
 
 
+def test_a_huge_announced_pdu_is_not_allocated_up_front() -> None:
+    """With no maximum negotiated a peer may announce a 4 GB PDU in six bytes: the reader must not
+    allocate it before the bytes come (they go through feed, buffered as they arrive)."""
+    reader = P.PDUReader(max_pdata_length=0)
+    reader.feed(bytes([P.P_DATA_TF, 0]) + (0xFFFF_FFF0).to_bytes(4, "big"))
+    assert reader.receive_buffer() is None
+    assert reader.buffered == 6
+
+
 def test_reader_bad_header_is_reported_by_next_pdu_not_receive_buffer() -> None:
     reader = P.PDUReader(max_pdata_length=1000)
     reader.feed(BIG_STREAM[:6])
