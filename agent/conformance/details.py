@@ -91,6 +91,7 @@ def network(profile: Profile, facts: Facts) -> list[Section]:
             )),
         )),
         Section("7.3.2", "DIMSE Statuses Answered", tuple(_statuses(facts))),
+        Section("7.3.3", "DIMSE Statuses Received", tuple(_received())),
     ]
 
 
@@ -178,6 +179,33 @@ def _ext_cell(c: object) -> str:
 def _roles_cell(c: object) -> str:
     may = [r for r, on in (("SCU", c.requestor_may_be_scu), ("SCP", c.requestor_may_be_scp)) if on]  # type: ignore[attr-defined]
     return f"{' or '.join(may)} / {roles_of(c)}"  # type: ignore[arg-type]
+
+
+def _received() -> list[Block]:
+    """How a queued operation (C-STORE, N-ACTION, N-CREATE/N-SET, print) takes each failure status: the
+    queue's own verdict (agent.services.outbound.check_status), asked code by code."""
+    from agent.dimse.status import Status, StatusCategory, category, describe
+    from agent.services.outbound import JobFailed, check_status
+
+    dead: list[str] = []
+    retried: list[str] = []
+    for status in sorted(set(Status), key=int):
+        if category(int(status)) is not StatusCategory.FAILURE:
+            continue
+        try:
+            check_status(int(status), "")
+        except JobFailed as exc:
+            (dead if exc.permanent else retried).append(f"{int(status):04X} ({_meaning(describe(int(status)))})")
+    return [
+        Para("A queued operation (forwarded C-STORE, Storage Commitment N-ACTION, MPPS N-CREATE and N-SET, "
+             "print) is done on Success or a Warning. A failure status is either retried with backoff or "
+             "sends the job to the dead list (`dicom-agent queue`), as follows; any other failure status is "
+             "retried, except Cxxx and A9xx (dead). A retried MPPS N-CREATE answered 0111 counts as done; the "
+             "Print SCU first repeats a request without an optional attribute the printer refused (0105, 0106, "
+             "0116)."),
+        Table("Failure statuses received", ("Outcome", "Statuses"),
+              (("dead list (permanent)", ", ".join(dead)), ("retried", ", ".join(retried)))),
+    ]
 
 
 def _statuses(facts: Facts) -> list[Block]:
