@@ -78,3 +78,21 @@ def test_choose_priors_newest_first_without_the_current_study() -> None:
     odd = study("1.5", "20200101")  # a peer's malformed IS value, as it arrives undecoded
     odd[0x00201208] = RawDataElement(BaseTag(0x00201208), "IS", 4, b"many", 0, False, True)
     assert choose_priors([odd], current="", limit=1) == [("1.5", None)]
+
+
+def test_get_proposals_name_only_storage_classes_with_the_scp_role() -> None:
+    """C-GET proposes each default storage class (none lost to a misspelt keyword) twice, with this side
+    as SCP (PS3.4 C.4.3.1), and refuses more than 128 contexts with a clear message."""
+    from agent.services.query import scu
+    from agent.services.query.models import STUDY_ROOT
+    from agent.services.storage_classes import STORAGE_KEYWORDS, is_storage_sop_class
+
+    assert all(k in STORAGE_KEYWORDS for k in scu.GET_STORAGE_KEYWORDS)
+    contexts = scu.proposals("study", ["find", "get"])
+    assert [c.abstract_syntax for c in contexts[:2]] == [STUDY_ROOT.find, STUDY_ROOT.get]
+    storage = contexts[2:]
+    assert len(storage) == 2 * len(scu.GET_STORAGE_KEYWORDS) and len(contexts) <= 128
+    assert all(is_storage_sop_class(c.abstract_syntax) and c.scp_role is True and c.scu_role is False for c in storage)
+    too_many = [uid for uid in STORAGE_KEYWORDS.values()][:80]
+    with pytest.raises(ValueError, match="at most 63 storage classes"):
+        scu.proposals("study", ["find", "get"], storage_classes=too_many)
