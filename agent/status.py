@@ -114,7 +114,8 @@ def live_status(agent: Agent, started_at: float) -> dict[str, Any]:
     now = time.time()
     return {
         "agent": {
-            "ae_title": p.agent.ae_title, "version": __version__, "pid": os.getpid(), "profile": str(p.source),
+            "ae_title": p.agent.ae_title, "version": __version__, "pid": os.getpid(),
+            "profile": os.path.abspath(p.source),
             "ports": sorted(set(agent.bound_ports)), "started_at": started_at, "uptime": now - started_at,
         },
         "associations": associations,

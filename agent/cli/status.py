@@ -128,7 +128,7 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return table(headers, rows)
 
 
-def _transfer(t: dict[str, Any] | None, started: float, now: float) -> str:
+def _transfer(t: dict[str, Any] | None) -> str:
     if t is None:
         return "-"
     of = f" of {_size(t['total'])}" if t.get("total") else ""
@@ -151,8 +151,8 @@ def render(doc: dict[str, Any], note: str = "") -> str:
             out.append(_table(
                 ["DIR", "PEER", "AGE", "IN", "OUT", "RECEIVING", "SENDING", "SERVICES"],
                 [[x["direction"], _peer(x), _age(now - x["started_at"]), _size(x["bytes_received"]),
-                  _size(x["bytes_sent"]), _transfer(x["receiving"], x["started_at"], now),
-                  _transfer(x["sending"], x["started_at"], now), ", ".join(x["services"])[:60]] for x in assocs]))
+                  _size(x["bytes_sent"]), _transfer(x["receiving"]), _transfer(x["sending"]),
+                  ", ".join(x["services"])[:60]] for x in assocs]))
         else:
             out.append("no association open")
     c = doc["counters"]
