@@ -44,7 +44,9 @@ def _audit(profile: Profile) -> Section:
 
 
 def _secs(value: float) -> str:
-    return f"{value:g} s"
+    from agent.conformance.settings import duration
+
+    return duration(value)
 
 
 def network(profile: Profile, facts: Facts) -> list[Section]:

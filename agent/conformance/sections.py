@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pydicom.uid import UID_dictionary
 
 from agent.conformance.model import AcceptedClass, Block, Facts, Items, Para, Section, Table, na
+from agent.conformance.settings import duration
 from agent.profile import Profile
 from agent.services.storage_classes import is_storage_sop_class
 
@@ -172,7 +173,7 @@ def implementation_model(profile: Profile, facts: Facts) -> list[Section]:
     if p.commitment is not None:
         activities.append("A peer asks for Storage Commitment: the agent reports what it holds.")
     if p.worklist is not None and p.worklist.source:
-        activities.append(f"The worklist is fetched from {p.worklist.source} every {p.worklist.refresh:g} s "
+        activities.append(f"The worklist is fetched from {p.worklist.source} every {duration(p.worklist.refresh)} "
                           "and cached.")
     if p.worklist is not None and p.worklist.serve:
         activities.append("A console queries the worklist: the cached and local items are matched.")

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 
 from agent.conformance.model import AcceptedClass, Block, Facts, Para, ProposedClass, Section, Table, na
 from agent.conformance.sections import accepted_table, blocks_for_group, scp_services, ts_name
+from agent.conformance.settings import duration
 from agent.profile import Profile
 
 
@@ -81,12 +82,22 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
          [Para("Every C-ECHO is answered with Success.")])
     storage_scp = []
     if p.storage is not None:
+        duplicate = ("replaces the stored copy" if p.storage.duplicate == "replace"
+                     else "is answered Success and dropped: the first copy is kept")
+        retention = ""
+        commit_with = p.storage.commit_with or (p.device.commit_with if p.device else None)
+        if p.storage.retention is not None and commit_with:
+            retention = (f" An instance is deleted {duration(p.storage.retention)} after {commit_with} committed it "
+                         "(Storage Commitment), never before; without that commitment it is kept.")
         storage_scp.append(Para(
             "Each instance is written to a temporary file as it arrives, then fsynced, renamed and indexed; "
-            "the C-STORE response is sent only once the instance would survive a power cut. Instances are "
-            f"stored exactly as received (no coercion). An instance received again: `{p.storage.duplicate}`. "
-            f"Below {p.storage.free_space_floor} bytes of free space new instances are refused (A700)."
-            + (f" Every instance is queued for forwarding to {', '.join(p.storage.forward_to)}." if p.storage.forward_to else "")))
+            "the C-STORE response is sent only once the instance would survive a power cut. Level 2 (Full) "
+            "storage (PS3.4 B.4.1): instances are stored exactly as received, every attribute kept, private "
+            "ones and digital signatures included (signatures are not checked). An instance received again "
+            f"(same SOP Instance UID) {duplicate}. Below {p.storage.free_space_floor} bytes of free space new "
+            "instances are refused (A700)."
+            + (f" Every instance is queued for forwarding to {', '.join(p.storage.forward_to)}." if p.storage.forward_to else "")
+            + retention))
     pair("5.2.2", "Storage",
          [Para("Instances are sent from the local store through the durable queue, each in its own transfer "
                "syntax when the peer accepted it, otherwise transcoded between the uncompressed transfer "
@@ -106,7 +117,7 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
             "holds and sends the N-EVENT-REPORT "
             + ("on the same association, or on a new one if the requester has left"
                if p.commitment.report_on == "same-association" else "on a new association")
-            + f", after {p.commitment.report_delay:g} s. A new association proposes Storage Commitment with "
+            + f", after {duration(p.commitment.report_delay)}. A new association proposes Storage Commitment with "
             "the agent as SCP (role selection, table below)."))
     pair("5.2.3", "Storage Commitment", commit_scu, commit_scp)
     pair("5.2.4", "Query/Retrieve",
@@ -120,9 +131,9 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
          _query_scp(p, scp.get("Query/Retrieve", [])))
     mwl_scu: list[Block] = []
     if p.worklist is not None and p.worklist.source:
-        mwl_scu += [Para(f"One C-FIND to {p.worklist.source} every {p.worklist.refresh:g} s; a successful "
+        mwl_scu += [Para(f"One C-FIND to {p.worklist.source} every {duration(p.worklist.refresh)}; a successful "
                          "answer replaces the cache in one transaction, a failure keeps the old set (reported "
-                         f"stale after {p.worklist.stale_after:g} s)."),
+                         f"stale after {duration(p.worklist.stale_after)})."),
                     _query_keys(facts.extras.get("mwl_query"), p)]
     mwl_scp: list[Block] = []
     if p.worklist is not None and p.worklist.serve:
@@ -147,7 +158,7 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
 
         coerced = ("patient attributes (" + ", ".join(PATIENT_KEYWORDS) + ") are coerced from the worklist item "
                    "the N-CREATE names" if p.mpps.coerce_from_worklist else "nothing is coerced")
-        mpps_scp.append(Para(f"Instances are kept for {p.mpps.instance_lifetime:g} s; {coerced}"
+        mpps_scp.append(Para(f"Instances are kept for {duration(p.mpps.instance_lifetime)}; {coerced}"
                              + (f"; each is forwarded to {', '.join(p.mpps.forward_to)}." if p.mpps.forward_to else ".")))
     pair("5.2.6", "Modality Performed Procedure Step", mpps_scu, mpps_scp)
     print_scp: list[Block] = []

@@ -44,6 +44,14 @@ def default_comments() -> dict[tuple[str, str], str]:
     return out
 
 
+def duration(seconds: float) -> str:
+    """Seconds as the profile would write them: "90 d", "10 min", "30 s", "0.5 s"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def show(value: object) -> str:
     """A profile value as the statement prints it; secrets (passcodes, password hashes) never appear."""
     if value is None:
@@ -55,7 +63,7 @@ def show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:g} s"
+        return duration(value)
     if isinstance(value, (tuple, list)):
         return ", ".join(show(v) for v in value) if value else "(none)"
     if isinstance(value, Mapping):
@@ -133,4 +141,4 @@ def _optional_sections(profile: Profile) -> list[str]:
             if f.name not in known and dataclasses.is_dataclass(getattr(profile, f.name, None))]
 
 
-__all__ = ["configuration", "default_comments", "show"]
+__all__ = ["configuration", "default_comments", "duration", "show"]

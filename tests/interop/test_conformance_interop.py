@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 
 from agent.conformance import statement
 from agent.conformance.model import AcceptedClass, Statement
+from agent.conformance.settings import duration
 from agent.profile import Profile, load_profile
 from tests.conftest import free_port, require_pynetdicom
 from tests.interop.conformance_peer import (
@@ -221,7 +222,8 @@ def test_association_parameters_and_statuses_match(running: Running) -> None:
     text = "\n".join(" | ".join(row) for s in running.doc.sections for b in s.blocks for row in getattr(b, "rows", ()))
     for label, value in (("ARTIM timeout", a.artim_timeout), ("DIMSE response timeout", a.dimse_timeout),
                          ("Network idle timeout", a.idle_timeout), ("TCP connect timeout", a.connect_timeout)):
-        assert f"{label} (association request and release) | {value:g} s" in text or f"{label} | {value:g} s" in text
+        shown = duration(value)  # "300 s" reads "5 min"
+        assert f"{label} (association request and release) | {shown}" in text or f"{label} | {shown}" in text
     assert f"Associations accepted at once | {a.max_associations};" in text
 
     ae = AE(ae_title="CONFTEST")
