@@ -20,7 +20,7 @@ Invariants:
   agent then runs without a control socket and says so (it never steals a live agent's socket).
 - A client cannot slow the agent down: its request has a deadline, the stored half of the document is
   read in a worker thread on the socket's own database connection, the live half without awaiting.
-- Failing to open the control socket (a path too long for AF_UNIX, no permission) is logged and the
+- Failing to open the control socket (no permission, a database error) or failing later is logged and the
   agent runs on: the live view is a convenience, never a reason not to serve DICOM.
 """
 
@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import stat
 import time
 from collections.abc import Iterator, Mapping
@@ -196,9 +197,9 @@ async def serve_control(agent: Agent, *, task_status: trio.TaskStatus[Path | Non
         except BaseException:
             sock.close()
             raise
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
         log.error("control socket %s cannot be opened: %s; `dicom-agent status` will read the database",
-                  path, exc.strerror or exc)
+                  path, getattr(exc, "strerror", None) or exc)
         task_status.started(None)
         return
 
@@ -218,10 +219,17 @@ async def serve_control(agent: Agent, *, task_status: trio.TaskStatus[Path | Non
                 await clients.acquire()
                 try:
                     stream = await listener.accept()
+                except OSError as exc:  # EMFILE and friends: the DICOM side matters more; breathe, go on
+                    clients.release()
+                    log.warning("control socket: accept failed: %s", exc)
+                    await trio.sleep(0.5)
+                    continue
                 except BaseException:
                     clients.release()
                     raise
                 nursery.start_soon(_serve_client, stream, snapshot, clients)
+    except Exception:  # a bug here must not take the agent down (module docstring)
+        log.exception("control socket %s failed; `dicom-agent status` will read the database", path)
     finally:
         # Remove our socket only: a successor that replaced it keeps its own.
         try:

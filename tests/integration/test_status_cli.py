@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -140,3 +141,25 @@ async def test_a_user_who_cannot_open_the_database_is_told_why() -> None:
                  "status", "--profile", str(profile.source)], capture_stdout=True, capture_stderr=True, check=False)
     err = done.stderr.decode()
     assert done.returncode == 1 and "cannot be opened as this user" in err and "damaged" not in err, err
+
+
+async def test_a_failing_status_read_is_answered_and_the_socket_serves_on(
+        tmp_path: Path, start_agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = write_profile(tmp_path / "a", "[storage]\n")
+    running = await start_agent(profile)
+    calls = []
+    real = StoredStatus.read
+
+    def flaky(self: StoredStatus) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(self)
+
+    monkeypatch.setattr(StoredStatus, "read", flaky)
+    rc, out, err = await cli("status", "--profile", str(profile.source), "--json")
+    # The agent answered with its error; status says so and reads the database itself instead.
+    assert rc == 0 and "status failed: database is locked" in err, err
+    assert json.loads(out)["source"] == "database"
+    doc = await status_json(profile)
+    assert doc["source"] == "agent" and doc["agent"]["ports"] == [running.port]
