@@ -131,9 +131,10 @@ async def test_status_watch_follows_a_large_receive(tmp_path: Path, start_agent)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_watch)
-            sent = await trio.run_process(
-                [storescu, "-aet", "MODALITY", "-aec", "AGENT", "127.0.0.1", str(running.port), str(big)],
-                env={**os.environ, "TCP_NODELAY": "1"}, capture_stdout=True, capture_stderr=True, check=False)
+            with trio.fail_after(600):  # 1 GiB: about 5-20 s here, loaded
+                sent = await trio.run_process(
+                    [storescu, "-aet", "MODALITY", "-aec", "AGENT", "127.0.0.1", str(running.port), str(big)],
+                    env={**os.environ, "TCP_NODELAY": "1"}, capture_stdout=True, capture_stderr=True, check=False)
             assert sent.returncode == 0, sent.stderr.decode()
             # The watcher's snapshots reach the end of the story: the association gone, the instance counted.
             with trio.fail_after(60):
@@ -214,8 +215,9 @@ async def test_status_shows_the_outgoing_association_and_its_counters(tmp_path: 
         running = await start_agent(profile)
         image = tmp_path / "one.dcm"
         make_big_instance(image, 4 * COLUMNS)
-        sent = await trio.run_process([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port), str(image)],
-                                      capture_stdout=True, capture_stderr=True, check=False)
+        with trio.fail_after(120):
+            sent = await trio.run_process([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port), str(image)],
+                                          capture_stdout=True, capture_stderr=True, check=False)
         assert sent.returncode == 0, sent.stderr.decode()
         with trio.fail_after(60):
             while True:
