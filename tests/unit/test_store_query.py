@@ -189,3 +189,31 @@ async def test_backfill_fills_columns_rows_of_an_older_version_lack(tmp_path: Pa
     assert conn.execute("SELECT series_description FROM qr_series WHERE series_instance_uid = ?",
                         (f"{ROOT}.4.2",)).fetchone()[0] == f"series of {ROOT}.4.2.1"
     assert not q.backfill_pending(conn)
+
+
+def test_fast_encoding_is_what_pydicom_writes(db: sqlite3.Connection) -> None:
+    """Every answer of a mixed query, encoded by agent.services.query.encode, is the bytes pydicom
+    writes for it, in both little endian transfer syntaxes; an ISO 2022 character set or Big Endian is
+    left to pydicom."""
+    from agent.services.dataset import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, encode
+    from agent.services.query.encode import encode_flat
+
+    put(db, "1", "1.1", "9.1", name="MÜLLER^JÜRGEN", charset="ISO_IR 100")
+    put(db, "2", "2.1", "9.2", name="Wałęsa^Łucja=山田^太郎=やまだ^たろう", patient="P2", charset="ISO_IR 192",
+        modality="MR")
+    put(db, "3", "2.2", "9.2", name="Wałęsa^Łucja=山田^太郎=やまだ^たろう", patient="P2", charset="ISO_IR 192")
+    put(db, "4", "3.1", "9.3", name="DOE^JOHN", patient="P3")
+    put(db, "5", "4.1", "9.4", name="ÅSTRÖM^K", patient="P4")  # no charset stored: answered in ISO_IR 192
+    ds = Dataset()
+    for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "ModalitiesInStudy",
+                    "NumberOfStudyRelatedInstances", "AccessionNumber"):
+        setattr(ds, keyword, "")
+    ds.QueryRetrieveLevel, ds.ReferencedStudySequence = "STUDY", []
+    plan = engine.plan_find(STUDY_ROOT, ds, relational=False)
+    found, _ = engine.answers(plan, engine.fetch_rows(db, plan), 100)
+    assert len(found) == 4
+    for answer in found:
+        for ts in (EXPLICIT_VR_LE, IMPLICIT_VR_LE):
+            assert encode_flat(answer, ts) == encode(engine.as_dataset(answer), ts)
+        assert encode_flat(answer, EXPLICIT_VR_BE) is None
+    assert encode_flat([(0x00080005, "CS", ["", "ISO 2022 IR 87"]), (0x00100010, "PN", "X")], EXPLICIT_VR_LE) is None

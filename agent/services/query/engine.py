@@ -23,6 +23,7 @@ Rules (what a peer observes):
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,7 @@ class FindPlan:
     columns: dict[int, str]  # identifier tag -> row column filling it
     flt: q.Filter
     unsupported_matching: bool  # FF01 instead of FF00
-    keys: list[tuple[BaseTag, str]]  # the identifier's keys (tag, VR) a response carries, in order
+    keys: list[tuple[int, str]]  # the identifier's keys (tag, VR) a response carries
 
 
 def query_level(model: Model, identifier: Dataset) -> str:
@@ -129,7 +130,7 @@ def plan_find(model: Model, identifier: Dataset, *, relational: bool) -> FindPla
         if int(elem.tag) in columns or int(elem.tag) == SPECIFIC_CHARACTER_SET:
             matchable.add(elem)
     matcher = compile_identifier(matchable)
-    keys = [(BaseTag(e.tag), e.VR) for e in identifier
+    keys = [(int(e.tag), e.VR) for e in identifier
             if int(e.tag) != SPECIFIC_CHARACTER_SET and e.tag & 0xFFFF != 0]
     return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported, keys)
 
@@ -172,16 +173,20 @@ def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
 
 _INT_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
 
+#: One element of a candidate or an answer as plain values: (tag, VR, value); a value is None (zero
+#: length), a str, an int or a list of them. pydicom objects are made only when a matcher or
+#: pydicom's writer needs them: they cost more than the whole match.
+Element = tuple[int, str, Any]
+Answer = list[Element]
 
-def _candidate(row: sqlite3.Row, spec: list[tuple[BaseTag, str, str]]) -> Dataset:
-    """The row as a data set holding the identifier's keys (`spec`: tag, column, VR). Values come
-    from our own index (decoded text, checked when received), so pydicom's per-value validation is
-    skipped: it would cost more than the whole match."""
-    elements: dict[BaseTag, DataElement] = {}
+
+def _candidate(row: sqlite3.Row, spec: list[tuple[int, str, str]]) -> dict[int, Element]:
+    """The row's values for the identifier's keys (`spec`: tag, column, VR), with its character set."""
+    elements: dict[int, Element] = {}
     charset = row["specific_character_set"]
     if charset:
-        elements[_CHARSET_TAG] = DataElement(
-            _CHARSET_TAG, "CS", charset.split("\\") if "\\" in charset else charset, validation_mode=config.IGNORE)
+        elements[SPECIFIC_CHARACTER_SET] = (SPECIFIC_CHARACTER_SET, "CS",
+                                            charset.split("\\") if "\\" in charset else charset)
     for tag, column, vr in spec:
         value: Any = row[column]
         if value is None or value == "":
@@ -190,39 +195,46 @@ def _candidate(row: sqlite3.Row, spec: list[tuple[BaseTag, str, str]]) -> Datase
             value = int(value)
         elif isinstance(value, str) and "\\" in value:
             value = value.split("\\")
-        elements[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
-    return Dataset(elements)
+        elements[tag] = (tag, vr, value)
+    return elements
 
 
-_CHARSET_TAG = BaseTag(SPECIFIC_CHARACTER_SET)
+def as_dataset(elements: Iterable[Element]) -> Dataset:
+    """Plain elements as a pydicom Dataset (values from our own index: not validated again)."""
+    return Dataset({BaseTag(tag): DataElement(tag, vr, Sequence() if vr == "SQ" else value,
+                                              validation_mode=config.IGNORE)
+                    for tag, vr, value in elements})
 
 
-def _response(plan: FindPlan, candidate: Dataset) -> Dataset:
+def _is_ascii(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(str(x).isascii() for x in value)
+    return value is None or str(value).isascii()
+
+
+def _response(plan: FindPlan, have: dict[int, Element]) -> Answer:
     """The identifier's keys with the candidate's values, zero length where it has none (PS3.4
     C.4.1.1.3.2), the level, and the stored character set (or ISO_IR 192 when a value needs it and none
-    was stored). The candidate is throw-away, so its elements are moved, not copied."""
-    have = candidate._dict
-    out: dict[BaseTag, DataElement] = {}
+    was stored); in tag order."""
+    out: Answer = []
     ascii_only = True
     for tag, vr in plan.keys:
         if tag == QUERY_RETRIEVE_LEVEL:
-            out[tag] = DataElement(tag, "CS", plan.level, validation_mode=config.IGNORE)
+            out.append((tag, "CS", plan.level))
             continue
         found = have.get(tag)
         if found is None:
-            out[tag] = DataElement(tag, vr, Sequence() if vr == "SQ" else None, validation_mode=config.IGNORE)
+            out.append((tag, vr, None))
             continue
-        value = found.value  # type: ignore[union-attr]
-        if ascii_only and not (str(value).isascii() if not isinstance(value, list) else
-                               all(str(x).isascii() for x in value)):
-            ascii_only = False
-        out[tag] = found  # type: ignore[assignment]
-    charset = have.get(_CHARSET_TAG)
+        ascii_only = ascii_only and _is_ascii(found[2])
+        out.append(found)
+    charset = have.get(SPECIFIC_CHARACTER_SET)
     if charset is not None:
-        out[_CHARSET_TAG] = charset  # type: ignore[assignment]
+        out.append(charset)
     elif not ascii_only:
-        out[_CHARSET_TAG] = DataElement(_CHARSET_TAG, "CS", "ISO_IR 192")
-    return Dataset(dict(sorted(out.items())))
+        out.append((SPECIFIC_CHARACTER_SET, "CS", "ISO_IR 192"))
+    out.sort(key=lambda e: e[0])
+    return out
 
 
 _TABLES = {"PATIENT": q.patients, "STUDY": q.studies, "SERIES": q.series, "IMAGE": q.instances}
@@ -233,18 +245,18 @@ def fetch_rows(conn: sqlite3.Connection, plan: FindPlan) -> list[sqlite3.Row]:
     return _TABLES[plan.level](conn, plan.flt)
 
 
-def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[list[Dataset], bool]:
-    """The response identifiers of the rows that match (at most `max_results`) and whether more
-    matched. CPU only, no database: run it outside the database bridge."""
-    out: list[Dataset] = []
+def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[list[Answer], bool]:
+    """The answers of the rows that match (at most `max_results`) and whether more matched. CPU only,
+    no database: run it outside the database bridge."""
+    out: list[Answer] = []
     if not rows:
         return out, False
     names = set(rows[0].keys())
-    spec = [(BaseTag(tag), column, dictionary_VR(tag)) for tag, column in plan.columns.items() if column in names]
+    spec = [(tag, column, dictionary_VR(tag)) for tag, column in plan.columns.items() if column in names]
     universal = plan.matcher.universal
     for row in rows:
         candidate = _candidate(row, spec)
-        if not universal and not plan.matcher.matches(candidate):
+        if not universal and not plan.matcher.matches(as_dataset(candidate.values())):
             continue
         if len(out) == max_results:
             return out, True
@@ -253,8 +265,9 @@ def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[
 
 
 def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tuple[list[Dataset], bool]:
-    """`fetch_rows` then `answers`, in one blocking call (for tests and tools)."""
-    return answers(plan, fetch_rows(conn, plan), max_results)
+    """`fetch_rows` then `answers`, as Datasets, in one blocking call (for tests and tools)."""
+    found, more = answers(plan, fetch_rows(conn, plan), max_results)
+    return [as_dataset(a) for a in found], more
 
 
 def retrieve_keys(model: Model, identifier: Dataset) -> tuple[str, list[str]]:
@@ -278,5 +291,5 @@ def retrieve_rows(conn: sqlite3.Connection, level: str, values: list[str]) -> li
     return q.retrieve_uids(conn, level, values)
 
 
-__all__ = ["FindPlan", "QueryRefused", "answers", "fetch_rows", "plan_find", "query_level", "retrieve_keys", "retrieve_rows", "run_find",
+__all__ = ["Answer", "Element", "FindPlan", "QueryRefused", "answers", "as_dataset", "fetch_rows", "plan_find", "query_level", "retrieve_keys", "retrieve_rows", "run_find",
            "tag_of"]

@@ -47,6 +47,7 @@ from agent.profile import Peer, QuerySettings
 from agent.services.blocking import Blocking
 from agent.services.dataset import DataSetError, decode, encode
 from agent.services.query import engine
+from agent.services.query.encode import encode_flat
 from agent.services.query.get import store_back
 from agent.services.query.models import MODELS, Model, model_of
 from agent.services.query.move_jobs import MOVE_STORE_JOB, move_payload
@@ -391,8 +392,12 @@ def _encoded(plan: engine.FindPlan, rows: list[sqlite3.Row], max_results: int, t
     found, more = engine.answers(plan, rows, max_results)
     out = []
     for response in found:
+        fast = encode_flat(response, transfer_syntax)
+        if fast is not None:
+            out.append(fast)
+            continue
         try:
-            out.append(encode(response, transfer_syntax))
+            out.append(encode(engine.as_dataset(response), transfer_syntax))
         except (DataSetError, ValueError, LookupError) as exc:
             log.warning("query: a match cannot be encoded for %s: %s", remote, exc)
     return out, more
