@@ -244,3 +244,20 @@ async def test_tls_only_listener(tmp_path: Path, start_agent, tls_pki) -> None:
     assert running.agent.bound_ports == [port]
     with pytest.raises(ConnectionFailed):
         await echo("127.0.0.1", plain, calling_ae="PLAIN", called_ae="AGENT", timeouts=FAST)
+
+
+async def test_waiting_handshakes_are_bounded_like_any_waiting_connection(
+    tmp_path: Path, start_agent, tls_pki, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.net.tls")
+    port = free_port()
+    await start_agent(write_profile(tmp_path, tls_section(tls_pki, port), agent_extra="max_pending_per_address = 1"))
+    first = await trio.open_tcp_stream("127.0.0.1", port)  # never starts its handshake (ARTIM is 5 s)
+    # A real caller from the same address takes its place: the silent one is closed at once, not at ARTIM.
+    assert (await echo("127.0.0.1", port, calling_ae="MOD1", called_ae="AGENT", timeouts=FAST,
+                       tls=client(tls_pki))).ok
+    with trio.fail_after(30):
+        assert await first.receive_some(1024) == b""
+    reasons = [r.reason for r in caplog.records if getattr(r, "tls_event", "") == "failed"]
+    assert "too many connections waiting to associate" in reasons, reasons
+    await first.aclose()
