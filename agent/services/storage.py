@@ -7,7 +7,8 @@ Invariants:
 - Nothing that can block for milliseconds runs on the event loop. File creation, writes, the data set
   check and the file's flush run in `io_limiter` threads (several associations flush side by side),
   and the same thread then renames and commits the index row holding the database's lock
-  (`Blocking.call`): one thread hop per instance. A commit that waits for the database's write lock (a
+  (`Blocking.call`): one thread hop per instance. Instances of several associations that reach the
+  commit together share one COMMIT (`InstanceStore.install_group`, group commit). A commit that waits for the database's write lock (a
   CLI command holding it) therefore stalls only the associations that are committing; the others keep
   receiving and flushing.
 - C-STORE-RSP Success (or a warning) is sent only after the data is flushed and the index row (which
@@ -195,7 +196,8 @@ class StorageSCP:
                 # One thread hop: write, check and flush beside other associations' flushes, then
                 # rename and commit the index row holding the database's lock (Blocking.call).
                 result = await trio.to_thread.run_sync(
-                    _finish, incoming, begin, rest, self.blocking, self.on_commit, limiter=self.io_limiter
+                    _finish, self.store, incoming, begin, rest, self.blocking, self.on_commit,
+                    limiter=self.io_limiter,
                 )
                 incoming = None
                 committed = True
@@ -240,15 +242,16 @@ def _append(incoming: Incoming | None, begin: Callable[[], Incoming],
     return incoming
 
 
-def _finish(incoming: Incoming | None, begin: Callable[[], Incoming], rest: list[memoryview | bytes],
-            blocking: Blocking, on_commit: OnCommit | None) -> CommitResult:
+def _finish(store: InstanceStore, incoming: Incoming | None, begin: Callable[[], Incoming],
+            rest: list[memoryview | bytes], blocking: Blocking, on_commit: OnCommit | None) -> CommitResult:
     """Worker thread: write what is left, check the data set and flush the file (no database, so
     beside other associations), then rename and commit the index row (the acknowledgement) with the
-    database to itself. On any failure nothing of the instance is left."""
+    database to itself, in one COMMIT with whatever other associations are committing at that moment
+    (group commit). On any failure nothing of the instance is left."""
     incoming = _append(incoming, begin, rest)
     try:
         incoming.prepare()
-        return blocking.call(lambda: incoming.install(on_commit=on_commit))
+        return store.install_group(incoming, on_commit, blocking.call)
     finally:
         incoming.abort()  # idempotent; after an install it does nothing
 

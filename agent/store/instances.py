@@ -249,6 +249,28 @@ def _db_error(exc: sqlite3.Error, what: str) -> StoreError:
     return StoreError(f"{what}: {exc}")
 
 
+@dataclass(slots=True)
+class _Placed:
+    """An instance renamed into place (or a kept-first duplicate), its row not yet committed."""
+
+    stored: StoredInstance
+    #: The row to write; None for a kept-first duplicate (the earlier row stays).
+    values: dict[str, Any] | None
+    warnings: list[str]
+    existing: StoredInstance | None
+    journalled: bool
+    backup: str | None
+
+
+@dataclass(slots=True)
+class _GroupEntry:
+    incoming: Incoming
+    on_commit: OnCommit | None
+    finished: bool = False
+    result: CommitResult | None = None
+    error: BaseException | None = None
+
+
 class _State(enum.Enum):
     OPEN = "open"
     COMMITTING = "committing"
@@ -441,6 +463,9 @@ class InstanceStore:
         self._tmp = self.data_dir / "tmp"
         self._lock = threading.RLock()
         self._slot_lock = threading.Lock()
+        self._group_cond = threading.Condition()
+        self._group: list[_GroupEntry] = []
+        self._group_leader = False
         self._slots: list[Path] = []
         make_private_dirs(self.data_dir)
         for own in (self._objects, self._tmp):
@@ -545,69 +570,194 @@ class InstanceStore:
         warnings: list[str],
         on_commit: OnCommit | None,
     ) -> CommitResult:
+        with self._lock:
+            placed = self._place(incoming, index, warnings)
+            try:
+                with transaction(self.conn) as conn:
+                    self._write_row(conn, placed, on_commit)
+            except BaseException as exc:
+                self._unplace(placed)
+                if isinstance(exc, sqlite3.Error):
+                    raise _db_error(exc, f"indexing {incoming.sop_instance_uid}") from exc
+                raise
+            return self._placed_result(placed)
+
+    def install_group(self, incoming: Incoming, on_commit: OnCommit | None,
+                      exclusive: Callable[..., Any]) -> CommitResult:
+        """`incoming.install(on_commit)`, sharing one index COMMIT (one WAL flush) with the instances
+        other threads are installing at the same moment (group commit). Blocking; from a worker thread.
+
+        The first thread in becomes the leader: once it holds the database's lock (`exclusive(fn)`) it
+        takes every instance waiting at that moment, those that queued while it waited for the lock
+        included, and installs them in one transaction; the others wait for their result. Each instance's row and `on_commit` run in a savepoint, so one failing
+        instance fails alone. Nothing is acknowledged before the shared COMMIT.
+        """
+        if incoming._state is not _State.PREPARED or incoming._prepared is None:
+            raise StoreError(f"install of a {incoming._state.value} incoming instance")
+        entry = _GroupEntry(incoming, on_commit)
+        with self._group_cond:
+            self._group.append(entry)
+            while not entry.finished:
+                if self._group_leader:
+                    self._group_cond.wait()
+                    continue
+                self._group_leader = True
+                self._group_cond.release()
+                batch: list[_GroupEntry] = []
+                try:
+                    batch = exclusive(self._lead_group)
+                finally:
+                    self._group_cond.acquire()
+                    self._group_leader = False
+                    for done in batch:
+                        done.finished = True
+                    self._group_cond.notify_all()
+        incoming._state = _State.DONE
+        if entry.error is not None:
+            raise entry.error
+        assert entry.result is not None
+        return entry.result
+
+    def _lead_group(self) -> list[_GroupEntry]:
+        """With the database lock held: take every instance waiting now (all that queued while the
+        lock was busy) and install them together; returns them, each with its result or error."""
+        with self._group_cond:
+            batch: list[_GroupEntry] = []
+            later: list[_GroupEntry] = []
+            seen: set[str] = set()
+            for waiting in self._group:  # one instance per UID in a group: the next one replaces it
+                uid = waiting.incoming.sop_instance_uid
+                (later if uid in seen else batch).append(waiting)
+                seen.add(uid)
+            self._group = later
+        try:
+            self._install_many(batch)
+        except BaseException as exc:  # noqa: BLE001 - every waiting thread must get an answer
+            for entry in batch:
+                if entry.result is None and entry.error is None:
+                    entry.error = exc
+        return batch
+
+    def _install_many(self, batch: list[_GroupEntry]) -> None:
+        with self._lock:
+            placed: list[tuple[_GroupEntry, _Placed]] = []
+            for entry in batch:
+                index, warnings = entry.incoming._prepared or ({}, [])
+                try:
+                    placed.append((entry, self._place(entry.incoming, index, warnings)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                    entry.error = exc
+            written: list[tuple[_GroupEntry, _Placed]] = []
+            try:
+                with transaction(self.conn) as conn:
+                    for entry, one in placed:
+                        conn.execute("SAVEPOINT instance")
+                        try:
+                            self._write_row(conn, one, entry.on_commit)
+                        except Exception as exc:  # noqa: BLE001 - this instance fails alone
+                            if not conn.in_transaction:
+                                raise  # SQLite rolled the whole transaction back (disk full, I/O)
+                            conn.execute("ROLLBACK TO instance")
+                            conn.execute("RELEASE instance")
+                            entry.error = (
+                                _db_error(exc, f"indexing {entry.incoming.sop_instance_uid}")
+                                if isinstance(exc, sqlite3.Error) else exc
+                            )
+                            self._unplace(one)
+                            continue
+                        conn.execute("RELEASE instance")
+                        written.append((entry, one))
+            except BaseException as exc:  # noqa: BLE001 - the shared COMMIT failed: every instance fails
+                failure = _db_error(exc, "indexing a group of instances") if isinstance(exc, sqlite3.Error) else exc
+                for entry, one in placed:
+                    if entry.error is None:
+                        entry.error = failure
+                        self._unplace(one)
+                return
+            for entry, one in written:
+                entry.result = self._placed_result(one)
+
+    def _place(self, incoming: Incoming, index: dict[str, Any], warnings: list[str]) -> _Placed:
+        """Everything before the row's transaction: the duplicate policy, the replace journal and the
+        rename into objects/. On failure nothing of the instance is left."""
         uid = incoming.sop_instance_uid
         rel = object_relpath(uid)
         final = self.data_dir / rel
-        with self._lock:
-            existing = self.get(uid)
-            if existing is not None and self.duplicate == "keep-first" and existing.path.exists():
+        existing = self.get(uid)
+        if existing is not None and self.duplicate == "keep-first" and existing.path.exists():
+            os.unlink(incoming.temp_path)
+            return _Placed(existing, None, warnings, existing, False, None)
+        journalled = False
+        backup: str | None = None
+        try:
+            _ensure_dir(final.parent)
+            if existing is not None or os.path.lexists(final):
+                backup = self._journal_replace(uid, final)
+                journalled = True
+            os.rename(incoming.temp_path, final)
+            if journalled:
+                # A replace keeps the whole-flush path: the old file's link and journal row are
+                # only undone safely if the new name is durable before its row.
+                _fsync_dir(final.parent)
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            with contextlib.suppress(OSError):
                 os.unlink(incoming.temp_path)
-                self._run_transaction(None, existing, on_commit)
-                return CommitResult(existing, warnings, duplicate=True, kept_existing=True)
-            journalled = False
-            backup: str | None = None
-            try:
-                _ensure_dir(final.parent)
-                if existing is not None or os.path.lexists(final):
-                    backup = self._journal_replace(uid, final)
-                    journalled = True
-                os.rename(incoming.temp_path, final)
-                if journalled:
-                    # A replace keeps the whole-flush path: the old file's link and journal row are
-                    # only undone safely if the new name is durable before its row.
-                    _fsync_dir(final.parent)
-                size = incoming.size
-            except (OSError, sqlite3.Error, StoreError) as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(incoming.temp_path)
-                if journalled:
-                    self._undo_replace(uid, final, backup)
-                if isinstance(exc, StoreError):
-                    raise
-                if isinstance(exc, sqlite3.Error):
-                    raise _db_error(exc, f"indexing {uid}") from exc
-                raise _os_error(exc, f"installing {uid}") from exc
-            stored = StoredInstance(
-                sop_instance_uid=uid,
-                sop_class_uid=incoming.sop_class_uid,
-                transfer_syntax_uid=incoming.transfer_syntax_uid,
-                size=size,
-                path=final,
-                received_at=incoming.received_at,
-                calling_ae=incoming.calling_ae,
-                committed_at=None,
-                **{k: v for k, v in index.items() if k in _FIELDS},
-            )
-            values = {
-                **index,
-                **{c: getattr(stored, c) for c, _ in _CORE_COLUMNS if c in _FIELDS},
-                "path": str(rel),
-                "staged": None if journalled else incoming.temp_path.name,
-            }
-            try:
-                self._run_transaction(values, stored, on_commit)
-            except BaseException:
-                if journalled:
-                    self._undo_replace(uid, final, backup)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.unlink(final)
-                        _fsync_dir(final.parent)
+            if journalled:
+                self._undo_replace(uid, final, backup)
+            if isinstance(exc, StoreError):
                 raise
-            if backup is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._tmp / backup)
-            return CommitResult(stored, warnings, duplicate=existing is not None)
+            if isinstance(exc, sqlite3.Error):
+                raise _db_error(exc, f"indexing {uid}") from exc
+            raise _os_error(exc, f"installing {uid}") from exc
+        stored = StoredInstance(
+            sop_instance_uid=uid,
+            sop_class_uid=incoming.sop_class_uid,
+            transfer_syntax_uid=incoming.transfer_syntax_uid,
+            size=incoming.size,
+            path=final,
+            received_at=incoming.received_at,
+            calling_ae=incoming.calling_ae,
+            committed_at=None,
+            **{k: v for k, v in index.items() if k in _FIELDS},
+        )
+        values = {
+            **index,
+            **{c: getattr(stored, c) for c, _ in _CORE_COLUMNS if c in _FIELDS},
+            "path": str(rel),
+            "staged": None if journalled else incoming.temp_path.name,
+        }
+        return _Placed(stored, values, warnings, existing, journalled, backup)
+
+    def _write_row(self, conn: sqlite3.Connection, placed: _Placed, on_commit: OnCommit | None) -> None:
+        if placed.values is not None:
+            conn.execute(_INSERT, [placed.values.get(c) for c in _ALL_COLUMNS])
+            # The new row is acknowledged: no journalled replace of this UID may be undone any
+            # more (also a stale one an interrupted undo could not delete).
+            conn.execute(
+                "DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (placed.stored.sop_instance_uid,)
+            )
+        if on_commit is not None:
+            on_commit(conn, placed.stored)
+
+    def _unplace(self, placed: _Placed) -> None:
+        """Undo `_place` after its row could not be written (a kept-first instance has nothing to undo)."""
+        if placed.values is None:
+            return
+        final = placed.stored.path
+        if placed.journalled:
+            self._undo_replace(placed.stored.sop_instance_uid, final, placed.backup)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(final)
+                _fsync_dir(final.parent)
+
+    def _placed_result(self, placed: _Placed) -> CommitResult:
+        if placed.values is None:
+            return CommitResult(placed.stored, placed.warnings, duplicate=True, kept_existing=True)
+        if placed.backup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp / placed.backup)
+        return CommitResult(placed.stored, placed.warnings, duplicate=placed.existing is not None)
 
     def _journal_replace(self, uid: str, final: Path) -> str | None:
         """Keep the acknowledged file under a hard link in tmp/ and journal it; returns the link's name."""
@@ -645,26 +795,6 @@ class InstanceStore:
                 conn.execute("DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (uid,))
         except (OSError, sqlite3.Error) as exc:
             log.error("could not undo the replace of %s (start-up recovery will): %s", uid, exc)
-
-    def _run_transaction(
-        self,
-        row: dict[str, Any] | None,
-        stored: StoredInstance,
-        on_commit: OnCommit | None,
-    ) -> None:
-        try:
-            with transaction(self.conn) as conn:
-                if row is not None:
-                    conn.execute(_INSERT, [row.get(c) for c in _ALL_COLUMNS])
-                    # The new row is acknowledged: no journalled replace of this UID may be undone any
-                    # more (also a stale one an interrupted undo could not delete).
-                    conn.execute(
-                        "DELETE FROM instance_replacements WHERE sop_instance_uid = ?", (stored.sop_instance_uid,)
-                    )
-                if on_commit is not None:
-                    on_commit(conn, stored)
-        except sqlite3.Error as exc:
-            raise _db_error(exc, f"indexing {stored.sop_instance_uid}") from exc
 
     # -- recovery -----------------------------------------------------------------------------------
 

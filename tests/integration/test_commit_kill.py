@@ -1,7 +1,8 @@
 """A SIGKILL between any two steps of receiving and committing instances loses nothing acknowledged and
 leaves nothing unacknowledged half-made.
 
-A forked child receives three new instances into a fresh store (slot batches of 2, so making slots is
+A forked child receives three new instances into a fresh store as the Storage SCP does (write, prepare,
+group commit) (slot batches of 2, so making slots is
 among the steps) while counting every file-system call the store makes (os.open, os.write, os.fdatasync,
 os.rename, os.mkdir, ...) and each BEGIN/COMMIT; at step N it SIGKILLs itself before taking the step.
 After a commit returns the child reports the instance as acknowledged through a pipe (what the C-STORE
@@ -79,7 +80,8 @@ def _child(data_dir: Path, kill_at: int, report_fd: int) -> None:
         data = payloads[uid]
         incoming.write(data[: len(data) // 2])
         incoming.write(memoryview(data)[len(data) // 2 :])
-        incoming.commit()
+        incoming.prepare()  # what the Storage SCP does: check and flush, then the (group) commit
+        store.install_group(incoming, None, lambda fn, *args: fn(*args))
         real_os.write(report_fd, f"{uid}\n".encode())
     real_os.write(report_fd, b"done\n")
     real_os._exit(0)

@@ -451,6 +451,68 @@ def test_one_file_flush_per_instance_and_a_directory_flush_per_batch_of_slots(
     assert calls.count("fsync") <= 2  # one per batch of slots; none per instance
 
 
+def test_write_keeps_no_reference_to_the_callers_buffer(store: InstanceStore) -> None:
+    # The network layer hands in views of buffers it may reuse or resize once write() returns.
+    data = encode(make_dataset(), EXPLICIT)
+    first, second = bytearray(data[:100]), bytearray(data[100:300])
+    incoming = store.begin(CT, UID, EXPLICIT, calling_ae="MODALITY")
+    incoming.write(memoryview(first))
+    incoming.write_all([memoryview(second), memoryview(bytearray(data[300:]))])
+    first.extend(b"resizable")  # BufferError if a view of it were still held
+    second.clear()
+    stored = incoming.commit().stored
+    assert stored.path.read_bytes().endswith(data)
+
+
+def test_concurrent_installs_share_commits_and_a_failing_one_fails_alone(
+    store: InstanceStore, conn: sqlite3.Connection
+) -> None:
+    # Eight threads reach the commit together (the database lock is held until all have queued):
+    # fewer COMMITs than instances; the one whose on_commit raises gets its error and leaves nothing.
+    blocking_lock = threading.Lock()
+    uids = [f"1.2.826.0.1.3680043.8.498.7.{i}" for i in range(8)]
+    prepared = []
+    for uid in uids:
+        incoming = store.begin(CT, uid, EXPLICIT, calling_ae="MODALITY")
+        incoming.write(encode(make_dataset(uid), EXPLICIT))
+        incoming.prepare()
+        prepared.append(incoming)
+    commits: list[str] = []
+    conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    def on_commit(c: sqlite3.Connection, stored) -> None:  # type: ignore[no-untyped-def]
+        if stored.sop_instance_uid == uids[3]:
+            raise RuntimeError("refused by on_commit")
+
+    def exclusive(fn, *args):  # type: ignore[no-untyped-def]
+        with blocking_lock:
+            return fn(*args)
+
+    outcomes: dict[str, object] = {}
+
+    def install(incoming) -> None:  # type: ignore[no-untyped-def]
+        try:
+            outcomes[incoming.sop_instance_uid] = store.install_group(incoming, on_commit, exclusive)
+        except RuntimeError as exc:
+            outcomes[incoming.sop_instance_uid] = exc
+
+    with blocking_lock:
+        threads = [threading.Thread(target=install, args=(i,)) for i in prepared]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(store._group) + (1 if store._group_leader else 0) < len(uids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    conn.set_trace_callback(None)
+    assert isinstance(outcomes[uids[3]], RuntimeError)
+    assert all(outcomes[u].stored.path.is_file() for u in uids if u != uids[3])  # type: ignore[attr-defined]
+    assert sorted(s.sop_instance_uid for s in store.find()) == sorted(u for u in uids if u != uids[3])
+    assert len(commits) == 1, commits  # the leader took all eight once it had the database lock
+    assert len(leftovers(store)) == len(uids) - 1
+
+
 def test_lookups_commitment_and_deletion(store: InstanceStore) -> None:
     for i, pid in enumerate(["A", "A", "B"], start=1):
         ds = make_dataset(uid=f"1.2.{i}")
