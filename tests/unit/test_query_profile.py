@@ -38,3 +38,13 @@ def test_refused_with_file_and_key(query: dict[str, object], message: str) -> No
     with pytest.raises(ProfileError) as caught:
         parse_profile({**BASE, "query": query}, source="p.toml")
     assert str(caught.value).startswith("p.toml: ") and message in str(caught.value)
+
+
+def test_extended_negotiation_answer_follows_relational() -> None:
+    """PS3.4 C.5.1.1: byte 1 relational, 2 date-time matching, 3 fuzzy, 4 timezone; only the first may
+    be granted, and only when the profile allows it."""
+    from agent.services.query.scp import extended_negotiation_reply
+
+    assert extended_negotiation_reply(QuerySettings())(b"\x01\x01\x01") == b"\x01\x00\x00"
+    assert extended_negotiation_reply(QuerySettings(relational=False))(b"\x01") == b"\x00"
+    assert extended_negotiation_reply(QuerySettings())(b"\x00\x01") == b"\x00\x00"
