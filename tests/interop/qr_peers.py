@@ -104,9 +104,10 @@ def make_archive(directory: Path) -> list[Path]:
 @contextlib.contextmanager
 def dcmqrscp(
     work: Path, files: Iterable[Path], *, ae_title: str = "QRSCP", destinations: Iterable[tuple[str, int]] = (),
-    port: int | None = None,
+    port: int | None = None, index_first: bool = False,
 ) -> Iterator[int]:
-    """dcmqrscp over a fresh storage area, filled with `files` through storescu; `destinations` are
+    """dcmqrscp over a fresh storage area, filled with `files` through storescu (or, `index_first`, indexed
+    with dcmqridx before it starts, so no caller ever sees it half filled); `destinations` are
     (AE title, port) on 127.0.0.1 it may move to. Yields its port; stopped at the end."""
     db = work / "db"
     db.mkdir(parents=True, exist_ok=True)
@@ -118,14 +119,17 @@ def dcmqrscp(
         f"HostTable BEGIN\n{hosts}\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
         f"AETable BEGIN\n{ae_title} {db} RW (1000, 1024mb) ANY\nAETable END\n"
     )
+    files = list(files)
+    if index_first and files:
+        subprocess.run(["dcmqridx", str(db), *map(str, files)], env=PEER_ENV, check=True, capture_output=True,
+                       timeout=120)
     # Forks a child per association (its single-process mode ends on a probe that closes early).
     with open(work / "dcmqrscp.log", "wb") as log:
         proc = subprocess.Popen(["dcmqrscp", "-c", str(config), str(port)], env=PEER_ENV, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_port(port, proc)
-        files = list(files)
-        if files:
+        if files and not index_first:
             done = subprocess.run(["storescu", "-aec", ae_title, "127.0.0.1", str(port), *map(str, files)],
                                   env=PEER_ENV, capture_output=True, timeout=120)
             assert done.returncode == 0, done.stderr.decode(errors="replace")

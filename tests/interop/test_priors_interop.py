@@ -131,7 +131,7 @@ async def test_priors_by_get_wait_for_a_pacs_that_is_down(tmp_path: Path, nurser
                      "the procedure completed while the PACS is down")
     with contextlib.ExitStack() as stack:
         await trio.to_thread.run_sync(lambda: stack.enter_context(
-            dcmqrscp(tmp_path / "qr", files, ae_title="PACS", port=pacs_port)))
+            dcmqrscp(tmp_path / "qr", files, ae_title="PACS", port=pacs_port, index_first=True)))
         await wait_local(profile.agent.data_dir, lambda uids, states: f"{ROOT}.2.1.1" in uids,
                          "the most recent prior of QR-P1 in the store")
         uids, _ = await trio.to_thread.run_sync(local, profile.agent.data_dir)
