@@ -437,6 +437,7 @@ class SlowStore:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
 
         self.received: list[str] = []
+        self.originators: set[tuple[str, int]] = set()  # (Move Originator AE Title, Message ID)
         self.release = threading.Event()
         self.holding = threading.Event()
         self.hold, self.abort_second = hold, abort_second
@@ -448,6 +449,8 @@ class SlowStore:
 
     def _store(self, event: object) -> int:
         self.seen += 1
+        rq = event.request  # type: ignore[attr-defined]
+        self.originators.add((str(rq.MoveOriginatorApplicationEntityTitle).strip(), int(rq.MoveOriginatorMessageID)))
         if self.seen == 2 and self.abort_second:
             self.abort_second = False
             event.assoc.abort()  # type: ignore[attr-defined]
@@ -512,6 +515,7 @@ def test_c_cancel_stops_the_move_and_answers_fe00(setup: Setup) -> None:
         slow.release.set()
         _wait(lambda: _jobs(setup, "slow").keys() <= {"done"}, "the held sub-operation to finish")
         assert slow.received == [f"{ROOT}.4.1.1", f"{ROOT}.4.1.2"]  # the third was never sent
+        assert slow.originators == {("PYNSCU", 77)}  # each sub-operation names the C-MOVE it serves
         assert _jobs(setup, "slow") == {"done": 2}
     finally:
         slow.stop()
