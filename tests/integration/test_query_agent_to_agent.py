@@ -1,4 +1,4 @@
-"""The agent's Q/R SCU against the agent's own Q/R SCP (`[query]`): an archive agent filled by storescu,
+"""The agent's Q/R SCU against the agent's own Q/R SCP (`[query]`): an archive agent filled by `store`,
 and `dicom-agent find|move|get` with a client profile (the CLI runs in a worker thread, so one trio run
 hosts the archive and the test drives the command as a user would).
 
@@ -21,8 +21,8 @@ import pydicom
 import pytest
 import trio
 
-from tests.conftest import free_port, require_tool, write_profile
-from tests.interop.qr_peers import PEER_ENV, POLISH, ROOT, all_images, make_archive
+from tests.conftest import free_port, write_profile
+from tests.interop.qr_peers import POLISH, ROOT, all_images, make_archive
 
 pytestmark = pytest.mark.trio
 
@@ -47,7 +47,6 @@ def stored(data_dir: Path) -> set[str]:
 
 
 async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
-    require_tool("storescu")
     from agent.security.identity import hash_password
 
     client_port = free_port()
@@ -67,9 +66,8 @@ async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> N
         """, ae_title="ARCHIVE")
     running = await start_agent(archive)
     files = make_archive(tmp_path / "files")
-    done = await trio.run_process(["storescu", "-aec", "ARCHIVE", "127.0.0.1", str(running.port), *map(str, files)],
-                                  env=PEER_ENV, capture_stdout=True, capture_stderr=True, check=False)
-    assert done.returncode == 0, done.stderr
+    code, out, err = await run_cli("store", "--aec", "ARCHIVE", "127.0.0.1", str(running.port), *map(str, files))
+    assert code == 0, err
     client = write_profile(tmp_path / "client", f"""
         [peers.archive]
         ae_title = "ARCHIVE"
