@@ -4,7 +4,8 @@ hosts the archive and the test drives the command as a user would).
 
 - find: both roots, wildcards and ranges, an ISO_IR 192 name both as a key and in the answers; the
   archive requires a User Identity for Q/R, which the client's profile peer sends (without it: refused).
-- get and move (to the client's temporary listener) put the archive's instances into the client's store.
+- get, and move to the client agent while it runs (its own listener receives), put the archive's
+  instances into the client's store.
 - a move to a destination the archive does not know: its A801, exit 1, nothing stored.
 - the priors of a procedure come from the archive agent by C-GET.
 """
@@ -78,6 +79,8 @@ async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> N
         type = "username-passcode"
         username = "reader"
         passcode = "s3cret"
+
+        [storage]
         """, ae_title="CLIENT", port=client_port).source
 
     # Q/R needs an authenticated user here: without the profile peer's identity the query is refused.
@@ -107,11 +110,16 @@ async def test_find_move_get_against_the_agent(tmp_path: Path, start_agent) -> N
     assert code == 1 and "A801" in out
     data_dir = tmp_path / "client" / "data"
     assert stored(data_dir) == {f"{ROOT}.1.1.1", f"{ROOT}.1.1.2"}
+    # The client agent runs: its listener, not a temporary one, receives what is moved to it.
+    from agent.profile import load_profile
+
+    client_agent = await start_agent(load_profile(client))
     code, out, err = await run_cli("move", "archive", "--profile", client,
                                    "-k", "StudyInstanceUID=" + "\\".join(f"{ROOT}.{n}" for n in (2, 3, 4)))
     assert code == 0, err
-    assert "move to CLIENT: 5 completed" in out
+    assert "move to CLIENT: 5 completed" in out and "the running agent's listener" in err
     assert stored(data_dir) == set(all_images())
+    assert client_agent.agent.storage_scp.received == 5
 
     # Priors of a procedure, by C-GET from the archive agent into a modality agent's store.
     from agent.app import Agent
