@@ -35,7 +35,7 @@ from agent.dimse.messages import Message
 from agent.dimse.status import Status
 from agent.errors import AssociationAborted
 from agent.net.connection import DicomConnection, Timeouts
-from agent.net.tls import PeerCertificate, TlsServer
+from agent.net.tls import PeerCertificate, TlsServer, TlsStream
 from agent.net.transport import peer_name, set_nodelay
 from agent.ul import pdu as P
 from agent.ul.fsm import State
@@ -253,7 +253,7 @@ class Listener:
 
     async def _handshake(
         self, tls: TlsServer, stream: trio.abc.Stream, remote: str, waiting: _Waiting, artim_by: float
-    ) -> tuple[trio.SSLStream, PeerCertificate] | None:
+    ) -> tuple[TlsStream, PeerCertificate] | None:
         """The TLS handshake of a waiting connection, within ARTIM (PS3.8 AA-2 on expiry: the transport is
         closed, nothing is sent) and evictable as any waiting connection; None if it did not complete."""
         with waiting.scope, trio.move_on_at(artim_by):

@@ -18,6 +18,9 @@ Invariants:
 - The handshake runs in the task of the connection it belongs to, bounded by the caller's deadline
   (ARTIM on the listener, the connect timeout on the client); a failure is reported with its reason
   through `TlsEvents` (the one place an audit trail hooks in) and logged, and ends that connection only.
+- Closing never waits on the peer: the close_notify alert gets `CLOSE_NOTIFY_GRACE` seconds to be
+  written, then the TCP connection is closed anyway (a peer that stopped reading must not hold an
+  association task, or the agent's stop, forever; RFC 8446 6.1 lets us close without its reply).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ PROFILE_CIPHERS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "bcp195-extended": _EXTENDED,
 })
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILE_CIPHERS)
+CLOSE_NOTIFY_GRACE = 2.0  # seconds (module docstring)
 
 
 class TlsSetupError(AgentError):
@@ -257,6 +261,37 @@ def _why(exc: BaseException) -> str:
     return str(exc) or "the peer closed the connection during the handshake"
 
 
+# ------------------------------------------------------------------------------------- the stream
+
+
+class TlsStream(trio.abc.Stream):
+    """A trio.SSLStream after its handshake, whose `aclose` is bounded (module docstring).
+
+    `transport_stream` is the TCP stream underneath (for the peer's address)."""
+
+    def __init__(self, ssl_stream: trio.SSLStream) -> None:
+        self.ssl_stream = ssl_stream
+
+    @property
+    def transport_stream(self) -> trio.abc.Stream:
+        return self.ssl_stream.transport_stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.ssl_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.ssl_stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.ssl_stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(CLOSE_NOTIFY_GRACE):
+            await self.ssl_stream.aclose()  # close_notify, then the TCP close
+            return
+        await trio.aclose_forcefully(self.ssl_stream.transport_stream)
+
+
 # ------------------------------------------------------------------------------------- handshakes
 
 
@@ -279,7 +314,7 @@ class TlsServer:
         log.info("TLS certificate, key and CA bundle reloaded from %s", self.settings.certificate)
         return True
 
-    async def handshake(self, stream: trio.abc.Stream, remote: str) -> tuple[trio.SSLStream, PeerCertificate] | None:
+    async def handshake(self, stream: trio.abc.Stream, remote: str) -> tuple[TlsStream, PeerCertificate] | None:
         """Wrap an accepted stream and complete the handshake (the caller bounds it with its deadline).
         None when the handshake failed: reported, logged, the transport closed."""
         tls = trio.SSLStream(stream, self.context, server_side=True)
@@ -294,12 +329,12 @@ class TlsServer:
             raise
         certificate = peer_certificate(tls)
         self.events.report_success(remote, certificate)
-        return tls, certificate
+        return TlsStream(tls), certificate
 
 
 async def client_handshake(
     stream: trio.abc.Stream, settings: PeerTls, host: str, port: int, events: TlsEvents | None = None
-) -> tuple[trio.SSLStream, PeerCertificate]:
+) -> tuple[TlsStream, PeerCertificate]:
     """Our side of a handshake with a peer: the certificate must chain to the CA, name `server_name`
     (or `host`), and carry `subject` when one is configured. Raises TlsHandshakeFailed (a
     ConnectionFailed: the queue retries) with the reason; raises TlsSetupError for our own bad files."""
@@ -324,11 +359,11 @@ async def client_handshake(
         await trio.aclose_forcefully(tls)
         raise TlsHandshakeFailed(f"TLS peer {remote} refused: {reason}")
     events.report_success(remote, certificate)
-    return tls, certificate
+    return TlsStream(tls), certificate
 
 
 __all__ = [
     "ClientCertificates", "DEFAULT_PROFILE", "ListenerTls", "PROFILE_CIPHERS", "PROFILE_NAMES", "PeerCertificate",
-    "PeerTls", "TlsEvents", "TlsHandshakeFailed", "TlsProfileName", "TlsServer", "TlsSetupError",
+    "PeerTls", "TlsEvents", "TlsHandshakeFailed", "TlsProfileName", "TlsServer", "TlsSetupError", "TlsStream",
     "client_context", "client_handshake", "peer_certificate", "server_context", "subject_matches",
 ]

@@ -16,8 +16,8 @@ def set_nodelay(stream: trio.abc.Stream) -> None:
 
 
 def peer_name(stream: trio.abc.Stream) -> str:
-    if isinstance(stream, trio.SSLStream):  # TLS (agent/net/tls.py): the address is the TCP stream's
-        stream = stream.transport_stream
+    while not isinstance(stream, trio.SocketStream) and hasattr(stream, "transport_stream"):
+        stream = stream.transport_stream  # TLS (agent/net/tls.py): the address is the TCP stream's
     if isinstance(stream, trio.SocketStream):
         try:
             host, port = stream.socket.getpeername()[:2]
