@@ -204,6 +204,7 @@ def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     from agent.services.query.models import MODELS
 
     sop = MODELS[args.root].find
+    interrupt = trio.Event()
 
     async def main() -> tuple[scu.FindOutcome, list[Dataset]]:
         async with associate(
@@ -213,7 +214,8 @@ def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             user_identity=target.identity,
         ) as conn:
             return await _with_interrupt(
-                lambda cancel: scu.find(conn, sop, identifier, cancel=cancel, cancel_after=args.cancel_after))
+                lambda cancel: scu.find(conn, sop, identifier, cancel=cancel, cancel_after=args.cancel_after),
+                interrupt)
 
     try:
         outcome, matches = trio.run(main)
@@ -229,22 +231,14 @@ def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             print(table(identifier, matches))
         print(f"{len(matches)} match(es); {outcome.describe()}"
               + (" (C-CANCEL sent)" if outcome.cancel_sent else ""), file=sys.stderr)
-    if outcome.cancel_sent and _interrupted.is_set:
+    if interrupt.is_set():
         return EX_INTERRUPTED
     return EX_OK if outcome.ok else EX_FAILED
 
 
-class _Flag:
-    is_set = False
-
-
-_interrupted = _Flag()
-
-
-async def _with_interrupt(op: Callable[[trio.Event], Any]) -> Any:
-    """Run `op(cancel)`; the first SIGINT sets `cancel` (a C-CANCEL goes out), the second aborts."""
-    cancel = trio.Event()
-    _interrupted.is_set = False
+async def _with_interrupt(op: Callable[[trio.Event], Any], cancel: trio.Event) -> Any:
+    """Run `op(cancel)`; the first SIGINT sets `cancel` (a C-CANCEL goes out: only SIGINT sets it, so the
+    caller knows afterwards whether the user interrupted), the second aborts."""
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         return await op(cancel)
     try:
@@ -261,7 +255,6 @@ async def _watching_sigint(op: Callable[[trio.Event], Any], cancel: trio.Event) 
             with trio.open_signal_receiver(signal.SIGINT) as signals:
                 async for _ in signals:
                     if not cancel.is_set():
-                        _interrupted.is_set = True
                         print("\ninterrupted: C-CANCEL sent (Ctrl-C again to abort)", file=sys.stderr)
                         cancel.set()
                     else:
@@ -308,13 +301,13 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _summary(verb: str, o: RetrieveOutcome, seconds: float) -> int:
+def _summary(verb: str, o: RetrieveOutcome, seconds: float, interrupted: bool) -> int:
     for uid in o.failed_uids:
         print(f"failed {uid}", file=sys.stderr)
     cancelled = " (cancelled)" if o.cancel_sent else ""
     print(f"{verb}: {o.completed} completed, {o.warning} with warnings, {o.failed} failed"
           f"{f', {o.remaining} not attempted' if o.remaining else ''} in {seconds:.2f} s; {o.describe()}{cancelled}")
-    if o.cancel_sent and _interrupted.is_set:
+    if interrupted:
         return EX_INTERRUPTED
     return EX_OK if o.ok else EX_FAILED
 
@@ -354,6 +347,7 @@ def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
 
     extra = [_sop_class(s) for s in args.sop_classes]
     storage_scp = _storage_scp(target.profile)
+    interrupt = trio.Event()
     progress = _Progress("sub-operations")
     start = time.monotonic()
 
@@ -367,7 +361,7 @@ def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.get(
                 conn, MODELS[args.root].get, identifier, store=storage_scp.handle,
-                on_progress=progress, cancel=cancel))
+                on_progress=progress, cancel=cancel), interrupt)
 
     try:
         outcome = trio.run(main)
@@ -375,7 +369,7 @@ def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
         return _fail(str(exc), EX_FAILED)
     finally:
         progress.end()
-    code = _summary("get", outcome, time.monotonic() - start)
+    code = _summary("get", outcome, time.monotonic() - start, interrupt.is_set())
     print(f"stored {outcome.stored} instance(s) in {target.profile.agent.data_dir}", file=sys.stderr)
     return code
 
@@ -399,6 +393,7 @@ def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     to_us = dest == target.calling_ae
     if args.listen_port is not None and not to_us:
         raise Usage("--port is for moves to ourselves; with --dest another AE receives them")
+    interrupt = trio.Event()
     progress = _Progress("sub-operations")
     start = time.monotonic()
 
@@ -410,7 +405,7 @@ def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
             user_identity=target.identity,
         ) as conn:
             return await _with_interrupt(lambda cancel: scu.move(
-                conn, MODELS[args.root].move, identifier, dest, on_progress=progress, cancel=cancel))
+                conn, MODELS[args.root].move, identifier, dest, on_progress=progress, cancel=cancel), interrupt)
 
     async def main() -> scu.RetrieveOutcome:
         if not to_us:
@@ -431,7 +426,7 @@ def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
         return _fail(str(exc), EX_FAILED)
     finally:
         progress.end()
-    return _summary(f"move to {dest}", outcome, time.monotonic() - start)
+    return _summary(f"move to {dest}", outcome, time.monotonic() - start, interrupt.is_set())
 
 
 async def _temporary_listener(nursery: trio.Nursery, profile: Profile, ae_title: str, port: int, *,
