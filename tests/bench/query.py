@@ -12,8 +12,9 @@ hours. The agent alone: `--instances` rows (2,000 studies) generated straight in
 
 Queries (study level, Study Root): patient name wildcard, study date range, modality (ModalitiesInStudy).
 Each is sent `--runs` times on one open association per server by the agent's own SCU (the same client
-for both); the time is from sending the C-FIND-RQ to the final response, so neither process start-up nor
-association set-up is counted. Prints p50 and p99 per query and server, the match counts (equal on the
+for both; the matches are counted, not decoded, so the client's pydicom does not hide the servers'
+difference); the time is from sending the C-FIND-RQ to the final response, so neither process start-up
+nor association set-up is counted. Prints p50 and p99 per query and server, the match counts (equal on the
 side-by-side data), and the ratio dcmqrscp / agent at p50 (goal: >= 10).
 
 C-MOVE: 200 CT images of 512x512x16 bit (0.5 MB) stored with storescu into each server (the agent's
@@ -331,7 +332,7 @@ async def time_queries(port: int, called: str, runs: int) -> dict[str, tuple[lis
             times, count = [], 0
             for _ in range(runs):
                 start = time.perf_counter()
-                outcome, matches = await scu.find(conn, STUDY_ROOT.find, identifier)
+                outcome, matches = await scu.find(conn, STUDY_ROOT.find, identifier, decode_matches=False)
                 times.append(time.perf_counter() - start)
                 assert outcome.ok, outcome.describe()
                 count = len(matches)

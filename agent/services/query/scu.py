@@ -192,9 +192,11 @@ async def find(
     on_match: Callable[[Dataset], None] | None = None,
     cancel: trio.Event | None = None,
     cancel_after: int | None = None,
+    decode_matches: bool = True,
 ) -> tuple[FindOutcome, list[Dataset]]:
     """C-FIND `identifier`; returns the final outcome and the matches (also given to `on_match` as they
-    arrive). A C-CANCEL goes out when `cancel` is set or after `cancel_after` matches."""
+    arrive). A C-CANCEL goes out when `cancel` is set or after `cancel_after` matches. Without
+    `decode_matches` the matches are left as the encoded bytes received (to time a server, not pydicom)."""
     ctx = context(conn, sop_class, "the C-FIND SOP Class")
     rq = CFindRQ(message_id=conn.next_message_id(), affected_sop_class_uid=sop_class)
     outcome = FindOutcome()
@@ -210,7 +212,10 @@ async def find(
                 outcome.error_comment = getattr(msg, "error_comment", None) or ""
                 outcome.offending = getattr(msg, "offending_element", None) or ()
                 return
-            if data is not None:
+            if data is not None and not decode_matches:
+                matches.append(data)  # type: ignore[arg-type]
+                outcome.matches += 1
+            elif data is not None:
                 try:
                     match = decode(data, ctx.transfer_syntax, eager=True)
                 except DataSetError as exc:
