@@ -443,6 +443,7 @@ def test_one_file_flush_per_instance_and_a_directory_flush_per_batch_of_slots(
     monkeypatch.setattr(instances.os, "fsync", lambda fd, real=os.fsync: (calls.append("fsync"), real(fd))[1])
     monkeypatch.setattr(instances.os, "fdatasync",
                         lambda fd, real=os.fdatasync: (calls.append("fdatasync"), real(fd))[1])
+    monkeypatch.setattr(instances, "SLOT_BATCH", 8)
     count = 2 * instances.SLOT_BATCH
     for i in range(count):
         uid = f"1.2.826.0.1.3680043.8.498.5.{i}"
