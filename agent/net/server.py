@@ -346,7 +346,7 @@ class Listener:
             rules = AccessPolicy.from_calling_aes(policy.allowed_calling_aes).rules
             access = AccessPolicy(rules, access.require_identity)
         admission = admit(rq, check, access, address=conn.address,
-                          cert_subject=getattr(conn, "peer_certificate_subject", None))
+                          cert_subject=conn.peer_certificate_subject)
         for event in admission.events:
             # Warnings name the caller and the user, never a passcode (PS3.15 A.5.3.11 for the audit).
             level = logging.DEBUG if event.kind == "authentication-succeeded" else logging.WARNING
