@@ -12,6 +12,10 @@ Order (each step can end it):
    is none, is rejected by the user (PS3.8 Table 9-18 result 1). If identity is what left the caller
    with nothing usable, the association is rejected as in step 1 instead: an accepted association on
    which nothing can be done would only hide the reason.
+
+A storage SOP class for which the requestor's role selection offers only the SCP role is "query", not
+"store": on such a context the caller can only receive C-STORE sub-operations of its own C-GET
+(PS3.4 C.4.3, PS3.7 D.3.3.4), never store anything here.
 """
 
 from __future__ import annotations
@@ -38,10 +42,21 @@ class Admission:
     needs_identity: frozenset[str]  # services refused only because no user is authenticated
     events: tuple[SecurityEvent, ...]
     identity_response: P.UserIdentityAC | None = None  # the positive response for the A-ASSOCIATE-AC
+    retrieve_only: frozenset[str] = frozenset()  # storage SOP classes proposed with the SCP role only
+
+    def service(self, abstract_syntax: str) -> str:
+        return "query" if abstract_syntax in self.retrieve_only else service_of(abstract_syntax)
 
     def refuses(self, abstract_syntax: str) -> bool:
-        service = service_of(abstract_syntax)
+        service = self.service(abstract_syntax)
         return service not in self.services or service in self.needs_identity
+
+
+def _retrieve_only(rq: P.AAssociateRQ) -> frozenset[str]:
+    return frozenset(
+        uid for uid, role in rq.role_selections.items()
+        if role.scp_role and not role.scu_role and service_of(uid) == "store"
+    )
 
 
 def admit(
@@ -69,7 +84,9 @@ def admit(
         events.append(event("access-denied", detail=why[2:]))
         return Admission(REJECT_CALLING_AE, why, services, check.user, frozenset(), tuple(events))
     needs = frozenset(policy.require_identity & services) if check.user is None else frozenset()
-    proposed = {service_of(pc.abstract_syntax) for pc in rq.presentation_contexts}
+    retrieve_only = _retrieve_only(rq)
+    proposed = {"query" if pc.abstract_syntax in retrieve_only else service_of(pc.abstract_syntax)
+                for pc in rq.presentation_contexts}
     denied = tuple(sorted(proposed - services))
     if denied:
         events.append(event("access-denied", denied, f"services refused: {', '.join(denied)}"))
@@ -78,11 +95,11 @@ def admit(
         events.append(event("identity-required", wanting, f"no authenticated user for: {', '.join(wanting)}"))
         if not (proposed & services) - needs:
             why = f": no authenticated user for {', '.join(wanting)}, which require one"
-            return Admission(REJECT_IDENTITY, why, services, None, needs, tuple(events))
+            return Admission(REJECT_IDENTITY, why, services, None, needs, tuple(events), None, retrieve_only)
     # PS3.7 D.3.3.7: a response only when asked for and the user was authenticated; for username types
     # its server response is empty.
     response = P.UserIdentityAC(b"") if check.user is not None and check.positive_response_requested else None
-    return Admission(None, "", services, check.user, needs, tuple(events), response)
+    return Admission(None, "", services, check.user, needs, tuple(events), response, retrieve_only)
 
 
 __all__ = ["Admission", "REJECT_CALLING_AE", "REJECT_IDENTITY", "admit"]

@@ -310,3 +310,22 @@ def test_passwd_command_makes_a_hash_the_profile_accepts(tmp_path: Path) -> None
     refused = subprocess.run([sys.executable, "-m", "agent", "passwd", "a:b"], input="x\n",
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "must not contain ':'" in refused.stderr
+
+
+def test_storage_classes_offered_for_c_get_only_count_as_query() -> None:
+    """A caller allowed to query but not to store may still receive its C-GET's sub-operations: the
+    storage contexts it proposes with the SCP role only belong to "query"."""
+    policy = AccessPolicy((AccessRule("VIEWER", frozenset({"query"})),))
+    get = "1.2.840.10008.5.1.4.1.2.2.3"
+    items: tuple[P.SubItem, ...] = (P.MaximumLength(16384), P.RoleSelection(CT, False, True))
+    rq = P.AAssociateRQ(
+        called_ae="AGENT", calling_ae="VIEWER", user_information=items,
+        presentation_contexts=(P.PresentationContextRQ(1, get, ("1.2.840.10008.1.2",)),
+                               P.PresentationContextRQ(3, CT, ("1.2.840.10008.1.2",)),
+                               P.PresentationContextRQ(5, "1.2.840.10008.5.1.4.1.1.7", ("1.2.840.10008.1.2",))),
+    )
+    decision = admit(rq, Authenticator().check(None), policy, address="127.0.0.1:1", cert_subject=None)
+    assert decision.reject is None
+    assert not decision.refuses(get) and not decision.refuses(CT)  # CT: SCP role only, for C-GET
+    assert decision.refuses("1.2.840.10008.5.1.4.1.1.7")  # no role item: a C-STORE to us, not allowed
+    assert [e.services for e in decision.events if e.kind == "access-denied"] == [("store",)]
