@@ -1,8 +1,8 @@
 """Make a data directory as `dicom-agent run` finds it after many received instances, quickly.
 
 `fill_store(data_dir, count)` writes `count` index rows in one transaction and gives each a file at the
-path its row names: a hard link to one small Part 10 file (so 100,000 instances cost seconds and almost
-no space). Start-up treats them like received instances. Used by the start-up tests and the benchmarks.
+path its row names: a hard link to a small Part 10 file (`data_dir/fill-template-<k>.dcm`, one per
+50,000 instances), so 100,000 instances cost seconds and almost no space. Start-up treats them like received instances. Used by the start-up tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -30,20 +30,22 @@ def fill_store(data_dir: Path, count: int, *, start: int = 0) -> list[str]:
     conn = open_database(data_dir / "agent.db")
     try:
         InstanceStore(data_dir, conn)  # creates the folders and the schema
-        template = data_dir / "fill-template.dcm"
-        if not template.exists():
-            meta = encode_file_meta(
-                sop_class_uid=SOP_CLASS, sop_instance_uid=filler_uid(0), transfer_syntax_uid=EXPLICIT,
-                implementation_class_uid="1.2.3", implementation_version_name="FILL",
-            )
-            # One element: (0010,0020) Patient ID "FILL" (Explicit VR Little Endian).
-            template.write_bytes(meta + b"\x10\x00\x20\x00LO\x04\x00FILL")
-        size = template.stat().st_size
+        meta = encode_file_meta(
+            sop_class_uid=SOP_CLASS, sop_instance_uid=filler_uid(0), transfer_syntax_uid=EXPLICIT,
+            implementation_class_uid="1.2.3", implementation_version_name="FILL",
+        )
+        # One element: (0010,0020) Patient ID "FILL" (Explicit VR Little Endian).
+        body = meta + b"\x10\x00\x20\x00LO\x04\x00FILL"
+        size = len(body)
         uids = [filler_uid(i) for i in range(start, start + count)]
         now = time.time()
         rows = []
         made_dirs: set[Path] = set()
-        for uid in uids:
+        for n, uid in enumerate(uids, start=start):
+            # ext4 allows 65,000 links to one inode: a template per 50,000 instances.
+            template = data_dir / f"fill-template-{n // 50_000}.dcm"
+            if not template.exists():
+                template.write_bytes(body)
             rel = object_relpath(uid)
             target = data_dir / rel
             if target.parent not in made_dirs:
