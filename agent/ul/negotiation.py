@@ -4,9 +4,10 @@ Invariants:
 - The acceptor picks, for each proposed context, the first transfer syntax in *its own* preference order
   that the requestor proposed (the seed agent's rule, S-6); duplicate abstract syntaxes in different
   contexts are negotiated independently (S-7).
-- Roles: without a role selection item the requestor is SCU and the acceptor SCP (PS3.7 D.3.3.4). With
-  one, the acceptor may only keep or clear what was proposed, never set a role the requestor did not
-  offer; if neither role survives the context is rejected (user rejection).
+- Roles: without a role selection item the requestor is SCU and the acceptor SCP (PS3.7 D.3.3.4), and
+  the context is rejected (user rejection) where the requestor may not be SCU. With one, the acceptor
+  may only keep or clear what was proposed, never set a role the requestor did not offer; if neither
+  role survives the context is rejected (user rejection).
 - A context the acceptor's policy refuses (`refuse`: access control, a service that needs an
   authenticated user) is rejected by the user (result 1, PS3.8 Table 9-18) before anything else is
   looked at: the caller learns the context was refused, not that the syntax is unknown.
@@ -100,6 +101,11 @@ def negotiate_acceptor(
             contexts.append(P.PresentationContextAC(pc.id, P.PC_TRANSFER_SYNTAXES_NOT_SUPPORTED, ""))
             continue
         role = proposed_roles.get(pc.abstract_syntax)
+        if role is None and not sup.requestor_may_be_scu:
+            # The default roles make the requestor SCU, which this syntax does not allow (a storage class
+            # served only for C-GET sub-operations): refused now rather than failing every request.
+            contexts.append(P.PresentationContextAC(pc.id, P.PC_USER_REJECTION, ""))
+            continue
         if role is None:
             scu, scp = True, False
         else:

@@ -130,6 +130,17 @@ def test_storage_commitment_requestor_as_scp_refused() -> None:
     assert all(not (r.scu_role or r.scp_role) for r in res.role_replies)
 
 
+def test_default_roles_refused_where_the_requestor_may_not_be_scu() -> None:
+    """Storage classes served only for C-GET sub-operations (the requestor may be SCP only): a context
+    without a role selection item makes the requestor SCU (PS3.7 D.3.3.4), which is not allowed, so it
+    is rejected by the user rather than accepted for C-STOREs that would all fail."""
+    only_scp = SyntaxSupport(requestor_may_be_scu=False, requestor_may_be_scp=True)
+    res = negotiate_acceptor(rq(ProposedContext(CT)), supports({CT: only_scp}))
+    assert res.contexts_ac == (P.PresentationContextAC(1, P.PC_USER_REJECTION, ""),) and res.accepted == {}
+    res = negotiate_acceptor(rq(ProposedContext(CT, scu_role=False, scp_role=True)), supports({CT: only_scp}))
+    assert res.accepted[1].requestor_is_scp and not res.accepted[1].requestor_is_scu
+
+
 def test_role_reply_only_clears_proposed_roles() -> None:
     proposal = rq(ProposedContext(STORAGE_COMMITMENT, scu_role=True, scp_role=True))
     res = negotiate_acceptor(proposal, supports({STORAGE_COMMITMENT: SyntaxSupport()}))
