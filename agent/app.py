@@ -28,6 +28,7 @@ from agent.control import serve_control
 from agent.net.connection import Timeouts
 from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
 from agent.security import AccessPolicy, Authenticator
+from agent.security.audit_trail import AuditTrail
 from agent.net.tls import TlsServer, TlsSetupError
 from agent.errors import ProfileError
 from agent.profile import MppsSettings, Profile
@@ -98,6 +99,7 @@ class Agent:
     procedures: ProcedureStore | None = None
     modality: ModalityWorkflow | None = None  # the modality workflow consuming device_driver's events
     query_scp: QuerySCP | None = None  # `[query]`: Query/Retrieve SCP over the instance index
+    audit: AuditTrail | None = None  # `[audit]`: audit messages (PS3.15 A.5), hooked in by _hook_audit
 
     def open_persistence(self) -> None:
         """Database, instance store and crash recovery; blocking, runs before the listener binds."""
@@ -217,6 +219,24 @@ class Agent:
                 self.tls_server = TlsServer(p.tls)
             except TlsSetupError as exc:
                 raise ProfileError(p.source, exc.key, f"usable TLS files: {exc}") from None
+        if p.audit is not None:
+            self._hook_audit()
+
+    def _hook_audit(self) -> None:
+        """`[audit]`: each place an audited event happens calls one AuditTrail method."""
+        p = self.profile
+        assert p.audit is not None and self.queue is not None and self.listener is not None
+        trail = self.audit = AuditTrail(p.audit, p.agent.ae_title, self.queue, self.blocking)
+        self.listener.on_security_event = trail.security_event
+        self.listener.on_association_end = trail.association_ended
+        if self.storage_scp is not None:
+            self.storage_scp.on_stored = trail.instance_stored
+        if self.query_scp is not None:
+            self.query_scp.on_query = trail.query_received
+        if self.workflow is not None and self.workflow.worklist is not None:
+            self.workflow.worklist.on_query = trail.query_received
+        if self.tls_server is not None:
+            self.tls_server.events.failed.append(trail.tls_failed)
 
     def reload(self) -> None:
         """SIGHUP: re-read the TLS files (module docstring)."""
@@ -247,6 +267,8 @@ class Agent:
         self.build()
         assert self.listener is not None
         async with trio.open_nursery() as nursery:
+            if self.audit is not None:  # first in, last out: Application Start and Stop frame everything
+                await nursery.start(self.audit.run)
             assert self.outbound is not None
             await nursery.start(self.outbound.run)
             if self.commit_requester is not None:

@@ -34,6 +34,7 @@ from pydicom.uid import UID, UID_dictionary
 from agent.errors import ProfileError
 from agent.net.tls import DEFAULT_PROFILE as DEFAULT_TLS_PROFILE, PROFILE_NAMES as TLS_PROFILES, ListenerTls, PeerTls
 from agent.security.access import SERVICES, AccessRule, parse_hosts
+from agent.security.audit import EVENT_NAMES as AUDIT_EVENTS, AuditSettings
 from agent.security.identity import (
     IDENTITY_TYPES, ClientIdentity, PasswordHashError, check_hash_format, read_password_file,
 )
@@ -261,6 +262,7 @@ class Profile:
     tls: ListenerTls | None = None  # `[tls]`: the TLS listener; peers' TLS is on each Peer
     query: QuerySettings | None = None  # `[query]`: Query/Retrieve SCP (off when absent)
     security: SecuritySettings | None = None  # `[security]`: users, required identity, access rules
+    audit: AuditSettings | None = None  # `[audit]`: audit trail (PS3.15 A.5) to a repository and/or a file
 
 
 # --------------------------------------------------------------------------------------------------
@@ -370,7 +372,7 @@ def parse_size(value: object) -> int | None:
 # The parser
 
 _SECTIONS = ("agent", "peers", "storage", "commitment", "worklist", "mpps", "print", "device", "tls", "security",
-             "query")
+             "query", "audit")
 # Sections of services this version does not implement: refused even when empty, because a profile
 # that names them expects something to happen (an acquisition driver to run, TLS to protect the wire).
 _UNSUPPORTED: dict[str, str] = {}
@@ -554,6 +556,7 @@ class _Parser:
             tls=tls,
             query=section("query", self.query),
             security=section("security", self.security),
+            audit=section("audit", self.audit),
         )
         self.check_references(profile)
         self.check_security(profile)
@@ -770,6 +773,48 @@ class _Parser:
                 user=user,
             ))
         return SecuritySettings(MappingProxyType(users), password_file, require, tuple(rules))
+
+    def audit(self, t: dict[str, object]) -> AuditSettings:
+        """`[audit]`: audit messages (PS3.15 A.5) as syslog to `host` (RFC 5426 UDP or RFC 5425 TLS)
+        and/or appended to `local_file`; at least one of the two, since an empty section audits nothing."""
+        allowed = ("host", "port", "transport", "ca", "certificate", "key", "server_name", "local_file", "events",
+                   "source_id", "enterprise_site")
+        self.check_keys(t, "audit", allowed)
+        g = self.get
+        if "host" not in t and "local_file" not in t:
+            raise self.fail("audit", "host (an audit repository) or local_file, or both")
+        transport = g(t, "audit", "transport", self.choice("udp", "tls"), "udp")
+        if "host" not in t:
+            for key in ("port", "transport", "ca", "certificate", "key", "server_name"):
+                if key in t:
+                    raise self.fail(f"audit.{key}", "an audit.host too (it configures the repository)")
+        if transport == "udp":
+            for key in ("ca", "certificate", "key", "server_name"):
+                if key in t:
+                    raise self.fail(f"audit.{key}", "transport = \"tls\" (it is a TLS setting)")
+        if ("certificate" in t) != ("key" in t):
+            raise self.fail("audit.key" if "certificate" in t else "audit.certificate",
+                            "audit.certificate and audit.key together (the client certificate and its key)")
+
+        def event_names(value: object, key: str) -> frozenset[str]:
+            names = self.list_of(self.choice(*AUDIT_EVENTS))(value, key)
+            if not names:
+                raise self.fail(key, f"at least one of {', '.join(AUDIT_EVENTS)} (remove [audit] to audit nothing)")
+            return frozenset(names)
+
+        return AuditSettings(
+            host=g(t, "audit", "host", self.string, None),
+            port=g(t, "audit", "port", self.integer(1, 65535), 6514 if transport == "tls" else 514),
+            transport=transport,  # type: ignore[arg-type]
+            ca=g(t, "audit", "ca", self.existing_file, None),
+            certificate=g(t, "audit", "certificate", self.existing_file, None),
+            key=g(t, "audit", "key", self.existing_file, None),
+            server_name=g(t, "audit", "server_name", self.string, None),
+            local_file=g(t, "audit", "local_file", self.path, None),
+            events=g(t, "audit", "events", event_names, frozenset(AUDIT_EVENTS)),
+            source_id=g(t, "audit", "source_id", self.string, ""),
+            enterprise_site=g(t, "audit", "enterprise_site", self.string, ""),
+        )
 
     def check_security(self, p: Profile) -> None:
         sec = p.security

@@ -124,6 +124,7 @@ class Listener:
     connections: int = 0
     on_association: Callable[[DicomConnection], None] | None = None
     on_security_event: Callable[[SecurityEvent], None] | None = None  # authentication and access decisions
+    on_association_end: Callable[[DicomConnection], None] | None = None  # an established association ended
     # For the live view (`dicom-agent status`): the established associations, and the DIMSE requests
     # (command, SOP class UID) of those that ended, added up since start.
     open: set[DicomConnection] = field(default_factory=set)
@@ -242,6 +243,8 @@ class Listener:
                 self.active -= 1
                 self.open.discard(conn)
                 self.requests.update(conn.requests)
+                if self.on_association_end is not None:
+                    self.on_association_end(conn)
             with trio.CancelScope(shield=True):
                 await conn.aclose()
 

@@ -95,6 +95,8 @@ class StorageSCP:
     on_commit: OnCommit | None = None
     #: Called in trio context after each instance is durably stored (e.g. to wake forwarders).
     after_commit: Callable[[StoredInstance], None] | None = None
+    #: Called in trio context after each instance is durably stored, with its association (audit trail).
+    on_stored: Callable[[DicomConnection, StoredInstance], None] | None = None
     received: int = 0
     #: Threads for temp-file creation and writes, which never touch the database.
     io_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
@@ -218,6 +220,8 @@ class StorageSCP:
         self.received += 1
         if self.after_commit is not None:
             self.after_commit(result.stored)
+        if self.on_stored is not None:
+            self.on_stored(conn, result.stored)
         return self._outcome(result, size)
 
     @staticmethod

@@ -341,6 +341,7 @@ class WorklistService:
     _folder_checked: float = -1e9
     _wake: trio.Event = field(default_factory=trio.Event)
     refreshes: int = 0
+    on_query: Callable[[DicomConnection, str, bytes, str], None] | None = None  # audit: (conn, SOP class, identifier, TS)
 
     @property
     def source(self) -> Peer | None:
@@ -428,6 +429,8 @@ class WorklistService:
 
     async def handle_find(self, conn: DicomConnection, ctx: PresentationContext, rq: CFindRQ) -> None:
         data = await conn.read_dataset(ctx.id)
+        if self.on_query is not None:
+            self.on_query(conn, ctx.abstract_syntax, data, ctx.transfer_syntax)
         try:
             identifier = decode(data, ctx.transfer_syntax)
             matcher = compile_identifier(identifier)

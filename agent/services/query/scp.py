@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +104,7 @@ class QuerySCP:
     peers: Mapping[str, Peer]
     data_dir: Path
     wake: object = None  # Outbound.wake(destination), to start the queue worker at once
+    on_query: Callable[[DicomConnection, str, bytes, str], None] | None = None  # audit: (conn, SOP class, identifier, TS)
 
     # ------------------------------------------------------------ registration
 
@@ -165,6 +166,8 @@ class QuerySCP:
         model = model_of(ctx.abstract_syntax)
         assert model is not None
         data = await conn.read_dataset(ctx.id)
+        if self.on_query is not None:
+            self.on_query(conn, ctx.abstract_syntax, data, ctx.transfer_syntax)
         try:
             identifier = decode(data, ctx.transfer_syntax)
             plan = engine.plan_find(model, identifier, relational=relational_requested(conn, ctx.abstract_syntax))

@@ -1,0 +1,277 @@
+"""The audit trail at run time: hooks where events happen, the durable queue, the local file, the sender.
+
+Invariants:
+- A hook never blocks and never raises into its caller: it builds the message and appends it to an
+  in-memory list (the event loop does no I/O for auditing). A task moves that list, in one
+  transaction, into the durable queue (job kind "audit", destination `DESTINATION`) and appends the
+  same messages to the local file (flushed and fsynced) when one is configured. A crash can lose only
+  messages not yet moved (milliseconds' worth); everything queued is sent after a restart.
+- The sender claims queued messages in batches, sends them, and only then marks them done; a failed
+  send puts the whole batch back with capped exponential backoff (`RETRY`), so messages wait in the
+  queue while the repository is down and arrive, oldest first, when it is back.
+- Per association, the instances received are added up (per study: SOP classes and counts) and one
+  "DICOM Instances Transferred" message is sent when the association ends (PS3.15 A.5.3.4 describes
+  the transfer, not each instance); an association with no other audited operation gets one
+  "Association" message.
+- Patient names never enter a message; passcodes are never part of the events this module receives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from agent.security import audit
+from agent.security.audit import AuditEvent, AuditSettings, Participant, StudyTransfer
+from agent.security.events import SecurityEvent
+from agent.security.syslog import Repository, SyslogError, format_message, send
+from agent.store.queue import Job, JobQueue, NewJob, RetryPolicy
+
+if TYPE_CHECKING:
+    from agent.net.connection import DicomConnection
+    from agent.services.blocking import Blocking
+    from agent.store.instances import StoredInstance
+
+log = logging.getLogger("agent.audit")
+
+AUDIT_JOB = "audit"
+DESTINATION = "@audit"  # not a valid peer name: never confused with a DICOM destination
+RETRY = RetryPolicy(base=2.0, cap=60.0, max_age=30 * 86400)
+BATCH = 100
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+@dataclass
+class _Transfers:
+    """What one association stored, per study."""
+
+    patient: dict[str, str] = field(default_factory=dict)
+    classes: dict[str, Counter[str]] = field(default_factory=dict)
+    accessions: dict[str, set[str]] = field(default_factory=dict)
+
+
+@dataclass
+class AuditTrail:
+    settings: AuditSettings
+    ae_title: str
+    queue: JobQueue
+    blocking: Blocking
+    hostname: str = field(default_factory=socket.gethostname)
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    _pending: list[dict[str, Any]] = field(default_factory=list)
+    _moved: trio.Event = field(default_factory=trio.Event)
+    _have_pending: trio.Event = field(default_factory=trio.Event)
+    _wake_sender: trio.Event = field(default_factory=trio.Event)
+    _transfers: dict[int, _Transfers] = field(default_factory=dict)  # id(conn) -> what it stored
+    _audited: set[int] = field(default_factory=set)  # id(conn) of associations with a message already
+    sent: int = 0
+
+    # ------------------------------------------------------------ participants
+
+    @property
+    def source_id(self) -> str:
+        return self.settings.source_id or self.ae_title
+
+    def _us(self, requestor: bool = False, address: str = "") -> Participant:
+        return Participant(self.ae_title, requestor, address=address or self.hostname, ae_title=self.ae_title)
+
+    @staticmethod
+    def _peer_of(conn: DicomConnection) -> Participant:
+        ae = conn.calling_ae
+        return Participant(ae or "?", True, address=_host(conn.address), ae_title=ae)
+
+    # ------------------------------------------------------------ emitting
+
+    def emit(self, event: AuditEvent) -> None:
+        """Queue one message (non-blocking); ignored when its event is not selected in the profile."""
+        if event.name not in self.settings.events:
+            return
+        try:
+            xml = event.to_xml(self.source_id, self.settings.enterprise_site)
+        except Exception:  # a bug in a builder must not break the operation being audited
+            log.exception("audit: cannot build a %s message", event.name)
+            return
+        self._pending.append({"xml": xml, "at": event.at.isoformat()})
+        self._have_pending.set()
+
+    # ------------------------------------------------------------ hooks (each a one-line call site)
+
+    def instance_stored(self, conn: DicomConnection, stored: StoredInstance) -> None:
+        """StorageSCP.on_stored: add one received instance to its association's transfer."""
+        t = self._transfers.setdefault(id(conn), _Transfers())
+        study = stored.study_instance_uid or "unknown"
+        t.patient.setdefault(study, stored.patient_id or "")
+        t.classes.setdefault(study, Counter())[stored.sop_class_uid] += 1
+        if stored.accession_number:
+            t.accessions.setdefault(study, set()).add(stored.accession_number)
+
+    def query_received(self, conn: DicomConnection, sop_class: str, identifier: bytes, transfer_syntax: str) -> None:
+        """A C-FIND identifier as received (Q/R SCP, MWL SCP)."""
+        self._audited.add(id(conn))
+        self.emit(audit.query(self._peer_of(conn), self._us(), sop_class, bytes(identifier), transfer_syntax))
+
+    def association_ended(self, conn: DicomConnection) -> None:
+        """Listener.on_association_end: the transfer summary, or the association itself."""
+        t = self._transfers.pop(id(conn), None)
+        audited = id(conn) in self._audited
+        self._audited.discard(id(conn))
+        peer = self._peer_of(conn)
+        if t is not None:
+            studies = [StudyTransfer(uid, t.patient[uid], tuple(sorted(t.classes[uid].items())),
+                                     tuple(sorted(t.accessions.get(uid, ()))))
+                       for uid in t.classes]
+            self.emit(audit.instances_transferred(peer, self._us(), studies, received=True))
+            return
+        if audited:
+            return
+        requests: Counter[str] = Counter()
+        for (_command, sop_class), n in conn.requests.items():
+            requests[sop_class] += n
+        self.emit(audit.association(self._us(), peer, sorted(requests.items())))
+
+    def security_event(self, ev: SecurityEvent) -> None:
+        """Listener.on_security_event: authentication outcomes and refused access."""
+        caller = Participant(ev.user or ev.calling_ae or "?", True, address=_host(ev.address), ae_title=ev.calling_ae)
+        if ev.kind in ("authentication-succeeded", "authentication-failed"):
+            ok = ev.kind == "authentication-succeeded"
+            self.emit(audit.user_authentication(self._us(), caller, succeeded=ok, description=ev.detail))
+            if ok:
+                return
+        what = ev.detail or ev.kind
+        if ev.services:
+            what += f" (services: {', '.join(ev.services)})"
+        self.emit(audit.security_alert(self._us(), audit.RESTRICTED_FUNCTION, subject=ev.calling_ae or _host(ev.address),
+                                       description=f"{ev.kind}: {what}", performer=caller))
+
+    def tls_failed(self, remote: str, reason: str, subject: str | None) -> None:
+        """TlsEvents.failed: a handshake failed or a certificate was rejected."""
+        node = Participant(subject or _host(remote), True, address=_host(remote))
+        self.emit(audit.security_alert(self._us(), audit.NODE_AUTHENTICATION, subject=subject or _host(remote),
+                                       description=f"TLS handshake with {remote} failed: {reason}", performer=node))
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Mover and sender; Application Start when started, Application Stop (queued) when cancelled."""
+        self.emit(audit.application_activity(self._us(), start=True))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._mover)
+                if self.settings.host is not None:
+                    nursery.start_soon(self._sender)
+                task_status.started()
+        finally:
+            self.emit(audit.application_activity(self._us(), start=False))
+            with trio.CancelScope(shield=True):
+                await self.blocking.run(self._move)  # the stop and whatever is left: queued before we go
+
+    async def flushed(self) -> None:
+        """Wait until every message emitted so far is queued (for tests and orderly hand-offs)."""
+        while self._pending:
+            await self._moved.wait()
+
+    async def _mover(self) -> None:
+        while True:
+            await self._have_pending.wait()
+            self._have_pending = trio.Event()
+            try:
+                await self.blocking.run(self._move)
+            except Exception:
+                log.exception("audit: cannot queue audit messages (kept in memory, retried)")
+                await trio.sleep(1)
+                self._have_pending.set()
+                continue
+            self._moved.set()
+            self._moved = trio.Event()
+            self._wake_sender.set()
+
+    def _move(self) -> None:
+        """(worker thread) The pending messages into the queue and the local file, all or none."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            if self.settings.local_file is not None:
+                self._append_local(batch)
+            if self.settings.host is not None:
+                self.queue.enqueue_many([NewJob(AUDIT_JOB, DESTINATION, m) for m in batch])
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+
+    def _append_local(self, batch: list[dict[str, Any]]) -> None:
+        path = self.settings.local_file
+        assert path is not None
+        lines = b"".join(self._format(m) + b"\n" for m in batch)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, lines)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _format(self, m: dict[str, Any]) -> bytes:
+        return format_message(str(m["xml"]), at=datetime.fromisoformat(str(m["at"])), hostname=self.hostname)
+
+    def _repository(self) -> Repository:
+        s = self.settings
+        assert s.host is not None
+        return Repository(s.host, s.port, s.transport, s.ca, s.certificate, s.key, s.server_name)
+
+    async def _sender(self) -> None:
+        repo = self._repository()
+        while True:
+            self._wake_sender = trio.Event()
+            jobs = await self.blocking.run(
+                lambda: self.queue.claim_batch(DESTINATION, kinds=frozenset({AUDIT_JOB}), limit=BATCH, lease=120))
+            if not jobs:
+                due = await self.blocking.run(lambda: self.queue.next_due(DESTINATION))
+                wait = 5.0 if due is None else max(0.05, min(5.0, due - self.queue.clock()))
+                with trio.move_on_after(wait):
+                    await self._wake_sender.wait()
+                continue
+            try:
+                messages = [self._format(j.payload) for j in jobs]
+            except (KeyError, TypeError, ValueError) as exc:  # a payload we did not write: dead, not retried
+                await self.blocking.run(lambda: [self.queue.fail(j.id, f"unusable audit job: {exc}", permanent=True,
+                                                                 policy=RETRY) for j in jobs])
+                continue
+            try:
+                await send(repo, messages)
+            except SyslogError as exc:
+                log.warning("audit: %d message(s) kept in the queue: %s", len(jobs), exc)
+                due = await self.blocking.run(self._failed, jobs, str(exc))
+                # The whole destination pauses until the last of them is due again, so that after the
+                # pause the queue is sent in id order (oldest first), whatever each job's backoff was.
+                await trio.sleep(max(0.0, due - self.queue.clock()))
+                continue
+            await self.blocking.run(lambda: self.queue.complete_many([j.id for j in jobs]))
+            self.sent += len(jobs)
+
+    def _failed(self, jobs: list[Job], error: str) -> float:
+        """(worker thread) Record a failed attempt of each job; the time the last of them is due again."""
+        due = 0.0
+        for j in jobs:
+            self.queue.fail(j.id, error, permanent=False, policy=RETRY)
+            again = self.queue.get(j.id)
+            if again is not None:
+                due = max(due, again.next_attempt_at)
+        return due
+
+
+def _host(remote: str) -> str:
+    """"AE@host:port", "host:port" or "[v6]:port" -> host."""
+    remote = remote.rsplit("@", 1)[-1]
+    host = remote.rsplit(":", 1)[0] if ":" in remote else remote
+    return host.strip("[]")
+
+
+__all__ = ["AUDIT_JOB", "AuditTrail", "DESTINATION"]
