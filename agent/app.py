@@ -7,7 +7,8 @@ Invariants:
   workers give their claimed jobs back, and the process exits 0.
 - SIGHUP re-reads the TLS certificate, key and CA files (`Agent.reload`); open associations keep
   the session they have, new handshakes use the new files. A file that cannot be used is logged and
-  the previous certificate stays in use.
+  the previous certificate stays in use. It also re-reads `[security]` from the profile file (users,
+  password file, access rules) for new associations; a profile that no longer parses changes nothing.
 - Everything the `dicom-agent` process creates is owner/group only: its command line sets the umask
   to 0027 before anything else (agent/cli/__init__.py `main`); the store and database also set their
   modes explicitly, so an agent embedded in another process is safe whatever that process's umask.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import trio
@@ -31,7 +32,7 @@ from agent.security import AccessPolicy, Authenticator
 from agent.security.audit_trail import AuditTrail
 from agent.net.tls import TlsServer, TlsSetupError
 from agent.errors import ProfileError
-from agent.profile import MppsSettings, Profile
+from agent.profile import EMBEDDED_SOURCE, MppsSettings, Profile, load_profile
 from agent.services import verification
 from agent.services import commitment
 from agent.services.blocking import Blocking
@@ -66,6 +67,11 @@ from agent.store.query import ensure_schema as ensure_query_schema
 from agent.store.worklist import WorklistStore
 
 log = logging.getLogger("agent")
+
+
+def access_policy_of(p: Profile) -> AccessPolicy:
+    """`[security]`'s access rules and required identities (none: every caller, every service)."""
+    return AccessPolicy(p.security.access, p.security.require_identity) if p.security else AccessPolicy()
 
 
 def timeouts_of(profile: Profile) -> Timeouts:
@@ -202,7 +208,7 @@ class Agent:
                 ae_title=p.agent.ae_title,
                 called_ae_check=p.agent.called_ae_check,
                 allowed_calling_aes=tuple(p.agent.allowed_calling_aes),
-                access=AccessPolicy(p.security.access, p.security.require_identity) if p.security else AccessPolicy(),
+                access=access_policy_of(p),
                 users=Authenticator(p.security.users if p.security else {}),
                 max_pdu_receive=p.agent.max_pdu_length,
                 timeouts=timeouts_of(p),
@@ -239,9 +245,29 @@ class Agent:
             self.tls_server.events.failed.append(trail.tls_failed)
 
     def reload(self) -> None:
-        """SIGHUP: re-read the TLS files (module docstring)."""
+        """SIGHUP: re-read the TLS files and `[security]` (module docstring)."""
         if self.tls_server is not None:
             self.tls_server.reload()
+        self.reload_security()
+
+    def reload_security(self) -> None:
+        """Users (and the password file) and access rules, read again from the profile file. A profile
+        that no longer parses keeps the policy in use (logged); established associations keep what
+        they were admitted with."""
+        if self.listener is None or self.profile.source == EMBEDDED_SOURCE:
+            return
+        try:
+            fresh = load_profile(self.profile.source)
+        except ProfileError as exc:
+            log.error("SIGHUP: [security] not reloaded, the profile does not parse: %s", exc)
+            return
+        self.listener.policy = replace(
+            self.listener.policy, allowed_calling_aes=tuple(fresh.agent.allowed_calling_aes),
+            access=access_policy_of(fresh), users=Authenticator(fresh.security.users if fresh.security else {}),
+        )
+        sec = fresh.security
+        log.info("SIGHUP: [security] reloaded: %d user(s), %d access rule(s)",
+                 len(sec.users) if sec else 0, len(sec.access) if sec else 0)
 
     def _build_commitment(self) -> None:
         """Storage Commitment: requester (`[storage] commit_with`) and/or SCP (`[commitment]`)."""
