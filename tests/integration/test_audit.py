@@ -1,0 +1,117 @@
+"""The audit trail with a local file only (no repository): what an agent writes for authentication and
+access decisions, for an echo, and at start and stop; nothing is queued when there is no repository.
+The agent runs in-process; its peer is the agent's own SCU (the rsyslog tests are in tests/interop)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import trio
+
+from agent.errors import AgentError
+from agent.net.connection import Timeouts
+from agent.security.audit_trail import DESTINATION
+from agent.security.identity import ClientIdentity, hash_password
+from agent.services.verification import echo
+from tests.conftest import write_profile
+
+FAST = Timeouts(artim=30, dimse=30, idle=30, connect=30)  # deadlines, not expectations
+
+
+def read_local(path: Path) -> list[ET.Element]:
+    """Every line of the audit file: an RFC 5424 header, then the XML (which must parse)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        assert line.startswith("<85>1 "), line
+        out.append(ET.fromstring(line.split(" ", 7)[7].lstrip("\ufeff")))
+    return out
+
+
+def code_of(root: ET.Element, tag: str = "EventID") -> str:
+    e = root.find(f"EventIdentification/{tag}")
+    return "" if e is None else e.get("csd-code", "")
+
+
+async def wait_for(path: Path, predicate) -> list[ET.Element]:
+    with trio.fail_after(30):
+        while True:
+            roots = read_local(path) if path.exists() else []
+            if predicate(roots):
+                return roots
+            await trio.sleep(0.02)
+
+
+@pytest.fixture
+def audited(tmp_path: Path):
+    local = tmp_path / "audit.log"
+    body = f"""
+[security]
+users = {{ alice = "{hash_password('S3cret-Kestrel-41')}" }}
+require_identity = ["verification"]
+[[security.access]]
+calling_ae = "MODALITY"
+services = ["verification"]
+
+[audit]
+local_file = "{local}"
+"""
+    return write_profile(tmp_path, body), local
+
+
+async def test_authentication_access_and_application_activity_are_written_to_the_local_file(
+        audited, start_agent) -> None:
+    profile, local = audited
+    agent = await start_agent(profile)
+    port = agent.port
+    ok = await echo("127.0.0.1", port, calling_ae="MODALITY", called_ae="AGENT", timeouts=FAST,
+                    user_identity=ClientIdentity("username-passcode", "alice", "S3cret-Kestrel-41"))
+    assert ok.status == 0
+    with pytest.raises(AgentError):  # Bad-Osprey-77: rejected
+        await echo("127.0.0.1", port, calling_ae="MODALITY", called_ae="AGENT", timeouts=FAST,
+                   user_identity=ClientIdentity("username-passcode", "alice", "Bad-Osprey-77"))
+    with pytest.raises(AgentError):  # a calling AE no rule names: rejected
+        await echo("127.0.0.1", port, calling_ae="STRANGER", called_ae="AGENT", timeouts=FAST,
+                   user_identity=ClientIdentity("username-passcode", "alice", "S3cret-Kestrel-41"))
+
+    roots = await wait_for(local, lambda rs: sum(code_of(r) == "110113" for r in rs) >= 2
+                           and sum(code_of(r) == "110114" for r in rs) >= 2)
+    text = local.read_text(encoding="utf-8")
+    assert "S3cret-Kestrel-41" not in text and "Bad-Osprey-77" not in text
+
+    assert code_of(roots[0]) == "110100" and code_of(roots[0], "EventTypeCode") == "110120"  # Application Start
+    logins = [r for r in roots if code_of(r) == "110114"]
+    outcomes = sorted(r.find("EventIdentification").get("EventOutcomeIndicator") for r in logins)
+    assert outcomes == ["0", "0", "4"]  # MODALITY and STRANGER (then refused for its AE) succeed, one fails
+    for r in logins:
+        user = next(p for p in r.findall("ActiveParticipant") if p.get("UserIsRequestor") == "true")
+        assert user.get("UserID") == "alice" and user.get("AlternativeUserID") in ("AETITLES=MODALITY", "AETITLES=STRANGER")
+        assert user.get("NetworkAccessPointID") == "127.0.0.1"
+        assert code_of(r, "EventTypeCode") == "110122"  # Login
+    alerts = [r for r in roots if code_of(r) == "110113"]
+    described = " ".join(r.findtext("EventIdentification/EventOutcomeDescription", "") for r in alerts)
+    assert "authentication-failed" in described and "access-denied" in described
+    denied = next(r for r in alerts if "access-denied" in r.findtext("EventIdentification/EventOutcomeDescription", ""))
+    assert code_of(denied, "EventTypeCode") == "110132"  # Use of Restricted Function
+    (obj,) = denied.findall("ParticipantObjectIdentification")
+    assert obj.get("ParticipantObjectID") == "STRANGER" and obj.get("ParticipantObjectTypeCodeRole") == "13"
+    # The successful echo: its association, Verification as the object.
+    assoc = [r for r in roots if code_of(r) == "ASSOCIATION"]
+    assert [o.get("ParticipantObjectID") for r in assoc for o in r.findall("ParticipantObjectIdentification")] \
+        == ["1.2.840.10008.1.1"]
+    # No repository: nothing queued.
+    assert agent.agent.queue.list(destination=DESTINATION) == []
+
+    agent.cancel_scope.cancel()  # stop: Application Stop is written on the way out
+    roots = await wait_for(local, lambda rs: any(code_of(r, "EventTypeCode") == "110121" for r in rs))
+    assert code_of(roots[-1], "EventTypeCode") == "110121"
+
+
+async def test_only_the_selected_events_are_written(tmp_path: Path, start_agent) -> None:
+    local = tmp_path / "audit.log"
+    profile = write_profile(tmp_path, f'[audit]\nlocal_file = "{local}"\nevents = ["association"]\n')
+    agent = await start_agent(profile)
+    await echo("127.0.0.1", agent.port, calling_ae="MODALITY", called_ae="AGENT", timeouts=FAST)
+    roots = await wait_for(local, lambda rs: len(rs) >= 1)
+    assert [code_of(r) for r in roots] == ["ASSOCIATION"]  # no Application Start: not selected
