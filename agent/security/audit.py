@@ -15,7 +15,8 @@ The events (PS3.15 A.5.3, event IDs from CID 400 "Audit Event ID", DCM codes):
 - Application Activity (110100; type Application Start 110120 / Stop 110121), A.5.3.1
 - Begin Transferring DICOM Instances (110102), A.5.3.2 -- not emitted yet (see docs/security.md)
 - DICOM Instances Transferred (110104), A.5.3.4
-- Order Record (110109), A.5.3.8; Procedure Record (110111), A.5.3.10 -- not emitted yet
+- Order Record (110109), A.5.3.8 -- not emitted yet
+- Procedure Record (110111), A.5.3.10: an MPPS N-CREATE / N-SET received
 - Query (110112), A.5.3.12
 - Security Alert (110113; type Node Authentication 110126, Use of Restricted Function 110132), A.5.3.11
 - User Authentication (110114; type Login 110122), A.5.3.14
@@ -72,8 +73,8 @@ ActionCode = Literal["C", "R", "U", "D", "E"]  # create, read, update, delete, e
 SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = 0, 4, 8, 12  # EventOutcomeIndicator
 
 # Names of the events a profile may select (`[audit] events`).
-EVENT_NAMES = ("application-activity", "association", "instances-transferred", "query", "security-alert",
-               "user-authentication")
+EVENT_NAMES = ("application-activity", "association", "instances-transferred", "procedure-record", "query",
+               "security-alert", "user-authentication")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class ParticipantObject:
     query: bytes = b""  # ParticipantObjectQuery: the query data set, base64 in the XML
     sop_classes: tuple[tuple[str, int], ...] = ()  # (SOP class UID, number of instances)
     accessions: tuple[str, ...] = ()
+    mpps: tuple[str, ...] = ()  # MPPS SOP Instance UIDs (ParticipantObjectDescription/MPPS)
     details: tuple[tuple[str, str], ...] = ()  # ParticipantObjectDetail type/value pairs
 
     def element(self, parent: ET.Element) -> None:
@@ -144,8 +146,10 @@ class ParticipantObject:
         for kind, value in self.details:
             ET.SubElement(e, "ParticipantObjectDetail", {
                 "type": kind, "value": base64.b64encode(value.encode()).decode("ascii")})
-        if self.sop_classes or self.accessions:
+        if self.sop_classes or self.accessions or self.mpps:
             d = ET.SubElement(e, "ParticipantObjectDescription")
+            for uid in self.mpps:
+                ET.SubElement(d, "MPPS", {"UID": uid})
             for number in self.accessions:
                 ET.SubElement(d, "Accession", {"Number": number})
             for uid, count in self.sop_classes:
@@ -248,6 +252,18 @@ def query(requestor: Participant, responder: Participant, sop_class: str, identi
                       (_with_role(requestor, ROLE_SOURCE), _with_role(responder, ROLE_DESTINATION)), (obj,))
 
 
+def procedure_record(requestor: Participant, responder: Participant, *, action: ActionCode, mpps_uid: str,
+                     patient_id: str, study_uids: Sequence[str], accessions: Sequence[str] = ()) -> AuditEvent:
+    """A.5.3.10: a procedure record was created (MPPS N-CREATE, action C) or updated (N-SET, action U).
+    Objects: each study the step belongs to (with the MPPS instance UID), and the patient when known."""
+    objs = [ParticipantObject(uid, 2, 3, STUDY_INSTANCE_UID, accessions=tuple(accessions), mpps=(mpps_uid,))
+            for uid in study_uids] or [ParticipantObject(mpps_uid, 2, 3, STUDY_INSTANCE_UID, mpps=(mpps_uid,))]
+    if patient_id:
+        objs.append(ParticipantObject(patient_id, 1, 1, PATIENT_NUMBER))
+    return AuditEvent("procedure-record", PROCEDURE_RECORD, action, SUCCESS,
+                      (_with_role(requestor, ROLE_SOURCE), _with_role(responder, ROLE_DESTINATION)), tuple(objs))
+
+
 def security_alert(reporter: Participant, alert: Code, *, subject: str, description: str,
                    performer: Participant | None = None, outcome: int = MINOR_FAILURE) -> AuditEvent:
     """A.5.3.11: a rejected certificate (Node Authentication) or a refused service (Use of Restricted
@@ -292,5 +308,5 @@ def _is_ip(address: str) -> bool:
 
 __all__ = [
     "AuditEvent", "AuditSettings", "EVENT_NAMES", "Participant", "ParticipantObject", "StudyTransfer", "application_activity",
-    "association", "instances_transferred", "query", "security_alert", "user_authentication",
+    "association", "instances_transferred", "procedure_record", "query", "security_alert", "user_authentication",
 ]

@@ -36,6 +36,8 @@ from agent.security.syslog import Repository, SyslogError, format_message, send
 from agent.store.queue import Job, JobQueue, NewJob, RetryPolicy
 
 if TYPE_CHECKING:
+    from pydicom import Dataset
+
     from agent.net.connection import DicomConnection
     from agent.services.blocking import Blocking
     from agent.store.instances import StoredInstance
@@ -72,6 +74,7 @@ class AuditTrail:
     _wake_sender: trio.Event = field(default_factory=trio.Event)
     _transfers: dict[int, _Transfers] = field(default_factory=dict)  # id(conn) -> what it stored
     _audited: set[int] = field(default_factory=set)  # id(conn) of associations with a message already
+    _procedures: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)  # MPPS UID ->
     sent: int = 0
 
     # ------------------------------------------------------------ participants
@@ -117,6 +120,21 @@ class AuditTrail:
         """A C-FIND identifier as received (Q/R SCP, MWL SCP)."""
         self._audited.add(id(conn))
         self.emit(audit.query(self._peer_of(conn), self._us(), sop_class, bytes(identifier), transfer_syntax))
+
+    def procedure_recorded(self, conn: DicomConnection, action: str, mpps_uid: str, ds: Dataset) -> None:
+        """MppsSCP.on_record: an MPPS was created ("C") or updated ("U")."""
+        self._audited.add(id(conn))
+        patient, studies, accessions = self._procedures.get(mpps_uid, ("", (), ()))
+        patient = str(ds.get("PatientID", "") or patient)
+        steps = ds.get("ScheduledStepAttributesSequence") or []
+        studies = tuple(dict.fromkeys(str(s.get("StudyInstanceUID", "")) for s in steps if s.get("StudyInstanceUID"))) or studies
+        accessions = tuple(dict.fromkeys(str(s.get("AccessionNumber", "")) for s in steps if s.get("AccessionNumber"))) or accessions
+        self._procedures[mpps_uid] = (patient, studies, accessions)
+        while len(self._procedures) > 1000:  # N-SETs usually follow soon; older ones fall out
+            self._procedures.pop(next(iter(self._procedures)))
+        self.emit(audit.procedure_record(self._peer_of(conn), self._us(), action="C" if action == "C" else "U",
+                                         mpps_uid=mpps_uid, patient_id=patient, study_uids=studies,
+                                         accessions=accessions))
 
     def association_ended(self, conn: DicomConnection) -> None:
         """Listener.on_association_end: the transfer summary, or the association itself."""

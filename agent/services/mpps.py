@@ -392,6 +392,8 @@ class MppsSCP:
     coerce: bool = True
     items: ItemsProvider | None = None
     after_commit: Callable[[], None] | None = None
+    #: Audit trail: (conn, "C" for N-CREATE or "U" for N-SET, MPPS SOP Instance UID, data set received), after success.
+    on_record: Callable[[DicomConnection, str, str, Dataset], None] | None = None
     #: The latest accepted (operation, uid) pairs, for observability; bounded, the oldest fall out.
     received: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECEIVED_KEPT))
 
@@ -446,6 +448,8 @@ class MppsSCP:
             return
         self.received.append(("N-CREATE", uid))
         await self._respond(conn, ctx, rq, Status.SUCCESS, affected_sop_instance_uid=uid)
+        if self.on_record is not None:
+            self.on_record(conn, "C", uid, ds)
         if self.after_commit is not None:
             self.after_commit()
 
@@ -488,6 +492,8 @@ class MppsSCP:
         if status == Status.SUCCESS:
             self.received.append(("N-SET", uid))
         await self._respond(conn, ctx, rq, status, comment)
+        if status == Status.SUCCESS and self.on_record is not None:
+            self.on_record(conn, "U", uid, mods)
         if status == Status.SUCCESS and self.after_commit is not None:
             self.after_commit()
 

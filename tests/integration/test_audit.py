@@ -115,3 +115,32 @@ async def test_only_the_selected_events_are_written(tmp_path: Path, start_agent)
     await echo("127.0.0.1", agent.port, calling_ae="MODALITY", called_ae="AGENT", timeouts=FAST)
     roots = await wait_for(local, lambda rs: len(rs) >= 1)
     assert [code_of(r) for r in roots] == ["ASSOCIATION"]  # no Application Start: not selected
+
+
+async def test_mpps_create_and_set_are_procedure_records(tmp_path: Path, start_agent) -> None:
+    """PS3.15 A.5.3.10: N-CREATE (action C) and N-SET (action U) each leave a Procedure Record naming the
+    MPPS instance and the patient (known from the N-CREATE when the N-SET does not repeat it)."""
+    from pydicom.uid import generate_uid
+
+    from tests.integration.test_mpps import connect, n_create, n_set, status_only, unscheduled
+
+    local = tmp_path / "audit.log"
+    profile = write_profile(tmp_path, f'[mpps]\nserve = true\n\n[audit]\nlocal_file = "{local}"\n')
+    agent = await start_agent(profile)
+    uid = generate_uid()
+    async with connect(agent.port) as conn:
+        assert (await n_create(conn, uid, unscheduled())).status == 0
+        assert (await n_set(conn, uid, status_only("COMPLETED"))).status == 0
+    roots = await wait_for(local, lambda rs: sum(code_of(r) == "110111" for r in rs) >= 2)
+    records = [r for r in roots if code_of(r) == "110111"]
+    assert [r.find("EventIdentification").get("EventActionCode") for r in records] == ["C", "U"]
+    for r in records:
+        objs = r.findall("ParticipantObjectIdentification")
+        assert [o.find("ParticipantObjectDescription/MPPS").get("UID") for o in objs
+                if o.get("ParticipantObjectTypeCodeRole") == "3"] == [uid]
+        assert [o.get("ParticipantObjectID") for o in objs if o.get("ParticipantObjectTypeCodeRole") == "1"] == ["P1"]
+        roles = {p.find("RoleIDCode").get("csd-code"): p.get("UserID") for p in r.findall("ActiveParticipant")}
+        assert roles == {"110153": "MODALITY", "110152": "AGENT"}
+    assert "DOE" not in local.read_text(encoding="utf-8")  # patient names never enter the audit trail
+    # The association carried audited operations: no separate Association message for it.
+    assert not [r for r in roots if code_of(r) == "ASSOCIATION"]
