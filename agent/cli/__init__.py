@@ -319,6 +319,10 @@ def describe_profile(profile: Profile) -> str:
         f"{' (any calling AE may use every service)' if not sec.access else ''}, identity required for: "
         f"{', '.join(sorted(sec.require_identity)) or 'nothing'}"
     )
+    au = profile.audit
+    lines.append("  [audit] off" if au is None else
+                 f"  [audit] {f'{au.transport} to {au.host}:{au.port}' if au.host else 'no repository'}"
+                 f"{f', file {au.local_file}' if au.local_file else ''}; events: {', '.join(sorted(au.events))}")
     return "\n".join(lines)
 
 

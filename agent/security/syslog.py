@@ -6,8 +6,9 @@ Invariants:
   MSGID "IHE+RFC-3881" says the body is an RFC 3881-derived audit message; no structured data ("-");
   the body is UTF-8 with its BOM (RFC 5424 6.4).
 - UDP: one datagram per message (RFC 5426 3.1). UDP has no acknowledgement: a datagram sent while the
-  repository is down is lost unless the kernel reports the refusal (ICMP port unreachable on a connected
-  socket, which we use). Use TLS where every message must arrive.
+  repository is down is lost unless the kernel reports the refusal in time (ICMP port unreachable on a
+  connected socket, which we use: checked after each send and once after the last). Use TLS where
+  every message must arrive.
 - TLS: octet-counting framing, `LEN SP MSG` (RFC 5425 4.3), TLS 1.2 or later, the repository's
   certificate checked against the configured CA and host; a client certificate when configured
   (mutual authentication, RFC 5425 5.1). A batch counts as sent once its bytes were handed to TLS
@@ -102,6 +103,10 @@ async def _send_udp(repo: Repository, messages: Sequence[bytes]) -> None:
         await sock.connect(address)  # connected: an ICMP refusal shows as ECONNREFUSED on the next send
         for m in messages:
             await sock.send(m[:UDP_MAX])
+        # A refusal of the last datagram that already came back (at once on loopback) is pending here.
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
 
 
 async def _send_tls(repo: Repository, messages: Sequence[bytes], context: ssl.SSLContext) -> None:

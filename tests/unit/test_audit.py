@@ -87,3 +87,21 @@ def test_audit_section_defaults(tmp_path: Path) -> None:
     assert udp.events == frozenset(audit.EVENT_NAMES)
     tls = write_profile(tmp_path / "t", "[audit]\nhost = \"a\"\ntransport = \"tls\"\nlocal_file = \"x.log\"\n").audit
     assert tls is not None and tls.port == 6514 and tls.local_file == (tmp_path / "t" / "x.log")
+
+
+def test_check_profile_describes_the_audit_section(tmp_path: Path) -> None:
+    from agent.cli import describe_profile
+
+    off = describe_profile(write_profile(tmp_path / "off", ""))
+    assert "  [audit] off" in off.splitlines()
+    on = describe_profile(write_profile(tmp_path / "on", "[audit]\nhost = \"audit.example\"\nevents = [\"query\"]\n"))
+    assert "  [audit] udp to audit.example:514; events: query" in on.splitlines()
+
+
+async def test_a_udp_repository_that_refuses_is_an_error_not_a_silent_loss() -> None:
+    """On loopback the ICMP refusal comes back at once: the batch fails (and stays queued)."""
+    from agent.security.syslog import Repository, SyslogError, send
+    from tests.conftest import free_port
+
+    with pytest.raises(SyslogError):
+        await send(Repository("127.0.0.1", free_port(), "udp"), [b"<85>1 - - - - - - x"])
