@@ -232,7 +232,13 @@ class Agent:
         """`[audit]`: each place an audited event happens calls one AuditTrail method."""
         p = self.profile
         assert p.audit is not None and self.queue is not None and self.listener is not None
-        trail = self.audit = AuditTrail(p.audit, p.agent.ae_title, self.queue, self.blocking)
+        trail = self.audit = AuditTrail(p.audit, p.agent.ae_title, self.queue, self.blocking, store=self.store)
+        performers = self.outbound.performers if self.outbound is not None else {}
+        forward, move = performers.get(STORE_JOB), performers.get(MOVE_STORE_JOB)
+        if isinstance(forward, StorePerformer):  # what we send: forwarding, C-MOVE sub-operations
+            forward.on_sent = trail.instance_sent
+        if isinstance(move, MoveStorePerformer):
+            move.forward.on_sent = trail.instance_sent
         self.listener.on_security_event = trail.security_event
         self.listener.on_association_end = trail.association_ended
         if self.storage_scp is not None:

@@ -13,8 +13,8 @@ Invariants:
 
 The events (PS3.15 A.5.3, event IDs from CID 400 "Audit Event ID", DCM codes):
 - Application Activity (110100; type Application Start 110120 / Stop 110121), A.5.3.1
-- Begin Transferring DICOM Instances (110102), A.5.3.2 -- not emitted yet (see docs/security.md)
-- DICOM Instances Transferred (110104), A.5.3.4
+- Begin Transferring DICOM Instances (110102), A.5.3.2: instances we send (forwarding, C-MOVE)
+- DICOM Instances Transferred (110104), A.5.3.4: received (action C) and sent (action R)
 - Order Record (110109), A.5.3.8 -- not emitted yet
 - Procedure Record (110111), A.5.3.10: an MPPS N-CREATE / N-SET received
 - Query (110112), A.5.3.12
@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -242,6 +242,12 @@ def instances_transferred(source: Participant, destination: Participant, studies
                       (_with_role(source, ROLE_SOURCE), _with_role(destination, ROLE_DESTINATION)), tuple(objs))
 
 
+def begin_transferring(source: Participant, destination: Participant, studies: Iterable[StudyTransfer]) -> AuditEvent:
+    """A.5.3.2: a transfer of instances started (the agent as sender; stamped with its first instance)."""
+    moved = instances_transferred(source, destination, studies, received=False)
+    return replace(moved, name="instances-transferred", event_id=BEGIN_TRANSFERRING, action="E")
+
+
 def query(requestor: Participant, responder: Participant, sop_class: str, identifier: bytes,
           transfer_syntax: str, *, outcome: int = SUCCESS) -> AuditEvent:
     """A.5.3.12: a C-FIND was received (or sent). The query object is the SOP class, carrying the
@@ -308,5 +314,5 @@ def _is_ip(address: str) -> bool:
 
 __all__ = [
     "AuditEvent", "AuditSettings", "EVENT_NAMES", "Participant", "ParticipantObject", "StudyTransfer", "application_activity",
-    "association", "instances_transferred", "procedure_record", "query", "security_alert", "user_authentication",
+    "association", "begin_transferring", "instances_transferred", "procedure_record", "query", "security_alert", "user_authentication",
 ]

@@ -12,7 +12,10 @@ Invariants:
 - Per association, the instances received are added up (per study: SOP classes and counts) and one
   "DICOM Instances Transferred" message is sent when the association ends (PS3.15 A.5.3.4 describes
   the transfer, not each instance); an association with no other audited operation gets one
-  "Association" message.
+  "Association" message. What we send on associations we requested (forwarding, C-MOVE
+  sub-operations) is added up the same way and reported as Begin Transferring + Instances Transferred
+  once that association is released or has been idle `SENT_IDLE` seconds (a kill in that window loses
+  that report; a normal stop reports it first).
 - Patient names never enter a message; passcodes are never part of the events this module receives.
 """
 
@@ -23,7 +26,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
     from agent.net.connection import DicomConnection
     from agent.services.blocking import Blocking
-    from agent.store.instances import StoredInstance
+    from agent.store.instances import InstanceStore, StoredInstance
 
 log = logging.getLogger("agent.audit")
 
@@ -48,6 +51,7 @@ AUDIT_JOB = "audit"
 DESTINATION = "@audit"  # not a valid peer name: never confused with a DICOM destination
 RETRY = RetryPolicy(base=2.0, cap=60.0, max_age=30 * 86400)
 BATCH = 100
+SENT_IDLE = 2.0  # seconds without a further instance on an association we requested: report what was sent
 VERIFICATION = "1.2.840.10008.1.1"
 
 
@@ -58,6 +62,16 @@ class _Transfers:
     patient: dict[str, str] = field(default_factory=dict)
     classes: dict[str, Counter[str]] = field(default_factory=dict)
     accessions: dict[str, set[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Sent:
+    """What we sent on one association we requested (forwarding, C-MOVE sub-operations)."""
+
+    conn: DicomConnection
+    first_at: datetime
+    last: float  # trio.current_time() of the latest instance
+    uids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +89,8 @@ class AuditTrail:
     _transfers: dict[int, _Transfers] = field(default_factory=dict)  # id(conn) -> what it stored
     _audited: set[int] = field(default_factory=set)  # id(conn) of associations with a message already
     _procedures: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)  # MPPS UID ->
+    store: InstanceStore | None = None  # to name the studies and patients of what we send
+    _sent: dict[int, _Sent] = field(default_factory=dict)  # id(conn) -> instances sent on it
     sent: int = 0
 
     # ------------------------------------------------------------ participants
@@ -136,6 +152,48 @@ class AuditTrail:
                                          mpps_uid=mpps_uid, patient_id=patient, study_uids=studies,
                                          accessions=accessions))
 
+    def instance_sent(self, conn: DicomConnection, uid: str) -> None:
+        """StorePerformer.on_sent: one instance the peer accepted; reported per association once it
+        is released or idle (`SENT_IDLE`), as Begin Transferring + DICOM Instances Transferred."""
+        entry = self._sent.get(id(conn))
+        if entry is None:
+            entry = self._sent[id(conn)] = _Sent(conn, self.clock(), trio.current_time())
+        entry.last = trio.current_time()
+        entry.uids.append(uid)
+
+    async def _report_sent(self, *, everything: bool = False) -> None:
+        now = trio.current_time()
+        done = [k for k, e in self._sent.items()
+                if everything or not e.conn.is_open or now - e.last >= SENT_IDLE]
+        for key in done:
+            entry = self._sent.pop(key)
+            studies = await self.blocking.run(self._studies_of, entry.uids)
+            conn = entry.conn
+            peer = Participant(conn.called_ae or "?", False, address=_host(conn.address), ae_title=conn.called_ae)
+            us = self._us(requestor=True)
+            begin = audit.begin_transferring(us, peer, studies)
+            self.emit(replace(begin, at=entry.first_at))
+            self.emit(audit.instances_transferred(us, peer, studies, received=False))
+
+    def _studies_of(self, uids: list[str]) -> list[StudyTransfer]:
+        """(worker thread) The index rows of sent instances, per study."""
+        t = _Transfers()
+        for uid in uids:
+            row = self.store.get(uid) if self.store is not None else None
+            study = (row.study_instance_uid if row else None) or "unknown"
+            t.patient.setdefault(study, (row.patient_id if row else None) or "")
+            t.classes.setdefault(study, Counter())[row.sop_class_uid if row else "unknown"] += 1
+            if row is not None and row.accession_number:
+                t.accessions.setdefault(study, set()).add(row.accession_number)
+        return [StudyTransfer(uid, t.patient[uid], tuple(sorted(t.classes[uid].items())),
+                              tuple(sorted(t.accessions.get(uid, ())))) for uid in t.classes]
+
+    async def _sent_reporter(self) -> None:
+        while True:
+            await trio.sleep(SENT_IDLE / 2)
+            if self._sent:
+                await self._report_sent()
+
     def association_ended(self, conn: DicomConnection) -> None:
         """Listener.on_association_end: the transfer summary, or the association itself."""
         t = self._transfers.pop(id(conn), None)
@@ -183,10 +241,14 @@ class AuditTrail:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._mover)
+                nursery.start_soon(self._sent_reporter)
                 if self.settings.host is not None:
                     nursery.start_soon(self._sender)
                 task_status.started()
         finally:
+            with trio.CancelScope(shield=True):
+                if self._sent:
+                    await self._report_sent(everything=True)
             self.emit(audit.application_activity(self._us(), start=False))
             with trio.CancelScope(shield=True):
                 await self.blocking.run(self._move)  # the stop and whatever is left: queued before we go

@@ -10,7 +10,7 @@ Invariants:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,8 @@ class StorePerformer:
     store: InstanceStore
     blocking: Blocking
     _contexts: dict[tuple[str, str], Sequence[ProposedContext]] = field(default_factory=dict)
+    #: Audit trail: (association, SOP Instance UID) after each instance the peer accepted.
+    on_sent: Callable[[DicomConnection, str], None] | None = None
 
     def contexts(self, job: Job) -> Sequence[ProposedContext]:
         """Called for every job (and for upcoming ones): cached per (SOP class, transfer syntax)."""
@@ -78,3 +80,5 @@ class StorePerformer:
         except StoreFailed as exc:
             raise JobFailed(str(exc), permanent=True) from exc
         check_status(reply.status, f"C-STORE of {uid}")
+        if self.on_sent is not None:
+            self.on_sent(conn, uid)

@@ -144,3 +144,52 @@ async def test_mpps_create_and_set_are_procedure_records(tmp_path: Path, start_a
     assert "DOE" not in local.read_text(encoding="utf-8")  # patient names never enter the audit trail
     # The association carried audited operations: no separate Association message for it.
     assert not [r for r in roots if code_of(r) == "ASSOCIATION"]
+
+
+async def test_forwarded_instances_are_begin_transferring_and_instances_transferred(tmp_path: Path, start_agent) -> None:
+    """PS3.15 A.5.3.2 and A.5.3.4 on the sending side: what the forwarding queue sent to another agent,
+    per association, with the study and patient named from the index; the receiving agent audits its side."""
+    from agent.net.client import associate
+    from agent.services.storage_scu import proposals_for, scan, send_file
+    from tests.interop.storage_helpers import STUDY_UID, make_image
+
+    archive_log, forwarder_log = tmp_path / "archive-audit.log", tmp_path / "forwarder-audit.log"
+    archive = await start_agent(write_profile(tmp_path / "archive", f'[storage]\n\n[audit]\nlocal_file = "{archive_log}"\n',
+                                              ae_title="ARCHIVE"))
+    forwarder = await start_agent(write_profile(tmp_path / "fwd", f"""
+[peers.archive]
+ae_title = "ARCHIVE"
+host = "127.0.0.1"
+port = {archive.port}
+
+[storage]
+forward_to = ["archive"]
+
+[audit]
+local_file = "{forwarder_log}"
+""", ae_title="FORWARDER"))
+    images = [make_image(tmp_path / f"img{i}.dcm", patient_id="PID-FWD", instance_number=i, seed=i) for i in range(2)]
+    items = scan(images).items
+    async with associate("127.0.0.1", forwarder.port, calling_ae="MODALITY", called_ae="FORWARDER",
+                         proposals=[p for ps in proposals_for(items) for p in ps], timeouts=FAST) as conn:
+        for item in items:
+            assert (await send_file(conn, item)).status == 0
+
+    roots = await wait_for(forwarder_log, lambda rs: any(code_of(r) == "110102" for r in rs)
+                           and sum(code_of(r) == "110104" for r in rs) >= 2)
+    begin = next(r for r in roots if code_of(r) == "110102")
+    sent = next(r for r in roots if code_of(r) == "110104" and r.find("EventIdentification").get("EventActionCode") == "R")
+    received = next(r for r in roots if code_of(r) == "110104" and r.find("EventIdentification").get("EventActionCode") == "C")
+    for r in (begin, sent):
+        roles = {p.find("RoleIDCode").get("csd-code"): p for p in r.findall("ActiveParticipant")}
+        assert roles["110153"].get("UserID") == "FORWARDER" and roles["110153"].get("UserIsRequestor") == "true"
+        assert roles["110152"].get("UserID") == "ARCHIVE" and roles["110152"].get("NetworkAccessPointID") == "127.0.0.1"
+        objs = {o.get("ParticipantObjectTypeCodeRole"): o for o in r.findall("ParticipantObjectIdentification")}
+        assert objs["3"].get("ParticipantObjectID") == STUDY_UID and objs["1"].get("ParticipantObjectID") == "PID-FWD"
+    assert sent.find("ParticipantObjectIdentification/ParticipantObjectDescription/SOPClass").get("NumberOfInstances") == "2"
+    assert received.find("ParticipantObjectIdentification/ParticipantObjectDescription/SOPClass").get("NumberOfInstances") == "2"
+    # The archive audits the same transfer as received from FORWARDER.
+    roots = await wait_for(archive_log, lambda rs: any(code_of(r) == "110104" for r in rs))
+    got = next(r for r in roots if code_of(r) == "110104")
+    roles = {p.find("RoleIDCode").get("csd-code"): p.get("UserID") for p in got.findall("ActiveParticipant")}
+    assert roles == {"110153": "FORWARDER", "110152": "ARCHIVE"}

@@ -59,6 +59,8 @@ class MoveStorePerformer:
         except StoreFailed as exc:
             raise JobFailed(str(exc), permanent=True) from exc
         check_status(reply.status, f"C-STORE of {uid} (C-MOVE sub-operation)")
+        if self.forward.on_sent is not None:  # the audit trail's hook, shared with forwarding
+            self.forward.on_sent(conn, uid)
 
 
 __all__ = ["MOVE_STORE_JOB", "MoveStorePerformer", "move_payload"]
