@@ -30,7 +30,7 @@ from agent.net.connection import Timeouts
 from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
 from agent.security import AccessPolicy, Authenticator
 from agent.security.audit_trail import AuditTrail
-from agent.net.tls import TlsServer, TlsSetupError
+from agent.net.tls import TlsEvents, TlsServer, TlsSetupError
 from agent.errors import ProfileError
 from agent.profile import EMBEDDED_SOURCE, MppsSettings, Profile, load_profile
 from agent.services import verification
@@ -251,6 +251,8 @@ class Agent:
             self.workflow.mpps_scp.on_record = trail.procedure_recorded
         if self.tls_server is not None:
             self.tls_server.events.failed.append(trail.tls_failed)
+        if self.outbound is not None:  # handshakes of the associations the queue requests
+            self.outbound.tls_events = TlsEvents(failed=[trail.tls_failed])
 
     def reload(self) -> None:
         """SIGHUP: re-read the TLS files and `[security]` (module docstring)."""

@@ -46,6 +46,7 @@ from agent.errors import (
 )
 from agent.net.client import open_association
 from agent.net.connection import DicomConnection, Timeouts
+from agent.net.tls import TlsEvents
 from agent.profile import Peer
 from agent.services.blocking import Blocking
 from agent.store.queue import Job, JobQueue, JobState, RetryPolicy
@@ -159,6 +160,7 @@ class Outbound:
     max_pdu_receive: int = 262144
     idle_poll: float = 5.0
     states: dict[str, DestinationState] = field(default_factory=dict)
+    tls_events: TlsEvents | None = None  # where TLS handshake failures with peers are reported (audit trail)
 
     def wake(self, destination: str) -> None:
         state = self.states.get(destination)
@@ -247,7 +249,7 @@ class Outbound:
         state.conn = await open_association(
             peer.host, peer.port, calling_ae=self.ae_title, called_ae=peer.ae_title,
             proposals=list(proposals.values()), timeouts=timeouts, max_pdu_receive=self.max_pdu_receive,
-            tls=peer.tls, user_identity=peer.identity,
+            tls=peer.tls, user_identity=peer.identity, tls_events=self.tls_events,
         )
         state.proposed = set(proposals)
         return state.conn

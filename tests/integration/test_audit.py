@@ -193,3 +193,49 @@ local_file = "{forwarder_log}"
     got = next(r for r in roots if code_of(r) == "110104")
     roles = {p.find("RoleIDCode").get("csd-code"): p.get("UserID") for p in got.findall("ActiveParticipant")}
     assert roles == {"110153": "FORWARDER", "110152": "ARCHIVE"}
+
+
+async def test_a_peer_certificate_the_queue_rejects_is_a_security_alert(tmp_path: Path, start_agent, tls_pki) -> None:
+    """The forwarding queue's TLS handshake with a peer whose certificate does not carry the expected
+    name fails: PS3.15 A.5.3.11 Security Alert (Node Authentication) naming the peer and the reason."""
+    from agent.net.client import associate
+    from agent.services.storage_scu import proposals_for, scan, send_file
+    from tests.interop.storage_helpers import make_image
+
+    pki = tls_pki
+    archive = await start_agent(write_profile(tmp_path / "archive", f"""
+[storage]
+
+[tls]
+port = 0
+certificate = "{pki.server_pem}"
+key = "{pki.server_key}"
+client_certificates = "none"
+plain_listener = false
+""", ae_title="ARCHIVE"))
+    local = tmp_path / "audit.log"
+    forwarder = await start_agent(write_profile(tmp_path / "fwd", f"""
+[peers.archive]
+ae_title = "ARCHIVE"
+host = "127.0.0.1"
+port = {archive.port}
+tls = true
+tls_ca = "{pki.ca_pem}"
+tls_server_name = "archive.example.org"
+
+[storage]
+forward_to = ["archive"]
+
+[audit]
+local_file = "{local}"
+events = ["security-alert"]
+""", ae_title="FORWARDER"))
+    items = scan([make_image(tmp_path / "img.dcm")]).items
+    async with associate("127.0.0.1", forwarder.port, calling_ae="MODALITY", called_ae="FORWARDER",
+                         proposals=proposals_for(items)[0], timeouts=FAST) as conn:
+        assert (await send_file(conn, items[0])).status == 0
+    roots = await wait_for(local, lambda rs: any(code_of(r) == "110113" for r in rs))
+    alert = next(r for r in roots if code_of(r) == "110113")
+    assert code_of(alert, "EventTypeCode") == "110126"
+    description = alert.findtext("EventIdentification/EventOutcomeDescription", "")
+    assert f"127.0.0.1:{archive.port}" in description and "archive.example.org" in description, description
