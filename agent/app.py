@@ -247,6 +247,7 @@ class Agent:
             self.query_scp.on_query = trail.query_received
         if self.workflow is not None and self.workflow.worklist is not None:
             self.workflow.worklist.on_query = trail.query_received
+            self.workflow.worklist.on_order_read = trail.order_read
         if self.workflow is not None and self.workflow.mpps_scp is not None:
             self.workflow.mpps_scp.on_record = trail.procedure_recorded
         if self.tls_server is not None:

@@ -15,7 +15,7 @@ The events (PS3.15 A.5.3, event IDs from CID 400 "Audit Event ID", DCM codes):
 - Application Activity (110100; type Application Start 110120 / Stop 110121), A.5.3.1
 - Begin Transferring DICOM Instances (110102), A.5.3.2: instances we send (forwarding, C-MOVE)
 - DICOM Instances Transferred (110104), A.5.3.4: received (action C) and sent (action R)
-- Order Record (110109), A.5.3.8 -- not emitted yet
+- Order Record (110109), A.5.3.8: worklist items answered by the MWL SCP (action R, one per patient)
 - Procedure Record (110111), A.5.3.10: an MPPS N-CREATE / N-SET received
 - Query (110112), A.5.3.12
 - Security Alert (110113; type Node Authentication 110126, Use of Restricted Function 110132), A.5.3.11
@@ -73,8 +73,8 @@ ActionCode = Literal["C", "R", "U", "D", "E"]  # create, read, update, delete, e
 SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = 0, 4, 8, 12  # EventOutcomeIndicator
 
 # Names of the events a profile may select (`[audit] events`).
-EVENT_NAMES = ("application-activity", "association", "instances-transferred", "procedure-record", "query",
-               "security-alert", "user-authentication")
+EVENT_NAMES = ("application-activity", "association", "instances-transferred", "order-record", "procedure-record",
+               "query", "security-alert", "user-authentication")
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +258,15 @@ def query(requestor: Participant, responder: Participant, sop_class: str, identi
                       (_with_role(requestor, ROLE_SOURCE), _with_role(responder, ROLE_DESTINATION)), (obj,))
 
 
+def order_record(requestor: Participant, responder: Participant, *, action: ActionCode, patient_id: str,
+                 accessions: Sequence[str] = ()) -> AuditEvent:
+    """A.5.3.8: order records of one patient were created, read (a worklist answered), updated or deleted.
+    The one object is the patient (the message may name only one); accession numbers as details."""
+    obj = ParticipantObject(patient_id, 1, 1, PATIENT_NUMBER, details=tuple(("AccessionNumber", a) for a in accessions))
+    return AuditEvent("order-record", ORDER_RECORD, action, SUCCESS,
+                      (_with_role(requestor, ROLE_DESTINATION), _with_role(responder, ROLE_SOURCE)), (obj,))
+
+
 def procedure_record(requestor: Participant, responder: Participant, *, action: ActionCode, mpps_uid: str,
                      patient_id: str, study_uids: Sequence[str], accessions: Sequence[str] = ()) -> AuditEvent:
     """A.5.3.10: a procedure record was created (MPPS N-CREATE, action C) or updated (N-SET, action U).
@@ -314,5 +323,5 @@ def _is_ip(address: str) -> bool:
 
 __all__ = [
     "AuditEvent", "AuditSettings", "EVENT_NAMES", "Participant", "ParticipantObject", "StudyTransfer", "application_activity",
-    "association", "begin_transferring", "instances_transferred", "procedure_record", "query", "security_alert", "user_authentication",
+    "association", "begin_transferring", "instances_transferred", "order_record", "procedure_record", "query", "security_alert", "user_authentication",
 ]

@@ -88,6 +88,7 @@ class AuditTrail:
     _wake_sender: trio.Event = field(default_factory=trio.Event)
     _transfers: dict[int, _Transfers] = field(default_factory=dict)  # id(conn) -> what it stored
     _audited: set[int] = field(default_factory=set)  # id(conn) of associations with a message already
+    _orders: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # id(conn) -> patient -> accessions
     _procedures: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)  # MPPS UID ->
     store: InstanceStore | None = None  # to name the studies and patients of what we send
     _sent: dict[int, _Sent] = field(default_factory=dict)  # id(conn) -> instances sent on it
@@ -194,8 +195,19 @@ class AuditTrail:
             if self._sent:
                 await self._report_sent()
 
+    def order_read(self, conn: DicomConnection, item: Dataset) -> None:
+        """WorklistService.on_order_read: one worklist item sent; reported per patient at association end."""
+        orders = self._orders.setdefault(id(conn), {})
+        accessions = orders.setdefault(str(item.get("PatientID", "") or ""), [])
+        accession = str(item.get("AccessionNumber", "") or "")
+        if accession and accession not in accessions:
+            accessions.append(accession)
+
     def association_ended(self, conn: DicomConnection) -> None:
         """Listener.on_association_end: the transfer summary, or the association itself."""
+        for patient, accessions in self._orders.pop(id(conn), {}).items():
+            self.emit(audit.order_record(self._peer_of(conn), self._us(), action="R", patient_id=patient,
+                                         accessions=accessions))
         t = self._transfers.pop(id(conn), None)
         audited = id(conn) in self._audited
         self._audited.discard(id(conn))

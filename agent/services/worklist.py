@@ -342,6 +342,7 @@ class WorklistService:
     _wake: trio.Event = field(default_factory=trio.Event)
     refreshes: int = 0
     on_query: Callable[[DicomConnection, str, bytes, str], None] | None = None  # audit: (conn, SOP class, identifier, TS)
+    on_order_read: Callable[[DicomConnection, Dataset], None] | None = None  # audit: each worklist item answered
 
     @property
     def source(self) -> Peer | None:
@@ -458,6 +459,8 @@ class WorklistService:
                 continue
             await conn.send_message(ctx.id, rq.response(Status.PENDING, has_dataset=True), body)
             sent += 1
+            if self.on_order_read is not None:
+                self.on_order_read(conn, candidate)
             event = await conn.poll_event()
             if event is None:
                 continue

@@ -239,3 +239,39 @@ events = ["security-alert"]
     assert code_of(alert, "EventTypeCode") == "110126"
     description = alert.findtext("EventIdentification/EventOutcomeDescription", "")
     assert f"127.0.0.1:{archive.port}" in description and "archive.example.org" in description, description
+
+
+async def test_worklist_answers_are_a_query_and_an_order_record_per_patient(tmp_path: Path, start_agent) -> None:
+    """The MWL SCP: the C-FIND is a Query (A.5.3.12); the items it answered are Order Records read
+    (A.5.3.8, action R), one per patient, naming the patient by ID and the accession numbers."""
+    import base64
+
+    from tests.integration.test_worklist import connect as mwl_connect, find, query
+    from tests.interop.worklist_items import make_item, make_wlmscpfs_db
+
+    items = [make_item("ACC-A1", "DOE^JOHN", patient_id="PID-A", modality="CT"),
+             make_item("ACC-A2", "DOE^JOHN", patient_id="PID-A", modality="CT", date="20260116"),
+             make_item("ACC-B1", "ROE^JANE", patient_id="PID-B", modality="CT")]
+    folder = make_wlmscpfs_db(tmp_path / "wl", "AGENT", items)
+    local = tmp_path / "audit.log"
+    agent = await start_agent(write_profile(tmp_path, f'[worklist]\nfolder = "{folder}"\n\n[audit]\nlocal_file = "{local}"\n'))
+    async with mwl_connect(agent.port) as conn:
+        found, status = await find(conn, query(Modality="CT"))
+    assert status == 0 and len(found) == 3
+    roots = await wait_for(local, lambda rs: sum(code_of(r) == "110109" for r in rs) >= 2)
+    orders = {r.find("ParticipantObjectIdentification").get("ParticipantObjectID"): r
+              for r in roots if code_of(r) == "110109"}
+    assert set(orders) == {"PID-A", "PID-B"}
+    for pid, accessions in (("PID-A", ["ACC-A1", "ACC-A2"]), ("PID-B", ["ACC-B1"])):
+        r = orders[pid]
+        assert r.find("EventIdentification").get("EventActionCode") == "R"
+        obj = r.find("ParticipantObjectIdentification")
+        assert obj.get("ParticipantObjectTypeCode") == "1" and obj.get("ParticipantObjectTypeCodeRole") == "1"
+        got = sorted(base64.b64decode(d.get("value", "")).decode() for d in obj.findall("ParticipantObjectDetail"))
+        assert got == accessions
+        roles = {p.find("RoleIDCode").get("csd-code"): p.get("UserID") for p in r.findall("ActiveParticipant")}
+        assert roles == {"110152": "CONSOLE", "110153": "AGENT"}
+    (q,) = [r for r in roots if code_of(r) == "110112"]
+    assert q.find("ParticipantObjectIdentification").get("ParticipantObjectID") == "1.2.840.10008.5.1.4.31"
+    text = local.read_text(encoding="utf-8")
+    assert "DOE" not in text and "ROE" not in text  # patient names never enter the audit trail
