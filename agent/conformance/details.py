@@ -5,7 +5,6 @@ security, and the sections that do not apply to a network agent (kept with "N/A"
 
 from __future__ import annotations
 
-import dataclasses
 
 from agent.conformance.model import Block, Facts, Items, Para, Section, Table, na
 from agent.conformance.sections import roles_of, scp_services, ts_name
@@ -37,9 +36,18 @@ def _audit(profile: Profile) -> Section:
     audit = getattr(profile, "audit", None)
     if audit is None:
         return na("6.6", "Configuration of Audit Trail - Syslog", "No audit trail is configured.")
+    host = getattr(audit, "host", None)
+    transport = getattr(audit, "transport", "")
+    rows = (
+        ("Audit repository (syslog)", f"{host}:{getattr(audit, 'port', '')} over {transport.upper()} "
+         f"({'RFC 5425' if transport == 'tls' else 'RFC 5426'})" if host else "none"),
+        ("Local file", "yes, one syslog line per message" if getattr(audit, "local_file", None) else "no"),
+        ("Events (PS3.15 A.5)", _show(getattr(audit, "events", ()))),
+        ("AuditSourceID", getattr(audit, "source_id", "") or profile.agent.ae_title),
+    )
     return Section("6.6", "Configuration of Audit Trail - Syslog", (
-        Table("Audit trail", ("Parameter", "Value"),
-              tuple((f.name, str(getattr(audit, f.name))) for f in dataclasses.fields(audit))),
+        Para("Audit messages (PS3.15 A.5) go through the durable queue to the repository; the keys are in 6.1."),
+        Table("Audit trail", ("Parameter", "Value"), rows),
     ))
 
 
