@@ -154,3 +154,11 @@ def test_statement_does_not_depend_on_what_else_was_imported() -> None:
                            text=True, check=True)
     assert plain.stdout == after.stdout
     assert "JPEG XL Lossless (1.2.840.10008.1.2.4.110)" in plain.stdout
+
+
+def test_audit_trail_section_follows_the_profile(tmp_path: Path) -> None:
+    doc = statement(write_profile(tmp_path, '[audit]\nhost = "127.0.0.1"\ntransport = "udp"\n'))
+    section = next(s for s in doc.sections if s.number == "6.6")
+    assert not section.not_applicable
+    assert "| Audit repository (syslog) | 127.0.0.1:514 over UDP (RFC 5426) |" in render_markdown(doc)
+    assert next(s for s in statement(load_default_profile()).sections if s.number == "6.6").not_applicable
