@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -28,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -47,12 +48,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.audit")
 
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def _hook(method: _F) -> _F:
+    """A hook runs inside the operation it audits: a bug in it is logged, never raised into that operation."""
+
+    @functools.wraps(method)
+    def guarded(*args: object, **kwargs: object) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            log.exception("audit: %s failed; the operation goes on", method.__name__)
+
+    return guarded  # type: ignore[return-value]
+
 AUDIT_JOB = "audit"
 DESTINATION = "@audit"  # not a valid peer name: never confused with a DICOM destination
 RETRY = RetryPolicy(base=2.0, cap=60.0, max_age=30 * 86400)
 BATCH = 100
 SENT_IDLE = 2.0  # seconds without a further instance on an association we requested: report what was sent
-VERIFICATION = "1.2.840.10008.1.1"
 
 
 @dataclass
@@ -80,6 +95,7 @@ class AuditTrail:
     ae_title: str
     queue: JobQueue
     blocking: Blocking
+    store: InstanceStore | None = None  # to name the studies and patients of what we send
     hostname: str = field(default_factory=socket.gethostname)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _pending: list[dict[str, Any]] = field(default_factory=list)
@@ -89,8 +105,8 @@ class AuditTrail:
     _transfers: dict[int, _Transfers] = field(default_factory=dict)  # id(conn) -> what it stored
     _audited: set[int] = field(default_factory=set)  # id(conn) of associations with a message already
     _orders: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # id(conn) -> patient -> accessions
-    _procedures: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)  # MPPS UID ->
-    store: InstanceStore | None = None  # to name the studies and patients of what we send
+    # MPPS SOP Instance UID -> (patient ID, study UIDs, accession numbers) from its N-CREATE, for its N-SETs
+    _procedures: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
     _sent: dict[int, _Sent] = field(default_factory=dict)  # id(conn) -> instances sent on it
     sent: int = 0
 
@@ -124,6 +140,7 @@ class AuditTrail:
 
     # ------------------------------------------------------------ hooks (each a one-line call site)
 
+    @_hook
     def instance_stored(self, conn: DicomConnection, stored: StoredInstance) -> None:
         """StorageSCP.on_stored: add one received instance to its association's transfer."""
         t = self._transfers.setdefault(id(conn), _Transfers())
@@ -133,11 +150,13 @@ class AuditTrail:
         if stored.accession_number:
             t.accessions.setdefault(study, set()).add(stored.accession_number)
 
+    @_hook
     def query_received(self, conn: DicomConnection, sop_class: str, identifier: bytes, transfer_syntax: str) -> None:
         """A C-FIND identifier as received (Q/R SCP, MWL SCP)."""
         self._audited.add(id(conn))
         self.emit(audit.query(self._peer_of(conn), self._us(), sop_class, bytes(identifier), transfer_syntax))
 
+    @_hook
     def procedure_recorded(self, conn: DicomConnection, action: str, mpps_uid: str, ds: Dataset) -> None:
         """MppsSCP.on_record: an MPPS was created ("C") or updated ("U")."""
         self._audited.add(id(conn))
@@ -153,6 +172,7 @@ class AuditTrail:
                                          mpps_uid=mpps_uid, patient_id=patient, study_uids=studies,
                                          accessions=accessions))
 
+    @_hook
     def instance_sent(self, conn: DicomConnection, uid: str) -> None:
         """StorePerformer.on_sent: one instance the peer accepted; reported per association once it
         is released or idle (`SENT_IDLE`), as Begin Transferring + DICOM Instances Transferred."""
@@ -195,6 +215,7 @@ class AuditTrail:
             if self._sent:
                 await self._report_sent()
 
+    @_hook
     def order_read(self, conn: DicomConnection, item: Dataset) -> None:
         """WorklistService.on_order_read: one worklist item sent; reported per patient at association end."""
         orders = self._orders.setdefault(id(conn), {})
@@ -203,6 +224,7 @@ class AuditTrail:
         if accession and accession not in accessions:
             accessions.append(accession)
 
+    @_hook
     def association_ended(self, conn: DicomConnection) -> None:
         """Listener.on_association_end: the transfer summary, or the association itself."""
         for patient, accessions in self._orders.pop(id(conn), {}).items():
@@ -225,6 +247,7 @@ class AuditTrail:
             requests[sop_class] += n
         self.emit(audit.association(self._us(), peer, sorted(requests.items())))
 
+    @_hook
     def security_event(self, ev: SecurityEvent) -> None:
         """Listener.on_security_event: authentication outcomes and refused access."""
         caller = Participant(ev.user or ev.calling_ae or "?", True, address=_host(ev.address), ae_title=ev.calling_ae)
@@ -239,6 +262,7 @@ class AuditTrail:
         self.emit(audit.security_alert(self._us(), audit.RESTRICTED_FUNCTION, subject=ev.calling_ae or _host(ev.address),
                                        description=f"{ev.kind}: {what}", performer=caller))
 
+    @_hook
     def tls_failed(self, remote: str, reason: str, subject: str | None) -> None:
         """TlsEvents.failed: a handshake failed or a certificate was rejected."""
         node = Participant(subject or _host(remote), True, address=_host(remote))

@@ -105,3 +105,15 @@ async def test_a_udp_repository_that_refuses_is_an_error_not_a_silent_loss() -> 
 
     with pytest.raises(SyslogError):
         await send(Repository("127.0.0.1", free_port(), "udp"), [b"<85>1 - - - - - - x"])
+
+
+def test_a_failing_hook_never_breaks_the_audited_operation(tmp_path: Path, caplog) -> None:
+    from agent.security.audit_trail import AuditTrail
+    from agent.services.blocking import Blocking
+    from agent.store.db import open_database
+    from agent.store.queue import JobQueue
+
+    trail = AuditTrail(audit.AuditSettings(local_file=tmp_path / "a.log"), "AGENT",
+                       JobQueue(open_database(tmp_path / "db.sqlite")), Blocking())
+    trail.instance_stored(object(), None)  # type: ignore[arg-type]  # no attributes at all: logged, not raised
+    assert "instance_stored failed" in caplog.text
