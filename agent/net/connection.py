@@ -117,6 +117,8 @@ class ReadAhead:
     length: int
     step: int
     block: memoryview
+    message: Message | None = None  # the command it will follow, encoded ahead too
+    command: tuple[bytes | memoryview, ...] = ()  # that command's P-DATA-TF PDUs (header, value, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,17 +587,23 @@ class DicomConnection:
         transfer = self.sending = self._transfer(context_id, message)
         transfer.dataset_total = length
         try:
-            self._queue_command(context_id, message)
-            if length == 0:
-                self._queue_pdv(context_id, False, True, b"")
             fd = fileobj.fileno()
             step = self.max_pdv_data
-            pdus_per_block = max(1, READ_BLOCK // step)
-            block_size = pdus_per_block * step
-            sent = 0
             if ahead is not None and (ahead.context_id, ahead.fd, ahead.offset, ahead.length, ahead.step) != (
                     context_id, fd, offset, length, step):
                 ahead = None  # not this file's, or the association's PDU size differs: read it now
+            if ahead is not None and ahead.message is message:
+                self._count(context_id, message)
+                if log.isEnabledFor(logging.DEBUG):
+                    self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
+                self._parts.extend(ahead.command)
+            else:
+                self._queue_command(context_id, message)
+            if length == 0:
+                self._queue_pdv(context_id, False, True, b"")
+            pdus_per_block = max(1, READ_BLOCK // step)
+            block_size = pdus_per_block * step
+            sent = 0
             while sent < length:
                 size = min(block_size, length - sent)
                 if ahead is not None:
@@ -616,10 +624,13 @@ class DicomConnection:
         finally:
             self.sending = None
 
-    def read_ahead(self, context_id: int, fileobj: BinaryIO, offset: int, length: int) -> ReadAhead | None:
+    def read_ahead(
+        self, context_id: int, fileobj: BinaryIO, offset: int, length: int, message: Message | None = None
+    ) -> ReadAhead | None:
         """Read the first block of a data set that `send_message_from_file` will send next, now: call it
         after a message went out and before its response is awaited, so that the read overlaps the
-        peer's work. None when the file is shorter than `length` (the send then reports it)."""
+        peer's work (and with `message`, its command is encoded now too). None when the file is
+        shorter than `length` (the send then reports it)."""
         step = self.max_pdv_data
         size = min(max(1, READ_BLOCK // step) * step, length)
         if size == 0:
@@ -628,7 +639,11 @@ class DicomConnection:
         fd = fileobj.fileno()
         if self._read_block(fd, block, step, size, offset) != size:
             return None
-        return ReadAhead(context_id, fd, offset, length, step, block)
+        command: list[bytes | memoryview] = []
+        if message is not None:
+            for chunk, last in fragment(encode_message(message), step):
+                command += (P.encode_pdata_header(context_id, True, last, len(chunk)), chunk)
+        return ReadAhead(context_id, fd, offset, length, step, block, message, tuple(command))
 
     @staticmethod
     def _read_block(fd: int, block: memoryview, step: int, size: int, offset: int) -> int:

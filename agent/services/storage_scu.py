@@ -158,6 +158,7 @@ class _Prepared:
 
     item: SendItem
     ctx: PresentationContext
+    rq: CStoreRQ
     file: BinaryIO | None = None
     size: int = 0
     ahead: ReadAhead | None = None
@@ -168,7 +169,10 @@ class _Prepared:
             self.file = None
 
 
-def _prepare(conn: DicomConnection, item: SendItem, *, read_ahead: bool = False) -> _Prepared:
+def _prepare(
+    conn: DicomConnection, item: SendItem, *, read_ahead: bool = False,
+    move_originator: tuple[str, int] | None = None,
+) -> _Prepared:
     meta = item.meta
     ctx = choose_context(conn, meta)
     if ctx is None:
@@ -176,21 +180,6 @@ def _prepare(conn: DicomConnection, item: SendItem, *, read_ahead: bool = False)
             f"{item.path}: the peer accepted no presentation context for SOP class "
             f"{meta.sop_class_uid} in transfer syntax {meta.transfer_syntax_uid}"
         )
-    prepared = _Prepared(item, ctx)
-    if ctx.transfer_syntax == meta.transfer_syntax_uid:
-        try:
-            prepared.file = open(item.path, "rb")  # noqa: SIM115 (closed by _send or close)
-        except OSError as exc:
-            raise StoreFailed(f"{item.path}: cannot read: {exc.strerror or exc}") from exc
-        prepared.size = prepared.file.seek(0, io.SEEK_END) - meta.dataset_offset
-        if read_ahead:
-            prepared.ahead = conn.read_ahead(ctx.id, prepared.file, meta.dataset_offset, prepared.size)
-    return prepared
-
-
-async def _send(conn: DicomConnection, prepared: _Prepared, move_originator: tuple[str, int] | None) -> int:
-    """Send the C-STORE-RQ and its data set; returns its message ID (the response is not awaited)."""
-    meta, ctx = prepared.item.meta, prepared.ctx
     extra = {}
     if move_originator is not None:
         extra = {"move_originator_ae_title": move_originator[0], "move_originator_message_id": move_originator[1]}
@@ -200,6 +189,21 @@ async def _send(conn: DicomConnection, prepared: _Prepared, move_originator: tup
         affected_sop_instance_uid=meta.sop_instance_uid,
         **extra,
     )
+    prepared = _Prepared(item, ctx, rq)
+    if ctx.transfer_syntax == meta.transfer_syntax_uid:
+        try:
+            prepared.file = open(item.path, "rb")  # noqa: SIM115 (closed by _send or close)
+        except OSError as exc:
+            raise StoreFailed(f"{item.path}: cannot read: {exc.strerror or exc}") from exc
+        prepared.size = prepared.file.seek(0, io.SEEK_END) - meta.dataset_offset
+        if read_ahead:
+            prepared.ahead = conn.read_ahead(ctx.id, prepared.file, meta.dataset_offset, prepared.size, rq)
+    return prepared
+
+
+async def _send(conn: DicomConnection, prepared: _Prepared) -> int:
+    """Send the C-STORE-RQ and its data set; returns its message ID (the response is not awaited)."""
+    meta, ctx, rq = prepared.item.meta, prepared.ctx, prepared.rq
     try:
         if prepared.file is not None:
             await conn.send_message_from_file(ctx.id, rq, prepared.file, meta.dataset_offset, prepared.size,
@@ -217,7 +221,7 @@ async def _send(conn: DicomConnection, prepared: _Prepared, move_originator: tup
 
 async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: tuple[str, int] | None = None) -> Reply:
     """C-STORE one file over an open association; returns the peer's response."""
-    message_id = await _send(conn, _prepare(conn, item), move_originator)
+    message_id = await _send(conn, _prepare(conn, item, move_originator=move_originator))
     return await await_response(conn, message_id)
 
 
@@ -229,7 +233,8 @@ async def send_files(
 
     Pipelined (one operation outstanding, as negotiated by default, PS3.7 D.3.3.3): once a file's
     data set is out, the next file is opened and its first block read before the response is
-    awaited, so the read overlaps the peer's work on the current one instead of following it.
+    awaited (and its command encoded), so that work overlaps the peer's on the current one instead
+    of following it.
     """
     upcoming: _Prepared | StoreFailed | None = None
     try:
@@ -240,7 +245,7 @@ async def send_files(
                     prepared = _prepare(conn, item)
                 elif isinstance(prepared, StoreFailed):
                     raise prepared
-                message_id = await _send(conn, prepared, None)
+                message_id = await _send(conn, prepared)
             except StoreFailed as exc:
                 yield item, None, str(exc)
                 continue
