@@ -17,7 +17,8 @@ from pathlib import Path
 from agent.net.connection import DicomConnection
 from agent.services.blocking import Blocking
 from agent.services.outbound import JobFailed, check_status, payload_str
-from agent.services.storage_scu import SendItem, StoreFailed, proposals_for, send_file
+from agent.net.requests import await_response
+from agent.services.storage_scu import Prepared, SendItem, StoreFailed, prepare_file, proposals_for, send_prepared
 from agent.errors import StoreError
 from agent.store.dicomfile import FileMeta, InvalidUID, object_relpath, read_meta
 from agent.store.instances import InstanceStore, StoredInstance
@@ -48,11 +49,47 @@ def enqueue_forwards(queue: JobQueue, destinations: Sequence[str]):  # type: ign
 
 @dataclass
 class StorePerformer:
+    """Performs `store` jobs. Pipelined like `dicom-agent store`: told the batch's next job
+    (`expect`), it opens that job's file and reads its first block while the peer works on the
+    current one, on the same association only."""
+
     store: InstanceStore
     blocking: Blocking
     _contexts: dict[tuple[str, str], Sequence[ProposedContext]] = field(default_factory=dict)
     #: Audit trail: (association, SOP Instance UID) after each instance the peer accepted.
     on_sent: Callable[[DicomConnection, str], None] | None = None
+    # Per destination (each has its own worker and association): the job after the current one,
+    # and the file prepared for it on that association.
+    _expected: dict[str, Job] = field(default_factory=dict)
+    _ready: dict[str, tuple[int, DicomConnection, Prepared]] = field(default_factory=dict)
+
+    def expect(self, destination: str, job: Job | None) -> None:
+        """The job `destination`'s worker performs after the current one (None: none known)."""
+        if job is None:
+            self._expected.pop(destination, None)
+        else:
+            self._expected[destination] = job
+
+    def _take_ready(self, job: Job, conn: DicomConnection) -> Prepared | None:
+        ready = self._ready.pop(job.destination, None)
+        if ready is None:
+            return None
+        if ready[0] == job.id and ready[1] is conn:
+            return ready[2]
+        ready[2].close()  # for another job or association: of no use
+        return None
+
+    def _get_ready(self, destination: str, conn: DicomConnection) -> None:
+        job = self._expected.pop(destination, None)
+        old = self._ready.pop(destination, None)
+        if old is not None:
+            old[2].close()
+        if job is None or job.kind != STORE_JOB:
+            return
+        try:
+            self._ready[destination] = (job.id, conn, prepare_file(conn, self._item(job), read_ahead=True))
+        except (JobFailed, StoreFailed, OSError):
+            return  # it fails on its own turn, with its own error
 
     def contexts(self, job: Job) -> Sequence[ProposedContext]:
         """Called for every job (and for upcoming ones): cached per (SOP class, transfer syntax)."""
@@ -63,7 +100,7 @@ class StorePerformer:
             found = self._contexts[key] = tuple(proposals_for([SendItem(Path("."), meta)])[0])
         return found
 
-    async def perform(self, conn: DicomConnection, job: Job) -> None:
+    def _item(self, job: Job) -> SendItem:
         uid = payload_str(job, "uid")
         # The path follows from the (validated) UID, so no index lookup is needed per job.
         try:
@@ -71,14 +108,23 @@ class StorePerformer:
         except InvalidUID as exc:
             raise JobFailed(f"job payload has an invalid UID: {exc}", permanent=True) from exc
         try:
-            item = SendItem(path, read_meta(path))
+            return SendItem(path, read_meta(path))
         except StoreError as exc:  # gone (deleted after commitment and retention), or not readable
             why = "is no longer in the local store" if not path.exists() else f"stored file unreadable: {exc}"
             raise JobFailed(f"instance {uid} {why}", permanent=True) from exc
+
+    async def perform(self, conn: DicomConnection, job: Job) -> None:
+        prepared = self._take_ready(job, conn)
         try:
-            reply = await send_file(conn, item)
+            if prepared is None:
+                prepared = prepare_file(conn, self._item(job))
+            message_id = await send_prepared(conn, prepared)
         except StoreFailed as exc:
+            self.expect(job.destination, None)
             raise JobFailed(str(exc), permanent=True) from exc
+        self._get_ready(job.destination, conn)  # the next job's file, read while the peer works on this one
+        reply = await await_response(conn, message_id)
+        uid = payload_str(job, "uid")
         check_status(reply.status, f"C-STORE of {uid}")
         if self.on_sent is not None:
             self.on_sent(conn, uid)

@@ -268,6 +268,9 @@ class Outbound:
                     job = untried[0]
                     if job.lease_until is not None and self.queue_clock() > job.lease_until - self.lease / 2:
                         break  # a slow batch: give the rest back before lease recovery could hand them out
+                    expect = getattr(self.performers.get(job.kind), "expect", None)
+                    if expect is not None:  # a pipelining performer reads the next job's data meanwhile
+                        expect(name, untried[1] if len(untried) > 1 else None)
                     outcome = await self._run_job(name, peer, state, job)
                     untried.pop(0)
                     if outcome is True:

@@ -152,7 +152,7 @@ class StoreFailed(AgentError):
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """A file ready to go: its context, and when it is sent as stored, the open file and data-set
     size (and, once read ahead, its first block)."""
 
@@ -169,10 +169,10 @@ class _Prepared:
             self.file = None
 
 
-def _prepare(
+def prepare_file(
     conn: DicomConnection, item: SendItem, *, read_ahead: bool = False,
     move_originator: tuple[str, int] | None = None,
-) -> _Prepared:
+) -> Prepared:
     meta = item.meta
     ctx = choose_context(conn, meta)
     if ctx is None:
@@ -189,7 +189,7 @@ def _prepare(
         affected_sop_instance_uid=meta.sop_instance_uid,
         **extra,
     )
-    prepared = _Prepared(item, ctx, rq)
+    prepared = Prepared(item, ctx, rq)
     if ctx.transfer_syntax == meta.transfer_syntax_uid:
         try:
             prepared.file = open(item.path, "rb")  # noqa: SIM115 (closed by _send or close)
@@ -201,7 +201,7 @@ def _prepare(
     return prepared
 
 
-async def _send(conn: DicomConnection, prepared: _Prepared) -> int:
+async def send_prepared(conn: DicomConnection, prepared: Prepared) -> int:
     """Send the C-STORE-RQ and its data set; returns its message ID (the response is not awaited)."""
     meta, ctx, rq = prepared.item.meta, prepared.ctx, prepared.rq
     try:
@@ -221,7 +221,7 @@ async def _send(conn: DicomConnection, prepared: _Prepared) -> int:
 
 async def send_file(conn: DicomConnection, item: SendItem, *, move_originator: tuple[str, int] | None = None) -> Reply:
     """C-STORE one file over an open association; returns the peer's response."""
-    message_id = await _send(conn, _prepare(conn, item, move_originator=move_originator))
+    message_id = await send_prepared(conn, prepare_file(conn, item, move_originator=move_originator))
     return await await_response(conn, message_id)
 
 
@@ -236,27 +236,27 @@ async def send_files(
     awaited (and its command encoded), so that work overlaps the peer's on the current one instead
     of following it.
     """
-    upcoming: _Prepared | StoreFailed | None = None
+    upcoming: Prepared | StoreFailed | None = None
     try:
         for index, item in enumerate(items):
             prepared, upcoming = upcoming, None
             try:
                 if prepared is None:
-                    prepared = _prepare(conn, item)
+                    prepared = prepare_file(conn, item)
                 elif isinstance(prepared, StoreFailed):
                     raise prepared
-                message_id = await _send(conn, prepared)
+                message_id = await send_prepared(conn, prepared)
             except StoreFailed as exc:
                 yield item, None, str(exc)
                 continue
             if index + 1 < len(items):
                 try:
-                    upcoming = _prepare(conn, items[index + 1], read_ahead=True)
+                    upcoming = prepare_file(conn, items[index + 1], read_ahead=True)
                 except StoreFailed as exc:
                     upcoming = exc
             yield item, await await_response(conn, message_id), None
     finally:
-        if isinstance(upcoming, _Prepared):
+        if isinstance(upcoming, Prepared):
             upcoming.close()
 
 
