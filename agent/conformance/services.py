@@ -90,8 +90,9 @@ def service_sections(profile: Profile, facts: Facts) -> list[Section]:
             retention = (f" An instance is deleted {duration(p.storage.retention)} after {commit_with} committed it "
                          "(Storage Commitment), never before; without that commitment it is kept.")
         storage_scp.append(Para(
-            "Each instance is written to a temporary file as it arrives, then fsynced, renamed and indexed; "
-            "the C-STORE response is sent only once the instance would survive a power cut. Level 2 (Full) "
+            "Each instance is received into a file whose name is already durable, its data flushed, renamed "
+            "into the store and indexed; the C-STORE response is sent only after the index commit, once the "
+            "instance would survive a power cut. Level 2 (Full) "
             "storage (PS3.4 B.4.1): instances are stored exactly as received, every attribute kept, private "
             "ones and digital signatures included (signatures are not checked). An instance received again "
             f"(same SOP Instance UID) {duplicate}. Below {p.storage.free_space_floor} bytes of free space new "
