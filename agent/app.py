@@ -140,7 +140,9 @@ class Agent:
                 self.device_driver = open_device_driver(p)
         if p.query is not None:  # study/series summaries for Q/R (built once for an older database)
             ensure_query_schema(self.db)
-        report = self.store.startup_cleanup()
+        # Instances a power cut un-indexed are indexed again with the Storage SCP's hook (forwarding).
+        forwards = enqueue_forwards(self.queue, s.forward_to) if s is not None and s.forward_to else None
+        report = self.store.startup_cleanup(on_commit=forwards)
         if report.temp_files_removed or report.rows_removed or report.orphan_files_removed:
             log.warning("start-up recovery: %s", report)
 

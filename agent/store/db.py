@@ -4,7 +4,10 @@ Invariants:
 - One database file per agent instance, shared by the instance index, the durable queue, the worklist
   cache, MPPS instances and print jobs, so that "index row written" and "forward jobs queued" commit in
   one transaction: a crash can never leave a stored instance without its forwarding jobs.
-- WAL journal with `synchronous=FULL`: a committed transaction survives power loss.
+- WAL journal with `synchronous=FULL`: a committed transaction survives power loss. Two writers
+  switch one COMMIT to `synchronous=NORMAL` (survives a process crash, not a power cut) where a lost
+  transaction is recovered or harmless: a received instance's row (start-up indexes its file again,
+  `instances.py`) and a forwarded job's completion (`queue.py`: it is sent once more).
 - Autocommit mode (`isolation_level=None`); writers open `BEGIN IMMEDIATE` explicitly through
   `transaction()`, so a write lock is taken up front and never upgraded mid-transaction (no SQLITE_BUSY
   deadlock between the agent and a CLI command running beside it).

@@ -1,21 +1,30 @@
 """The durable local instance store: Part 10 files under `data_dir/objects/` and their SQLite index.
 
-Durability design (what "stored" means when the C-STORE-RSP says Success):
-- The acknowledgement point is the COMMIT of the instance's index row (SQLite WAL, synchronous=FULL),
-  in one transaction with the caller's `on_commit` (forwarding jobs). Before it, the file's data and
-  size are flushed (`fdatasync`) and the file has a durable name: it was received into a *slot*, an
-  empty file `tmp/<random>.slot` made in batches of `SLOT_BATCH` whose names are flushed with one
-  directory fsync per batch. The row names that slot (`staged`) and the final path.
-- The file is renamed from its slot to `objects/<2 hex of sha1(uid)>/<uid>.dcm` just before the commit,
-  without a directory flush. A power cut may undo that rename (a journaling filesystem keeps a rename
-  atomic: the file is under one of its two names); `startup_cleanup()` then finds the row's path missing
-  and its slot present, and renames it again before anything in tmp/ is removed.
-- So a new instance costs two flushes (the file's fdatasync and the WAL commit) plus 1/SLOT_BATCH of a
-  directory flush, the same as a plain "write, fdatasync, rename, fsync the directory" loop, where the
-  previous design took three (file, directory, WAL). Every flush runs in a worker thread.
-- Nothing unacknowledged survives start-up half-made: a slot with bytes but no committed row, an object
-  file without a row, or a row whose file is neither at its path nor in its slot is removed
-  (the peer was not answered, so it sends again).
+Durability design (what "stored" means when the C-STORE-RSP says Success): the files are the truth.
+- The acknowledgement point is the flush of the instance's file: it was received into a *slot*, an
+  empty file `tmp/<random>.slot` (mode SLOT_MODE) made in batches of `SLOT_BATCH` whose names are
+  flushed with one directory fsync per batch, so its name is already durable; once the data set is
+  complete and checked, the file gets FILE_MODE (the completion mark) and one `fsync` flushes its data,
+  size and mode. That is the only flush per new instance.
+- The file is then renamed to `objects/<2 hex of sha1(uid)>/<uid>.dcm` (no directory flush) and its
+  index row is committed, in one transaction with the caller's `on_commit` (forwarding jobs), with
+  `synchronous=NORMAL` for that COMMIT: it survives a process crash (the WAL is written before the
+  response is sent), not necessarily a power cut (any later FULL commit flushes it too).
+- A power cut may so lose the row and the forwarding jobs, and the rename too (a journaling filesystem
+  keeps a rename atomic: the file is under one of its two names). `startup_cleanup(on_commit)`, before
+  the listeners start, indexes again every whole file that has no row - an object file, or a slot with
+  the completion mark - from its header exactly as at receive, and runs `on_commit` (the agent passes
+  the Storage SCP's forwarding hook), so the acknowledged instance is indexed and forwarded again.
+  A row whose rename was lost is repaired from the slot it names (`staged`).
+- Consequence, by design: a whole file whose response never reached the peer (a crash after its flush,
+  before the response) is kept and indexed; the peer sends it again and it is a duplicate. Nothing is
+  left *half*: a slot without the mark (its data set never completed: a cut exactly between two
+  elements would walk as a whole one), a file that does not walk as a whole data set, and a row whose
+  file is neither at its path nor in its slot are removed at start-up.
+- Replacing an acknowledged instance keeps the flushed path (journal below, directory fsync, FULL
+  COMMIT): it is rare.
+- Assumption: the filesystem keeps a rename atomic across a crash and shows no stale data inside a
+  flushed file's size (ext4 data=ordered, XFS, btrfs).
 
 Invariants:
 - Replacing an acknowledged instance (a re-sent UID under `duplicate = "replace"`) overwrites a file that
@@ -45,6 +54,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -125,6 +135,12 @@ def _sql_type(column: IndexColumn) -> str:
 
 #: Every column of `instances`: the core ones, then one per row of `INDEX_COLUMNS`.
 _ALL_COLUMNS: tuple[str, ...] = (*(c for c, _ in _CORE_COLUMNS), *(c.column for c in INDEX_COLUMNS))
+
+#: A slot's mode until its data set is complete and checked; `prepare()` then sets FILE_MODE before
+#: its flush. So a slot file with FILE_MODE holds a whole, checked data set whose data was flushed:
+#: start-up indexes such a slot if no row names it (a power cut lost its row and its rename), and
+#: removes any other (a data set cut off between two elements would walk as a whole one).
+SLOT_MODE = 0o600
 
 #: Slots made per directory flush (measured: a batch of 32 cost ~20 ms on a virtio disk, mostly the
 #: flush; larger batches spread it thinner, and an empty file costs only an inode).
@@ -217,6 +233,14 @@ class CleanupReport:
 
 
 OnCommit = Callable[[sqlite3.Connection, StoredInstance], None]
+
+
+def _source_ae(path: Path) -> str:
+    """The File Meta's Source Application Entity Title, which the store writes from the index's
+    calling AE (start-up re-indexing only: pydicom is fine off the receive path)."""
+    from pydicom.filereader import read_file_meta_info
+
+    return str(read_file_meta_info(path).get("SourceApplicationEntityTitle", "") or "").strip()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -383,8 +407,10 @@ class Incoming:
             self._prepared = self._check()
             fd, self._fd = self._fd, None
             try:
-                # The data and the file size; the file's name was made durable with its slot.
-                os.fdatasync(fd)
+                # The completion mark (see SLOT_MODE), then one flush of data, size and mode: the
+                # acknowledgement's only flush (the file's name was made durable with its slot).
+                os.fchmod(fd, FILE_MODE)
+                os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -550,10 +576,10 @@ class InstanceStore:
         try:
             for _ in range(count):
                 path = self._tmp / f"{uuid.uuid4().hex}.slot"
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, SLOT_MODE)
                 made.append(path)
                 try:
-                    os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away; it must not decide
+                    os.fchmod(fd, SLOT_MODE)  # the umask may have taken bits away; it must not decide
                 finally:
                     os.close(fd)
             _fsync_dir(self._tmp)  # one directory flush makes every slot's name durable
@@ -574,7 +600,7 @@ class InstanceStore:
         with self._lock:
             placed = self._place(incoming, index, warnings)
             try:
-                with transaction(self.conn) as conn:
+                with self._row_commit(not placed.journalled), transaction(self.conn) as conn:
                     self._write_row(conn, placed, on_commit)
             except BaseException as exc:
                 self._unplace(placed)
@@ -650,7 +676,8 @@ class InstanceStore:
                     entry.error = exc
             written: list[tuple[_GroupEntry, _Placed]] = []
             try:
-                with transaction(self.conn) as conn:
+                relaxed = not any(one.journalled for _, one in placed)
+                with self._row_commit(relaxed), transaction(self.conn) as conn:
                     for entry, one in placed:
                         conn.execute("SAVEPOINT instance")
                         try:
@@ -677,6 +704,20 @@ class InstanceStore:
                 return
             for entry, one in written:
                 entry.result = self._placed_result(one)
+
+    @contextlib.contextmanager
+    def _row_commit(self, relaxed: bool) -> Any:
+        """The new rows' COMMIT without its own flush (`synchronous=NORMAL`) when `relaxed`: it survives
+        a process crash; a power cut may lose it, and start-up then indexes the files again (module
+        docstring). A replace keeps the flushed COMMIT (FULL), as does everything else."""
+        if not relaxed:
+            yield
+            return
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA synchronous=FULL")
 
     def _place(self, incoming: Incoming, index: dict[str, Any], warnings: list[str]) -> _Placed:
         """Everything before the row's transaction: the duplicate policy, the replace journal and the
@@ -799,13 +840,16 @@ class InstanceStore:
 
     # -- recovery -----------------------------------------------------------------------------------
 
-    def startup_cleanup(self) -> CleanupReport:
-        """Recover what a crash interrupted, then remove what was never acknowledged.
+    def startup_cleanup(self, on_commit: OnCommit | None = None) -> CleanupReport:
+        """Recover what a crash interrupted, index again what a power cut un-indexed, then remove what
+        was never completed.
 
         Run before the listeners start: whatever this removes was never acknowledged to a peer. In order:
         undo interrupted replaces (journal), redo the slot -> object renames a power cut lost after
-        their row committed (`staged`), empty tmp/, drop rows that still have no file, remove object
-        files that have no row. One query and one listing of objects/, whatever the store's size, plus a
+        their row committed (`staged`), drop rows that still have no file, index again every whole file
+        without a row (an object file, or a completed slot in tmp/: see SLOT_MODE) with `on_commit` in
+        its row's transaction as at receive (forwarding jobs), then remove the rest of tmp/ and every
+        object file that is not a whole data set. One query and one listing of objects/, whatever the store's size, plus a
         look-up per row whose file is missing (a look-up per file made start-up quadratic: minutes at
         tens of thousands of instances).
         """
@@ -845,29 +889,79 @@ class InstanceStore:
                 _fsync_dir(folder)
             if redone:
                 _fsync_dir(self._tmp)
-            temp = 0
-            for entry in os.scandir(self._tmp):
-                if not entry.is_dir(follow_symlinks=False):
-                    if not (entry.name.endswith(".slot") and entry.stat().st_size == 0):
-                        temp += 1  # received bytes never acknowledged (an empty slot is not news)
-                    os.unlink(entry.path)
             if missing:
                 with transaction(self.conn) as conn:
                     conn.executemany(
                         "DELETE FROM instances WHERE sop_instance_uid = ?", [(u,) for u in missing]
                     )
             orphans = 0
-            for bucket, names in sorted(listing.items()):
+            for bucket, names in sorted(listing.items()):  # files without a row: index or remove
                 for name in sorted(names):
                     path = self._objects / bucket / name
-                    if not path.is_file():
-                        continue
-                    log.warning("object file objects/%s/%s has no index row; removing it", bucket, name)
-                    os.unlink(path)
-                    orphans += 1
+                    if path.is_file() and not self._reindex(path, on_commit):
+                        log.warning("object file objects/%s/%s has no index row; removing it", bucket, name)
+                        os.unlink(path)
+                        orphans += 1
+            temp = 0
+            for entry in os.scandir(self._tmp):
+                if entry.is_dir(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if st.st_size == 0 and entry.name.endswith(".slot"):
+                    os.unlink(entry.path)  # an unused slot is not news
+                    continue
+                complete = entry.name.endswith(".slot") and stat.S_IMODE(st.st_mode) == FILE_MODE
+                if not (complete and self._reindex(Path(entry.path), on_commit)):
+                    temp += 1  # received bytes never completed, so never acknowledged
+                    os.unlink(entry.path)
         if temp:
             log.info("removed %d leftover temp files", temp)
         return CleanupReport(temp, len(missing), orphans)
+
+    def _reindex(self, path: Path, on_commit: OnCommit | None) -> bool:
+        """Index the whole Part 10 file `path` (an object file, or a completed slot moved into objects/
+        first) that has no row, exactly as at receive, with `on_commit` in the row's transaction.
+        False, leaving the file for the caller to remove, if it is not a whole data set or its UID has
+        a row (or, for a slot, a file) already."""
+        try:
+            meta = read_meta(path)
+            validate_uid(meta.sop_instance_uid)
+            scan = scan_dataset(path, meta.dataset_offset, meta.transfer_syntax_uid, INDEX_TAGS)
+            index, _, _ = index_values(scan)
+            calling_ae = _source_ae(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is removed, never fatal at start-up
+            log.warning("%s is not a whole data set (%s)", path, exc)
+            return False
+        uid = meta.sop_instance_uid
+        rel = object_relpath(uid)
+        final = self.data_dir / rel
+        if self.get(uid) is not None:
+            return False
+        if path.parent == self._tmp:
+            if os.path.lexists(final):
+                return False
+            _ensure_dir(final.parent)
+            os.rename(path, final)
+            _fsync_dir(final.parent)  # the name before the row: a row never points at no file
+        elif path != final:
+            return False
+        st = final.stat()
+        stored = StoredInstance(
+            sop_instance_uid=uid, sop_class_uid=meta.sop_class_uid,
+            transfer_syntax_uid=meta.transfer_syntax_uid, size=st.st_size, path=final,
+            received_at=st.st_mtime, calling_ae=calling_ae, committed_at=None,
+            **{k: v for k, v in index.items() if k in _FIELDS},
+        )
+        values = {
+            **index,
+            **{c: getattr(stored, c) for c, _ in _CORE_COLUMNS if c in _FIELDS},
+            "path": str(rel),
+            "staged": None,
+        }
+        with transaction(self.conn) as conn:
+            self._write_row(conn, _Placed(stored, values, [], None, False, None), on_commit)
+        log.warning("instance %s had no index row (a power cut lost it); indexed again from %s", uid, path.name)
+        return True
 
     def _object_listing(self) -> dict[str, set[str]]:
         """bucket name -> the names in objects/<bucket>/ (folders other than buckets are not looked at)."""

@@ -448,8 +448,13 @@ def test_one_file_flush_per_instance_and_a_directory_flush_per_batch_of_slots(
     for i in range(count):
         uid = f"1.2.826.0.1.3680043.8.498.5.{i}"
         receive(store, encode(make_dataset(uid), EXPLICIT), uid=uid)
-    assert calls.count("fdatasync") == count
-    assert calls.count("fsync") <= 2  # one per batch of slots; none per instance
+    # One flush of each file (data, size and its completion mode), plus one directory flush per batch
+    # of slots; the index COMMIT adds none (synchronous=NORMAL for it, FULL again afterwards).
+    assert calls.count("fdatasync") == 0
+    assert count <= calls.count("fsync") <= count + 2
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL for everyone else
+    assert all(oct(p.stat().st_mode & 0o777) == "0o640" for p in (store.data_dir / "objects").rglob("*.dcm"))
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (store.data_dir / "tmp").glob("*.slot"))
 
 
 def test_write_keeps_no_reference_to_the_callers_buffer(store: InstanceStore) -> None:
