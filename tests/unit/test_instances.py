@@ -412,6 +412,31 @@ def test_startup_cleanup(tmp_path: Path, conn: sqlite3.Connection, store: Instan
     assert restarted.startup_cleanup() == type(report)(0, 0, 0)
 
 
+def test_whole_files_whose_row_was_lost_are_indexed_again_with_the_hook(
+    tmp_path: Path, conn: sqlite3.Connection, store: InstanceStore
+) -> None:
+    # The row's COMMIT is not flushed: a power cut may lose it (and the rename). Start-up indexes the
+    # flushed files again, exactly as at receive, running the receive hook (forwarding) for each.
+    data = encode(make_dataset(), EXPLICIT)
+    stored = receive(store, data).stored
+    in_slot = receive(store, encode(make_dataset(uid="1.2.5"), EXPLICIT), uid="1.2.5").stored
+    os.rename(in_slot.path, store.data_dir / "tmp" / "lost-rename.slot")
+    unfinished = store.begin(CT, "1.2.6", EXPLICIT, calling_ae="MOD")  # whole bytes, never completed
+    unfinished.write(encode(make_dataset(uid="1.2.6"), EXPLICIT))
+    with conn:
+        conn.execute("DELETE FROM instances")
+    hooked: list[str] = []
+
+    restarted = InstanceStore(tmp_path / "data", conn)
+    report = restarted.startup_cleanup(on_commit=lambda c, s: hooked.append(s.sop_instance_uid))
+    assert sorted(hooked) == sorted([UID, "1.2.5"]) and report.temp_files_removed == 1
+    again = restarted.get(UID)
+    assert again is not None and again.path == stored.path and again.path.read_bytes().endswith(data)
+    assert (again.patient_name, again.calling_ae, again.size) == (stored.patient_name, "MODALITY", stored.size)
+    assert restarted.get("1.2.6") is None and len(leftovers(restarted)) == 2
+    assert restarted.startup_cleanup() == type(report)(0, 0, 0)
+
+
 def test_a_rename_lost_by_a_power_cut_after_the_commit_is_redone_at_start_up(
     tmp_path: Path, conn: sqlite3.Connection, store: InstanceStore
 ) -> None:
