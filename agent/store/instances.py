@@ -58,7 +58,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -706,7 +706,7 @@ class InstanceStore:
                 entry.result = self._placed_result(one)
 
     @contextlib.contextmanager
-    def _row_commit(self, relaxed: bool) -> Any:
+    def _row_commit(self, relaxed: bool) -> Iterator[None]:
         """The new rows' COMMIT without its own flush (`synchronous=NORMAL`) when `relaxed`: it survives
         a process crash; a power cut may lose it, and start-up then indexes the files again (module
         docstring). A replace keeps the flushed COMMIT (FULL), as does everything else."""
