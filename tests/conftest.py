@@ -111,6 +111,16 @@ def python() -> str:
     return sys.executable
 
 
+@pytest.fixture(autouse=True)
+def _umask_restored() -> object:
+    """`agent.cli.main()` sets the process umask (0027) as the real command does; tests that call it
+    in-process would otherwise hand that umask to every later test (files another user cannot read)."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
+
+
 @pytest.fixture(scope="session")
 def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> object:
     """A throw-away CA and certificates for the TLS tests (tests/tls_certs.py), made once per session."""

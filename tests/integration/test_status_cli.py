@@ -134,6 +134,9 @@ async def test_a_user_who_cannot_open_the_database_is_told_why() -> None:
     with tempfile.TemporaryDirectory(prefix="status-") as scratch:
         os.chmod(scratch, 0o755)
         profile = write_profile(Path(scratch), "[storage]\n")
+        # Readable by the other user whatever this process's umask (an in-process `main()` sets 0027):
+        # only the database may be what it cannot open.
+        os.chmod(profile.source, 0o644)
         open_database(profile.agent.data_dir / DB_FILENAME).close()  # root's, 0640 in a 0750 folder
         with trio.fail_after(120):
             done = await trio.run_process(
