@@ -327,6 +327,8 @@ class DicomConnection:
                     await trio.lowlevel.checkpoint()
         if data is _WOULD_BLOCK:
             self._fast_reads = 0
+            if self._parts:  # messages queued without a flush never wait behind a read
+                await self.flush()
             with trio.move_on_at(self._deadline()) as scope:
                 try:
                     if self._sock is None:
@@ -546,10 +548,17 @@ class DicomConnection:
         for chunk, last in fragment(encode_message(message), self.max_pdv_data):
             self._queue_pdv(context_id, True, last, chunk)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued by `send_message(..., flush=False)` and not yet written."""
+        return self._out_pending
+
     async def send_message(
-        self, context_id: int, message: Message, dataset: bytes | memoryview | None = None
+        self, context_id: int, message: Message, dataset: bytes | memoryview | None = None, *, flush: bool = True
     ) -> None:
-        """Send a DIMSE message (command and optional data set) on `context_id`."""
+        """Send a DIMSE message (command and optional data set) on `context_id`. With `flush=False` the
+        message stays queued (up to 256 KiB) so that several small ones go out in one write: the caller
+        must `flush()` before it waits for the peer."""
         self._check_can_send()
         transfer = self.sending = self._transfer(context_id, message)
         try:
@@ -566,7 +575,8 @@ class DicomConnection:
                     transfer.dataset_bytes += len(chunk)
                     if self._out_pending >= FLUSH_BYTES:
                         await self.flush()
-            await self.flush()
+            if flush or self._out_pending >= FLUSH_BYTES:
+                await self.flush()
         finally:
             self.sending = None
 

@@ -1,0 +1,66 @@
+"""The Q/R SCP's C-FIND pending responses are coalesced into few network writes: the first match is
+written on its own (a user sees it at once), the rest in batches, the final response flushes what is
+left. The agent runs in-process; its socket writes are counted at the connection's single write
+function, so what is observed is what goes to the kernel, per connection."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset
+
+from agent.dimse import CFindRQ
+from agent.net.client import associate
+from agent.net.connection import DicomConnection, Timeouts
+from agent.net.requests import responses
+from agent.services.dataset import EXPLICIT_VR_LE, encode
+from agent.services.query.models import STUDY_ROOT_FIND
+from agent.ul.negotiation import ProposedContext
+from tests.conftest import write_profile
+
+pytestmark = pytest.mark.trio
+
+STUDIES = 100
+
+
+def fill(data_dir: Path) -> None:
+    with contextlib.closing(sqlite3.connect(data_dir / "agent.db", timeout=30)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO instances (sop_instance_uid, sop_class_uid, transfer_syntax_uid, size, path, received_at, "
+            "calling_ae, series_instance_uid, study_instance_uid, modality, patient_id, patient_name) "
+            "VALUES (?, '1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', 1, 'x', 0, 'T', ?, ?, 'CT', ?, ?)",
+            [(f"1.2.3.{n}.1.1", f"1.2.3.{n}.1", f"1.2.3.{n}", f"P{n}", f"DOE^{n}") for n in range(STUDIES)],
+        )
+
+
+async def test_a_100_match_c_find_arrives_in_few_writes_the_first_match_alone(  # type: ignore[no-untyped-def]
+        tmp_path: Path, start_agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[tuple[DicomConnection, int]] = []  # (connection, number of buffers in the write)
+    original = DicomConnection._send_parts
+
+    async def counting(self: DicomConnection, parts: list[bytes | memoryview]) -> int:
+        writes.append((self, len(parts)))
+        return await original(self, parts)
+
+    monkeypatch.setattr(DicomConnection, "_send_parts", counting)
+    agent = await start_agent(write_profile(tmp_path, "[storage]\n\n[query]\n"))
+    fill(agent.data_dir)
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel, identifier.StudyInstanceUID, identifier.PatientName = "STUDY", "", "DOE*"
+    async with associate("127.0.0.1", agent.port, calling_ae="SCU", called_ae="AGENT",
+                         proposals=[ProposedContext(STUDY_ROOT_FIND, (EXPLICIT_VR_LE,))], timeouts=Timeouts()) as conn:
+        ctx = conn.context_for(STUDY_ROOT_FIND)
+        assert ctx is not None
+        rq = CFindRQ(message_id=conn.next_message_id(), affected_sop_class_uid=STUDY_ROOT_FIND)
+        writes.clear()
+        replies = [reply.status async for reply in responses(conn, ctx.id, rq, encode(identifier, EXPLICIT_VR_LE))]
+        server = [n for c, n in writes if c is not conn]
+    assert replies == [0xFF00] * STUDIES + [0x0000]
+    # Before coalescing: one write per response (101). Now: the first alone, batches of 32, the final.
+    assert len(server) <= 8, server
+    # The first write holds exactly one pending response: its command PDU and its data set PDU, each a
+    # PDU header and a value (4 buffers), so the first match is not held back for the batch.
+    assert server[0] == 4
