@@ -95,7 +95,9 @@ forward_to = ["pacs"]
         for uid, path, calling_ae, study in rows:
             assert path == str(object_relpath(uid)) and (data / path).is_file()
             assert calling_ae == "MODALITY" and study  # the row is made from the header, as at receive
-        pending = query(data, "SELECT payload FROM queue_jobs WHERE destination = 'pacs' AND state = 'pending'")
+        # Waiting for the destination: pending, or claimed by an attempt in progress (it is down).
+        pending = query(data, "SELECT payload FROM queue_jobs WHERE destination = 'pacs' "
+                              "AND state IN ('pending', 'claimed')")
         for uid in uids:
             assert sum(uid in p[0] for p in pending) == 1, f"{uid}: forward job not queued exactly once"
         assert temp_files(data) == []  # the partial slots are removed, not indexed
