@@ -140,6 +140,13 @@ def settled(data: Path) -> bool:
     return not unsettled(data)
 
 
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The agent's last log lines, for a failure message: the temporary folder may be gone when
+    someone reads the report."""
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join(["--- agent.log (last lines) ---", *text[-lines:]])
+
+
 class Killer:
     """Kills the armed agent when its moment comes: the k-th peer message or the n-th line byte counted
     from arming. Peers call `peer()` from their handler threads before answering; the line calls
@@ -259,16 +266,18 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: 
                 killer.fired["delay" if kind == "delay" else "fallback delay"] += 1
                 proc.kill()
             await proc.wait()
-            assert proc.returncode == -signal.SIGKILL, f"the agent exited by itself ({proc.returncode}): see agent.log"
+            assert proc.returncode == -signal.SIGKILL, (
+                f"the agent exited by itself ({proc.returncode})\n{log_tail(tmp_path / 'agent.log')}")
             done_at_kill.append(completed(data))
         proc = await spawn()
         try:
             with trio.fail_after(120):
                 while not settled(data):
-                    assert proc.poll() is None, "the agent exited: see agent.log"
+                    assert proc.poll() is None, f"the agent exited\n{log_tail(tmp_path / 'agent.log')}"
                     await trio.sleep(0.2)
         except trio.TooSlowError:
-            raise AssertionError(f"not settled in 120 s: {unsettled(data)}") from None
+            tail = log_tail(tmp_path / "agent.log")
+            raise AssertionError(f"not settled in 120 s: {unsettled(data)}\n{tail}") from None
         with trio.fail_after(30):
             await device.wait()  # every message acknowledged
         assert device.returncode == 0, "device simulator failed: see device.log"
