@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.security.identity import ClientIdentity
+if TYPE_CHECKING:  # imported in identity_from_args, when an identity is asked for: see below
+    from agent.security.identity import ClientIdentity
 
 
 def _file(text: str) -> Path:
@@ -40,6 +42,9 @@ def identity_from_args(args: argparse.Namespace) -> ClientIdentity | None:
         if args.identity_response:
             _usage("--identity-response needs --user, --kerberos, --saml or --jwt")
         return None
+    # Only now: agent.security costs every run of `store` and `echo` milliseconds, for no identity.
+    from agent.security.identity import ClientIdentity
+
     if kind is not None:
         return ClientIdentity(kind, file=files[kind], positive_response=args.identity_response)
     if not args.user.strip() or len(args.user.encode("utf-8")) > 0xFFFF:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -12,7 +13,6 @@ from agent.errors import AssociationAborted, AssociationRejected, TimeoutExpired
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.tls import PeerTls, TlsEvents, TlsHandshakeFailed, client_handshake
 from agent.net.transport import open_tcp, peer_name
-from agent.security.identity import ClientIdentity, IdentityNotConfirmed, confirmation_in
 from agent.ul.association import (
     Aborted,
     Association,
@@ -22,6 +22,11 @@ from agent.ul.association import (
 )
 from agent.ul import pdu as P
 from agent.ul.negotiation import ProposedContext, build_request
+
+if TYPE_CHECKING:
+    # Imported where used: agent.security (access rules, identity checks) costs every `dicom-agent
+    # store` run several milliseconds, and only a peer with a configured user identity needs it.
+    from agent.security.identity import ClientIdentity
 
 
 async def open_association(
@@ -72,8 +77,8 @@ async def _open(
     tls_events: TlsEvents | None = None,
     user_identity: ClientIdentity | None = None,
 ) -> DicomConnection:
-    # PS3.7 D.3.3.7: the peer's configured identity goes into the request (an unusable ticket or token
-    # file raises IdentityFileError here, before anything is sent).
+    # PS3.7 D.3.3.7: the peer's configured identity goes into the request (an unreadable ticket or token
+    # file raises OSError here, before anything is sent).
     identity_items = (user_identity.request_item(),) if user_identity is not None else ()
     rq = build_request(calling_ae, called_ae, proposals, max_pdu_receive=max_pdu_receive, extra_items=identity_items)
     assoc = Association(Role.REQUESTOR, max_pdu_receive=max_pdu_receive)
@@ -106,13 +111,8 @@ async def _open(
                     f"{called_ae} at {host}:{port} accepted with a maximum PDU length of "
                     f"{conn.peer_max_pdu}, too small to carry a PDV", local=True,
                 )
-            if user_identity is not None and user_identity.positive_response and confirmation_in(event.accept) is None:
-                # We asked the peer to confirm our identity and it did not (it ignored the sub-item or
-                # does not authenticate): PS3.7 D.3.3.7 leaves it to us to go on or not; we do not.
-                raise IdentityNotConfirmed(
-                    f"{called_ae} at {host}:{port} accepted the association without confirming the user "
-                    f"identity ({user_identity.describe()}) that we asked it to confirm; association aborted"
-                )
+            if user_identity is not None and user_identity.positive_response:
+                _check_confirmed(user_identity, event, called_ae, host, port)
             return conn  # the connection recorded the accepted contexts and the peer's max PDU
         if isinstance(event, Rejected):
             raise AssociationRejected(event.reject.result, event.reject.source, event.reject.reason)
@@ -144,6 +144,19 @@ async def _open(
         with trio.CancelScope(shield=True):
             await conn.abort(linger=0)
         raise
+
+
+def _check_confirmed(user_identity: ClientIdentity, event: AssociationAccepted, called_ae: str, host: str,
+                     port: int) -> None:
+    from agent.security.identity import IdentityNotConfirmed, confirmation_in
+
+    if confirmation_in(event.accept) is None:
+        # We asked the peer to confirm our identity and it did not (it ignored the sub-item or
+        # does not authenticate): PS3.7 D.3.3.7 leaves it to us to go on or not; we do not.
+        raise IdentityNotConfirmed(
+            f"{called_ae} at {host}:{port} accepted the association without confirming the user "
+            f"identity ({user_identity.describe()}) that we asked it to confirm; association aborted"
+        )
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,9 @@ from pathlib import Path
 from tests.conftest import free_port
 
 HEAVY = ("sqlite3", "pydicom", "numpy", "agent.cli.queue", "agent.store.queue", "agent.store.commitment",
-         "agent.cli.printing", "agent.profile", "agent.net.server")
+         "agent.cli.printing", "agent.profile", "agent.net.server",
+         # User Identity and access rules: only when --user/--kerberos/--saml/--jwt asks for them.
+         "agent.security", "agent.security.identity", "agent.security.access")
 
 
 def test_store_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
