@@ -45,6 +45,20 @@ def _codec(charset: str) -> str | None:
     return convert_encodings(terms if terms[0] else None)[0]
 
 
+_U16 = struct.Struct("<H").pack
+_U32 = struct.Struct("<I").pack
+
+
+@lru_cache(maxsize=1024)
+def _head(tag: int, vr: str, explicit: bool) -> bytes:
+    """The element's tag, and in Explicit VR its VR (and the two reserved bytes before a 4-byte
+    length), all but the length (PS3.5 7.1.1, 7.1.2)."""
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if explicit:
+        head += vr.encode("ascii") + (b"\0\0" if vr in _LONG else b"")
+    return head
+
+
 def _text(value: Any) -> str:
     if isinstance(value, (list, tuple, MultiValue)):
         return "\\".join(str(v) for v in value)
@@ -77,23 +91,22 @@ def encode_flat(elements: Iterable[tuple[int, str, Any]], transfer_syntax: str) 
             values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
             raw = b"".join(struct.pack(_BINARY[vr], int(v)) for v in values)
         elif vr in _TEXT_VRS:
-            try:
-                raw = _text(value).encode(codec if vr in _CHARSET_VRS else "ascii")
+            try:  # a plain str is the common case: no isinstance check against the ABCs
+                raw = (value if type(value) is str else _text(value)).encode(
+                    codec if vr in _CHARSET_VRS else "ascii")
             except (UnicodeError, LookupError):
                 return None
             if len(raw) % 2:
                 raw += b"\0" if vr == "UI" else b" "
         else:
             return None
-        out += struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-        if not explicit:
-            out += struct.pack("<I", len(raw))
-        elif vr in _LONG:
-            out += vr.encode("ascii") + b"\0\0" + struct.pack("<I", len(raw))
+        out += _head(tag, vr, explicit)
+        if not explicit or vr in _LONG:
+            out += _U32(len(raw))
         else:
             if len(raw) > 0xFFFF:
                 return None
-            out += vr.encode("ascii") + struct.pack("<H", len(raw))
+            out += _U16(len(raw))
         out += raw
     return bytes(out)
 

@@ -254,14 +254,27 @@ def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[
     names = set(rows[0].keys())
     spec = [(tag, column, dictionary_VR(tag)) for tag, column in plan.columns.items() if column in names]
     universal = plan.matcher.universal
+    # The matcher reads only the keys that have a value (a zero-length key is universal, PS3.4
+    # C.2.2.2.3) and the character set: the candidate Dataset gets those elements only, the rest of
+    # the row goes straight into the response without a pydicom element per value.
+    wanted = _match_tags(plan.identifier)
     for row in rows:
         candidate = _candidate(row, spec)
-        if not universal and not plan.matcher.matches(as_dataset(candidate.values())):
+        if not universal and not plan.matcher.matches(
+                as_dataset(e for t, e in candidate.items() if t in wanted)):
             continue
         if len(out) == max_results:
             return out, True
         out.append(_response(plan, candidate))
     return out, False
+
+
+def _match_tags(identifier: Dataset) -> frozenset[int]:
+    tags = {SPECIFIC_CHARACTER_SET}
+    for elem in identifier:
+        if elem.VR == "SQ" and elem.value or elem.VR != "SQ" and not elem.is_empty:
+            tags.add(int(elem.tag))
+    return frozenset(tags)
 
 
 def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tuple[list[Dataset], bool]:
