@@ -155,6 +155,8 @@ class _Base:
     def _respond(self, cls: type[_R], status: int, copy: dict[str, Any], kw: dict[str, Any]) -> _R:
         return cls(status=status, **{**copy, **kw})
 
+# Every message class has a docstring: without one, dataclass builds __doc__ from inspect.signature
+# at import, a cost that every `dicom-agent store` run pays for nothing.
 _frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
 
@@ -183,6 +185,8 @@ class _NStatusDetail(_StatusDetail):
 
 @_frozen
 class CEchoRSP(_StatusDetail):
+    """C-ECHO-RSP, the response (PS3.7 9.3.5)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_ECHO_RSP
     affected_sop_class_uid: str | None = None
     has_dataset: bool = False
@@ -190,6 +194,8 @@ class CEchoRSP(_StatusDetail):
 
 @_frozen
 class CEchoRQ(_Base):
+    """C-ECHO-RQ, the request (PS3.7 9.3.5)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_ECHO_RQ
     message_id: int
     affected_sop_class_uid: str
@@ -203,6 +209,8 @@ class CEchoRQ(_Base):
 
 @_frozen
 class CStoreRSP(_StatusDetail):
+    """C-STORE-RSP, the response (PS3.7 9.3.1)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_STORE_RSP
     affected_sop_class_uid: str | None = None
     affected_sop_instance_uid: str | None = None
@@ -211,6 +219,8 @@ class CStoreRSP(_StatusDetail):
 
 @_frozen
 class CStoreRQ(_Base):
+    """C-STORE-RQ, the request (PS3.7 9.3.1)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_STORE_RQ
     message_id: int
     affected_sop_class_uid: str
@@ -229,6 +239,8 @@ class CStoreRQ(_Base):
 
 @_frozen
 class CFindRSP(_StatusDetail):
+    """C-FIND-RSP, the response (PS3.7 9.3.2)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_FIND_RSP
     affected_sop_class_uid: str | None = None
     has_dataset: bool = False  # True for Pending responses carrying an Identifier
@@ -236,6 +248,8 @@ class CFindRSP(_StatusDetail):
 
 @_frozen
 class CFindRQ(_Base):
+    """C-FIND-RQ, the request (PS3.7 9.3.2)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_FIND_RQ
     message_id: int
     affected_sop_class_uid: str
@@ -250,6 +264,8 @@ class CFindRQ(_Base):
 
 @_frozen
 class CGetRSP(_StatusDetail):
+    """C-GET-RSP, the response (PS3.7 9.3.3)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_GET_RSP
     affected_sop_class_uid: str | None = None
     number_of_remaining_suboperations: int | None = None
@@ -261,6 +277,8 @@ class CGetRSP(_StatusDetail):
 
 @_frozen
 class CGetRQ(_Base):
+    """C-GET-RQ, the request (PS3.7 9.3.3)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_GET_RQ
     message_id: int
     affected_sop_class_uid: str
@@ -275,6 +293,8 @@ class CGetRQ(_Base):
 
 @_frozen
 class CMoveRSP(_StatusDetail):
+    """C-MOVE-RSP, the response (PS3.7 9.3.4)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_MOVE_RSP
     affected_sop_class_uid: str | None = None
     number_of_remaining_suboperations: int | None = None
@@ -286,6 +306,8 @@ class CMoveRSP(_StatusDetail):
 
 @_frozen
 class CMoveRQ(_Base):
+    """C-MOVE-RQ, the request (PS3.7 9.3.4)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.C_MOVE_RQ
     message_id: int
     affected_sop_class_uid: str
@@ -313,6 +335,8 @@ class CCancelRQ(_Base):
 
 @_frozen
 class NEventReportRSP(_NStatusDetail):
+    """N-EVENT-REPORT-RSP, the response (PS3.7 10.3.1)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_EVENT_REPORT_RSP
     event_type_id: int | None = None
     has_dataset: bool = False
@@ -320,6 +344,8 @@ class NEventReportRSP(_NStatusDetail):
 
 @_frozen
 class NEventReportRQ(_Base):
+    """N-EVENT-REPORT-RQ, the request (PS3.7 10.3.1)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_EVENT_REPORT_RQ
     message_id: int
     affected_sop_class_uid: str
@@ -337,12 +363,16 @@ class NEventReportRQ(_Base):
 
 @_frozen
 class NGetRSP(_NStatusDetail):
+    """N-GET-RSP, the response (PS3.7 10.3.2)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_GET_RSP
     has_dataset: bool = False  # True when the Attribute List follows
 
 
 @_frozen
 class NGetRQ(_Base):
+    """N-GET-RQ, the request (PS3.7 10.3.2)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_GET_RQ
     message_id: int
     requested_sop_class_uid: str
@@ -359,12 +389,16 @@ class NGetRQ(_Base):
 
 @_frozen
 class NSetRSP(_NStatusDetail):
+    """N-SET-RSP, the response (PS3.7 10.3.3)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_SET_RSP
     has_dataset: bool = False
 
 
 @_frozen
 class NSetRQ(_Base):
+    """N-SET-RQ, the request (PS3.7 10.3.3)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_SET_RQ
     message_id: int
     requested_sop_class_uid: str
@@ -380,6 +414,8 @@ class NSetRQ(_Base):
 
 @_frozen
 class NActionRSP(_NStatusDetail):
+    """N-ACTION-RSP, the response (PS3.7 10.3.4)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_ACTION_RSP
     action_type_id: int | None = None
     has_dataset: bool = False
@@ -387,6 +423,8 @@ class NActionRSP(_NStatusDetail):
 
 @_frozen
 class NActionRQ(_Base):
+    """N-ACTION-RQ, the request (PS3.7 10.3.4)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_ACTION_RQ
     message_id: int
     requested_sop_class_uid: str
@@ -404,12 +442,16 @@ class NActionRQ(_Base):
 
 @_frozen
 class NCreateRSP(_NStatusDetail):
+    """N-CREATE-RSP, the response (PS3.7 10.3.5)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_CREATE_RSP
     has_dataset: bool = False
 
 
 @_frozen
 class NCreateRQ(_Base):
+    """N-CREATE-RQ, the request (PS3.7 10.3.5)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_CREATE_RQ
     message_id: int
     affected_sop_class_uid: str
@@ -426,12 +468,16 @@ class NCreateRQ(_Base):
 
 @_frozen
 class NDeleteRSP(_NStatusDetail):
+    """N-DELETE-RSP, the response (PS3.7 10.3.6)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_DELETE_RSP
     has_dataset: bool = False
 
 
 @_frozen
 class NDeleteRQ(_Base):
+    """N-DELETE-RQ, the request (PS3.7 10.3.6)."""
+
     COMMAND_FIELD: ClassVar[CommandField] = CommandField.N_DELETE_RQ
     message_id: int
     requested_sop_class_uid: str

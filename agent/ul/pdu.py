@@ -294,6 +294,8 @@ SubItem = Union[
 
 @dataclass(frozen=True, slots=True)
 class _AssociateBase:
+    """The fields A-ASSOCIATE-RQ and -AC share (PS3.8 9.3.2, 9.3.3)."""
+
     called_ae: str
     calling_ae: str
     user_information: tuple[SubItem, ...] = ()
