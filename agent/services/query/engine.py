@@ -255,18 +255,27 @@ def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[
     spec = [(tag, column, dictionary_VR(tag)) for tag, column in plan.columns.items() if column in names]
     universal = plan.matcher.universal
     # The matcher reads only the keys that have a value (a zero-length key is universal, PS3.4
-    # C.2.2.2.3) and the character set: the candidate Dataset gets those elements only, the rest of
+    # C.2.2.2.3) and the character set: the candidate gets those elements only, the rest of
     # the row goes straight into the response without a pydicom element per value.
     wanted = _match_tags(plan.identifier)
     for row in rows:
         candidate = _candidate(row, spec)
-        if not universal and not plan.matcher.matches(
-                as_dataset(e for t, e in candidate.items() if t in wanted)):
+        if not universal and not plan.matcher.matches(_Candidate(
+                (t, DataElement(t, vr, Sequence() if vr == "SQ" else value, validation_mode=config.IGNORE))
+                for t, (_, vr, value) in candidate.items() if t in wanted)):  # type: ignore[arg-type]
             continue
         if len(out) == max_results:
             return out, True
         out.append(_response(plan, candidate))
     return out, False
+
+
+class _Candidate(dict):  # type: ignore[type-arg]
+    """A row's elements by tag for the matcher, which reads a candidate only through `get(tag)` (text
+    values from the index are already `str`, so no character set is looked up by keyword): a plain
+    dict costs a fraction of a pydicom Dataset, built once per candidate row."""
+
+    __slots__ = ()
 
 
 def _match_tags(identifier: Dataset) -> frozenset[int]:
