@@ -233,7 +233,8 @@ def start_dcmqrscp(work: Path, port: int, storescp_port: int) -> subprocess.Pope
         "VendorTable BEGIN\nVendorTable END\n"
         f"AETable BEGIN\nQRSCP {work / 'qr'} RW (500, 4096mb) ANY\nQRMOVE {work / 'move'} RW (10, 4096mb) ANY\n"
         "AETable END\n")
-    proc = subprocess.Popen(["dcmqrscp", "-c", str(config), str(port)], env=ENV, stdout=subprocess.DEVNULL,
+    # Single process: one association is all the bench opens, and its CPU time is then the process's.
+    proc = subprocess.Popen(["dcmqrscp", "--single-process", "-c", str(config), str(port)], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=open(work / "dcmqrscp.log", "wb"), start_new_session=True)
     wait_port(port)
     return proc
@@ -334,14 +335,20 @@ async def find_count(conn: object, ctx: object, identifier: bytes) -> tuple[int,
         matches += 1
 
 
-async def time_queries(port: int, called: str, runs: int) -> dict[str, tuple[list[float], int]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and all its threads so far (proc(5) stat fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def time_queries(port: int, called: str, runs: int, pid: int) -> dict[str, tuple[list[float], int, float]]:
     from agent.services.dataset import encode
     from agent.net.client import associate
     from agent.net.connection import Timeouts
     from agent.services.query import scu
     from agent.services.query.models import STUDY_ROOT
 
-    out: dict[str, tuple[list[float], int]] = {}
+    out: dict[str, tuple[list[float], int, float]] = {}
     async with associate("127.0.0.1", port, calling_ae="BENCH", called_ae=called,
                          proposals=scu.proposals("study", ["find"]), timeouts=Timeouts(dimse=300)) as conn:
         ctx = scu.context(conn, STUDY_ROOT.find, "the C-FIND SOP Class")
@@ -354,6 +361,7 @@ async def time_queries(port: int, called: str, runs: int) -> dict[str, tuple[lis
                 setattr(identifier, k, v)
             encoded = encode(identifier, ctx.transfer_syntax)
             times, counts = [], set()
+            cpu = cpu_seconds(pid)
             for _ in range(runs):
                 start = time.perf_counter()
                 status, count = await find_count(conn, ctx, encoded)
@@ -363,7 +371,7 @@ async def time_queries(port: int, called: str, runs: int) -> dict[str, tuple[lis
                 counts.add(count)
             if len(counts) != 1:
                 raise SystemExit(f"{called}: {name}: the match count varies between runs: {sorted(counts)}")
-            out[name] = (times, counts.pop())
+            out[name] = (times, counts.pop(), (cpu_seconds(pid) - cpu) / runs)
     return out
 
 
@@ -372,19 +380,22 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def report(title: str, results: dict[str, dict[str, tuple[list[float], int]]]) -> None:
+def report(title: str, results: dict[str, dict[str, tuple[list[float], int, float]]]) -> None:
     print(f"\n{title}")
-    print(f"  {'query':24} {'server':22} {'p50 ms':>9} {'p99 ms':>9} {'matches':>8}")
+    print(f"  {'query':24} {'server':22} {'p50 ms':>9} {'p99 ms':>9} {'matches':>8} {'CPU ms/query':>13}")
     for query in QUERIES:
         for server, res in results.items():
-            times, count = res[query]
-            print(f"  {query:24} {server:22} {pct(times, 50) * 1e3:9.2f} {pct(times, 99) * 1e3:9.2f} {count:8d}")
+            times, count, cpu = res[query]
+            print(f"  {query:24} {server:22} {pct(times, 50) * 1e3:9.2f} {pct(times, 99) * 1e3:9.2f} {count:8d} "
+                  f"{cpu * 1e3:13.2f}")
         if len(results) == 2:
             (a, ra), (b, rb) = results.items()
             if ra[query][1] != rb[query][1]:  # a ratio of different answers would mean nothing
                 print(f"  {'':24} no ratio: different answers ({b} does not match on this key)")
                 continue
-            print(f"  {'':24} {'ratio ' + b + ' / ' + a:22} {pct(rb[query][0], 50) / pct(ra[query][0], 50):9.1f}x")
+            cpu_ratio = rb[query][2] / ra[query][2] if ra[query][2] else float("inf")
+            print(f"  {'':24} {'ratio ' + b + ' / ' + a:22} {pct(rb[query][0], 50) / pct(ra[query][0], 50):9.1f}x"
+                  f" {'':18} {cpu_ratio:12.1f}x")
 
 
 def movescu(port: int, called: str, study: str, out: Path) -> float:
@@ -436,10 +447,10 @@ def main() -> None:
             clone_index(area, work / "clone", data)
             how = "cloned records"
         print(f"dcmqrscp: {n_agent} instances indexed ({how}) in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        procs.append(start_dcmqrscp(work / "dcmqrscp", qr_port, storescp_port))
-        procs.append(start_agent(work, work / "agent", agent_port, storescp_port))
-        side = {"agent": trio.run(time_queries, agent_port, "AGENT", args.runs),
-                "dcmqrscp": trio.run(time_queries, qr_port, "QRSCP", args.runs)}
+        procs.append(qr := start_dcmqrscp(work / "dcmqrscp", qr_port, storescp_port))
+        procs.append(agent := start_agent(work, work / "agent", agent_port, storescp_port))
+        side = {"agent": trio.run(time_queries, agent_port, "AGENT", args.runs, agent.pid),
+                "dcmqrscp": trio.run(time_queries, qr_port, "QRSCP", args.runs, qr.pid)}
         report(f"Study-level C-FIND over the same {n_agent} instances (500 studies), {args.runs} runs each "
                f"on one association per server, the same counting client", side)
         if args.side_by_side_only:
@@ -448,8 +459,8 @@ def main() -> None:
         t = time.perf_counter()
         n_big = fill_agent_index(work / "agent-big", list(studies(2000, max(1, args.instances // 2000), seed=2)))
         print(f"agent: {n_big} index rows generated in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        procs.append(start_agent(work, work / "agent-big", big_port, storescp_port))
-        big = {"agent": trio.run(time_queries, big_port, "AGENT", args.runs)}
+        procs.append(big_agent := start_agent(work, work / "agent-big", big_port, storescp_port))
+        big = {"agent": trio.run(time_queries, big_port, "AGENT", args.runs, big_agent.pid)}
         report(f"Study-level C-FIND, agent alone over {n_big} instances (2000 studies; more than dcmqrscp can "
                f"index), {args.runs} runs each", big)
         for query in QUERIES:
