@@ -557,8 +557,8 @@ class DicomConnection:
         self, context_id: int, message: Message, dataset: bytes | memoryview | None = None, *, flush: bool = True
     ) -> None:
         """Send a DIMSE message (command and optional data set) on `context_id`. With `flush=False` the
-        message stays queued (up to 256 KiB) so that several small ones go out in one write: the caller
-        must `flush()` before it waits for the peer."""
+        message stays queued (up to 256 KiB) so that several small ones go out in one write, until
+        `flush()`, the next flushed send, or a read that has to wait for the peer."""
         self._check_can_send()
         transfer = self.sending = self._transfer(context_id, message)
         try:

@@ -11,11 +11,13 @@ hours. The agent alone: `--instances` rows (2,000 studies) generated straight in
 (what the agent's header walker would have written), the study summaries built at start-up.
 
 Queries (study level, Study Root): patient name wildcard, study date range, modality (ModalitiesInStudy).
-Each is sent `--runs` times on one open association per server by the agent's own SCU (the same client
-for both; the matches are counted, not decoded, so the client's pydicom does not hide the servers'
-difference); the time is from sending the C-FIND-RQ to the final response, so neither process start-up
-nor association set-up is counted. Prints p50 and p99 per query and server, the match counts (equal on the
-side-by-side data), and the ratio dcmqrscp / agent at p50 (goal: >= 10).
+Each is sent `--runs` times on one open association per server (set up once, reused) by the same
+minimal client for both (a C-FIND on the agent's DicomConnection that counts the pending responses'
+PDUs and decodes no data set); the time is from sending the C-FIND-RQ to the final response, so neither
+process start-up nor association set-up is counted. Every run must end in Success with the same match
+count. Prints p50 and p99 per query and server, the match counts, each server's CPU time per query
+(/proc; dcmqrscp in single-process mode), and the ratio dcmqrscp / agent at p50 (goal: >= 10), only
+where both found the same matches (dcmqrscp does not match on ModalitiesInStudy).
 
 C-MOVE: 200 CT images of 512x512x16 bit (0.5 MB) stored with storescu into each server (the agent's
 durable path, dcmqrscp's storage area), then DCMTK movescu asks each to move the study to DCMTK storescp;
