@@ -3,8 +3,9 @@
 Invariants:
 - Pull model: the connection reads from the socket only inside `next_event()`; there is no background
   task per association, so a handler that does not ask for data applies TCP backpressure to the peer.
-- Every PDU the association produces is flushed with one write per DIMSE message or per
-  256 KiB of data (never a small write after a large one: TCP_NODELAY is set and writes are batched).
+- Every PDU the association produces is flushed with one write per DIMSE message (or per batch of
+  messages a sender queues with `flush=False`, such as C-FIND pending responses) or per 256 KiB of
+  data (never a small write after a large one: TCP_NODELAY is set and writes are batched).
 - Bytes off and onto a plain TCP socket (a trio.SocketStream) take no detour through Python
   objects: a non-blocking `readv` straight into the rest of a large PDU's own buffer (whose data set
   fragments are then handed on as views, never copied) or into one reused buffer for the small PDUs,
