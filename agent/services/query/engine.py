@@ -101,7 +101,8 @@ def plan_find(model: Model, identifier: Dataset, *, relational: bool) -> FindPla
     at = model.levels.index(level)
     columns: dict[int, str] = {}
     unsupported = False
-    for elem in list(identifier):
+    elems = list(identifier)  # iterated once: every pass over a pydicom Dataset converts its elements again
+    for elem in elems:
         tag = int(elem.tag)
         if tag in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET) or tag & 0xFFFF == 0:
             continue
@@ -126,11 +127,11 @@ def plan_find(model: Model, identifier: Dataset, *, relational: bool) -> FindPla
                 raise QueryRefused(A900, f"hierarchical query at {level}: {keyword} needs a value", (tag,))
     # The matcher sees only what the index can answer: unsupported keys are dropped from its copy.
     matchable = Dataset()
-    for elem in identifier:
+    for elem in elems:
         if int(elem.tag) in columns or int(elem.tag) == SPECIFIC_CHARACTER_SET:
             matchable.add(elem)
     matcher = compile_identifier(matchable)
-    keys = [(int(e.tag), e.VR) for e in identifier
+    keys = [(int(e.tag), e.VR) for e in elems
             if int(e.tag) != SPECIFIC_CHARACTER_SET and e.tag & 0xFFFF != 0]
     return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported, keys)
 

@@ -9,6 +9,9 @@ supported for matching, PS3.4 C.4.1.1.3.1) instead of FF00; the match ignores th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Final
 
 from pydicom.datadict import tag_for_keyword
@@ -76,12 +79,14 @@ UNSUPPORTED: Final = {
 LEVEL_KEYS: Final = {"PATIENT": PATIENT_KEYS, "STUDY": STUDY_KEYS, "SERIES": SERIES_KEYS, "IMAGE": IMAGE_KEYS}
 
 
-def keys_at(model: str, level: str) -> dict[str, str]:
-    """The keys of `level` itself in `model` ("patient" or "study")."""
+@lru_cache(maxsize=None)
+def keys_at(model: str, level: str) -> Mapping[str, str]:
+    """The keys of `level` itself in `model` ("patient" or "study"); read-only, built once (every
+    C-FIND asks for them per key of its identifier)."""
     keys = dict(LEVEL_KEYS[level])
     if model == "study" and level == "STUDY":
         keys.update({k: c for k, c in PATIENT_KEYS.items() if not k.startswith("NumberOf")})
-    return keys
+    return MappingProxyType(keys)
 
 
 def tag_of(keyword: str) -> int:
