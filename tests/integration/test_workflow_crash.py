@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -147,6 +148,27 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(["--- agent.log (last lines) ---", *text[-lines:]])
 
 
+def reserve_port() -> socket.socket:
+    """A loopback port held for the agent across its restarts: a bound, never listening socket with
+    SO_REUSEADDR. The agent's listener (SO_REUSEADDR too) binds it each time, but while the agent is
+    down no other process on this shared machine can get it from bind(0) or connect() and make the
+    next start-up fail with "address already in use"."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    return holder
+
+
+def taken_by_another(port: int) -> bool:
+    """True when a socket without SO_REUSEADDR (what bind(0) hands out) cannot bind `port`."""
+    with socket.socket() as other:
+        try:
+            other.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 class Killer:
     """Kills the armed agent when its moment comes: the k-th peer message or the n-th line byte counted
     from arming. Peers call `peer()` from their handler threads before answering; the line calls
@@ -212,7 +234,8 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: 
         write_wl(tmp_path / "worklist" / f"{a}.wl", item)
     killer = Killer()
     link = PtyLink(to_agent=killer.line)
-    port = free_port()
+    holder = reserve_port()  # closed at the end (finally)
+    port = int(holder.getsockname()[1])
     # "same": the commitment report on the request's association; "new": on a new one to the agent's
     # listener, as some archives do (a report sent while the agent is down is lost: it must ask again)
     pacs = KillingArchive(tmp_path / "pacs", report=os.environ.get("WORKFLOW_CRASH_REPORT", "same"),
@@ -268,6 +291,7 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: 
             await proc.wait()
             assert proc.returncode == -signal.SIGKILL, (
                 f"the agent exited by itself ({proc.returncode})\n{log_tail(tmp_path / 'agent.log')}")
+            assert taken_by_another(port), "the agent's port is free for anyone while it is down"
             done_at_kill.append(completed(data))
         proc = await spawn()
         try:
@@ -288,6 +312,7 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: 
                 p.kill()
                 await p.wait()
         link.close()
+        holder.close()
         pacs.stop()
         ris.close()
         agent_log.close()
