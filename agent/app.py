@@ -16,11 +16,13 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sqlite3
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -31,7 +33,7 @@ from agent.net.server import AcceptorPolicy, Listener, ServiceRegistry
 from agent.security import AccessPolicy, Authenticator
 from agent.security.audit_trail import AuditTrail
 from agent.net.tls import TlsEvents, TlsServer, TlsSetupError
-from agent.errors import ProfileError
+from agent.errors import AgentError, ProfileError
 from agent.profile import EMBEDDED_SOURCE, MppsSettings, Profile, load_profile
 from agent.services import verification
 from agent.services import commitment
@@ -72,6 +74,25 @@ log = logging.getLogger("agent")
 def access_policy_of(p: Profile) -> AccessPolicy:
     """`[security]`'s access rules and required identities (none: every caller, every service)."""
     return AccessPolicy(p.security.access, p.security.require_identity) if p.security else AccessPolicy()
+
+
+class ListenFailed(AgentError):
+    """A listening port could not be opened: one line for the operator, not a traceback. A port in use
+    may come free (an old instance still stopping): exit 69 (EX_UNAVAILABLE, a service manager may try
+    again); any other reason (an address that is not ours, a privileged port) is the profile's: 78."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        in_use = exc.errno == errno.EADDRINUSE
+        self.exit_status = 69 if in_use else 78
+        super().__init__(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                         + (" (another program, or this agent already running?)" if in_use else ""))
+
+
+async def _listen(nursery: trio.Nursery, serve: Any, host: str, port: int) -> list[trio.SocketListener]:
+    try:
+        return await nursery.start(serve, host, port)
+    except OSError as exc:
+        raise ListenFailed(host, port, exc) from None
 
 
 def timeouts_of(profile: Profile) -> Timeouts:
@@ -329,10 +350,10 @@ class Agent:
             await nursery.start(serve_control, self)  # what `dicom-agent status` asks (agent/control.py)
             listeners = []
             if p.tls is None or p.tls.plain_listener:
-                listeners = await nursery.start(self.listener.serve_tcp, p.agent.bind, p.agent.port)
+                listeners = await _listen(nursery, self.listener.serve_tcp, p.agent.bind, p.agent.port)
             if p.tls is not None:
-                tls_listeners = await nursery.start(
-                    partial(self.listener.serve_tcp, p.agent.bind, p.tls.port, tls=self.tls_server)
+                tls_listeners = await _listen(
+                    nursery, partial(self.listener.serve_tcp, tls=self.tls_server), p.agent.bind, p.tls.port
                 )
                 self.tls_ports = [l.socket.getsockname()[1] for l in tls_listeners]
                 listeners += tls_listeners
