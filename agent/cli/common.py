@@ -17,6 +17,17 @@ if TYPE_CHECKING:  # the profile module pulls in pydicom (~0.3 s): only commands
     from agent.profile import Profile
 
 
+def age_text(seconds: float | None) -> str:
+    """A duration for a table cell: "-", "42s", "3.5m", "2.0h", "1.5d"."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def profile_from(path: str | None) -> Profile:
     """The profile at `path`, or the embedded default profile when there is none."""
     from agent.profile import load_default_profile, load_profile

@@ -168,6 +168,18 @@ def _identifier(args: argparse.Namespace, *, defaults: bool) -> Dataset:
     return ds
 
 
+def _associate(target: Target, timeout: float, proposals: Any) -> Any:
+    """The association to the Q/R peer: its AE titles, TLS and identity, our maximum PDU length, and
+    `timeout` for connecting and associating together, then for each response."""
+    from agent.net.client import associate
+
+    return associate(
+        target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
+        proposals=proposals, timeouts=_timeouts(timeout), deadline=trio.current_time() + timeout,
+        tls=target.tls, user_identity=target.identity, max_pdu_receive=target.profile.agent.max_pdu_length,
+    )
+
+
 def _timeouts(t: float) -> Any:
     from agent.net.connection import Timeouts
 
@@ -199,7 +211,6 @@ def run_find(args: argparse.Namespace) -> int:
 
 def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     from agent.cli.query_keys import table
-    from agent.net.client import associate
     from agent.services.query import scu
     from agent.services.query.models import MODELS
 
@@ -207,12 +218,7 @@ def _find(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     interrupt = trio.Event()
 
     async def main() -> tuple[scu.FindOutcome, list[Dataset]]:
-        async with associate(
-            target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
-            proposals=scu.proposals(args.root, ["find"]), timeouts=_timeouts(args.timeout),
-            deadline=trio.current_time() + args.timeout, tls=target.tls,
-            user_identity=target.identity,
-        ) as conn:
+        async with _associate(target, args.timeout, scu.proposals(args.root, ["find"])) as conn:
             return await _with_interrupt(
                 lambda cancel: scu.find(conn, sop, identifier, cancel=cancel, cancel_after=args.cancel_after),
                 interrupt)
@@ -341,7 +347,6 @@ def _storage_scp(profile: Profile) -> Any:
 
 
 def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
-    from agent.net.client import associate
     from agent.services.query import scu
     from agent.services.query.models import MODELS
 
@@ -352,13 +357,8 @@ def _get(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     start = time.monotonic()
 
     async def main() -> scu.RetrieveOutcome:
-        async with associate(
-            target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
-            proposals=scu.proposals(args.root, ["get"], storage_classes=scu.get_storage_classes(extra)),
-            timeouts=_timeouts(args.timeout), deadline=trio.current_time() + args.timeout, tls=target.tls,
-            user_identity=target.identity,
-            max_pdu_receive=target.profile.agent.max_pdu_length,
-        ) as conn:
+        proposals = scu.proposals(args.root, ["get"], storage_classes=scu.get_storage_classes(extra))
+        async with _associate(target, args.timeout, proposals) as conn:
             return await _with_interrupt(lambda cancel: scu.get(
                 conn, MODELS[args.root].get, identifier, store=storage_scp.handle,
                 on_progress=progress, cancel=cancel), interrupt)
@@ -384,7 +384,6 @@ def _sop_class(text: str) -> str:
 
 
 def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
-    from agent.net.client import associate
     from agent.services.query import scu
     from agent.services.query.models import MODELS
 
@@ -398,12 +397,7 @@ def _move(args: argparse.Namespace, target: Target, identifier: Dataset) -> int:
     start = time.monotonic()
 
     async def move_it() -> scu.RetrieveOutcome:
-        async with associate(
-            target.host, target.port, calling_ae=target.calling_ae, called_ae=target.called_ae,
-            proposals=scu.proposals(args.root, ["move"]), timeouts=_timeouts(args.timeout),
-            deadline=trio.current_time() + args.timeout, tls=target.tls,
-            user_identity=target.identity,
-        ) as conn:
+        async with _associate(target, args.timeout, scu.proposals(args.root, ["move"])) as conn:
             return await _with_interrupt(lambda cancel: scu.move(
                 conn, MODELS[args.root].move, identifier, dest, on_progress=progress, cancel=cancel), interrupt)
 

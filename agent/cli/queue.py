@@ -26,7 +26,7 @@ from typing import Any
 
 from agent.errors import QueueError
 from agent.store.commitment import CommitmentStore
-from agent.cli.common import open_db, profile_from
+from agent.cli.common import age_text, open_db, profile_from
 from agent.store.db import transaction
 from agent.store.queue import Job, JobQueue, JobState
 
@@ -80,16 +80,6 @@ def _job_dict(job: Job) -> dict[str, Any]:
     }
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def _subject(job: Job) -> str:
     p = job.payload
     return str(p.get("uid") or p.get("transaction_uid") or json.dumps(p, separators=(",", ":"))[:60])
@@ -118,8 +108,8 @@ def run_queue(args: argparse.Namespace) -> int:
         else:
             print(_table(
                 ["ID", "KIND", "DESTINATION", "STATE", "TRIES", "AGE", "NEXT", "SUBJECT", "LAST ERROR"],
-                [[j.id, j.kind, j.destination, j.state.value, j.attempts, _age(now - j.created_at),
-                  _age(j.next_attempt_at - now) if j.state is JobState.PENDING else "-", _subject(j),
+                [[j.id, j.kind, j.destination, j.state.value, j.attempts, age_text(now - j.created_at),
+                  age_text(j.next_attempt_at - now) if j.state is JobState.PENDING else "-", _subject(j),
                   (j.last_error or "").replace(_subject(j), "…")[:90]] for j in jobs]))
         return 0
     if cmd == "show":
@@ -133,8 +123,8 @@ def run_queue(args: argparse.Namespace) -> int:
         else:
             for key, value in d.items():
                 if key.endswith("_at") and isinstance(value, float):
-                    value = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))} ({_age(now - value)} ago)" \
-                        if value <= now else f"in {_age(value - now)}"
+                    value = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))} ({age_text(now - value)} ago)" \
+                        if value <= now else f"in {age_text(value - now)}"
                 print(f"{key:16} {json.dumps(value) if isinstance(value, dict) else value}")
         return 0
     if cmd == "retry":

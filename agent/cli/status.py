@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from agent.cli.common import open_db, profile_from
+from agent.cli.common import age_text, open_db, profile_from
 
 EX_FAILED = 1
 CLEAR = "\x1b[H\x1b[2J"
@@ -112,16 +112,6 @@ def _size(n: float | None) -> str:
     return f"{int(n)} B"
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def _table(headers: list[str], rows: list[list[object]]) -> str:
     from agent.cli.queue import _table as table
 
@@ -142,7 +132,7 @@ def render(doc: dict[str, Any], note: str = "") -> str:
     if a is None:
         out.append(note or "agent not running: from the database")
     else:
-        out.append(f"agent {a['ae_title']} (dicom-agent {a['version']}, pid {a['pid']}), up {_age(a['uptime'])}, "
+        out.append(f"agent {a['ae_title']} (dicom-agent {a['version']}, pid {a['pid']}), up {age_text(a['uptime'])}, "
                    f"listening on {', '.join(map(str, a['ports'])) or '-'}")
     assocs = doc["associations"]
     if assocs is not None:
@@ -150,7 +140,7 @@ def render(doc: dict[str, Any], note: str = "") -> str:
         if assocs:
             out.append(_table(
                 ["DIR", "PEER", "AGE", "IN", "OUT", "RECEIVING", "SENDING", "SERVICES"],
-                [[x["direction"], _peer(x), _age(now - x["started_at"]), _size(x["bytes_received"]),
+                [[x["direction"], _peer(x), age_text(now - x["started_at"]), _size(x["bytes_received"]),
                   _size(x["bytes_sent"]), _transfer(x["receiving"]), _transfer(x["sending"]),
                   ", ".join(x["services"])[:60]] for x in assocs]))
         else:
@@ -173,9 +163,9 @@ def render(doc: dict[str, Any], note: str = "") -> str:
     if q["destinations"]:
         out.append(_table(
             ["DESTINATION", "PENDING", "IN PROGRESS", "DEAD", "DONE", "OLDEST PENDING", "NEXT TRY", "SENT", "LAST ERROR"],
-            [[n, d["pending"], d["claimed"], d["dead"], d["done"], _age(d["oldest_pending_age"]),
+            [[n, d["pending"], d["claimed"], d["dead"], d["done"], age_text(d["oldest_pending_age"]),
               "-" if d["next_attempt_at"] is None else ("now" if d["next_attempt_at"] <= now
-                                                       else f"in {_age(d['next_attempt_at'] - now)}"),
+                                                       else f"in {age_text(d['next_attempt_at'] - now)}"),
               outbound.get(n, {}).get("delivered", "-"), (outbound.get(n, {}).get("last_error") or "")[:50]]
              for n, d in q["destinations"].items()]))
     else:
@@ -192,7 +182,7 @@ def render(doc: dict[str, Any], note: str = "") -> str:
     out.append(f"  reports to send (as archive): {cm['reports_pending']} pending, {cm['reports_sent']} sent")
     w = doc["worklist"]
     if w is not None:
-        fresh = "never" if w["last_success_at"] is None else f"{_age(w['age'])} ago ({w['items']} items)"
+        fresh = "never" if w["last_success_at"] is None else f"{age_text(w['age'])} ago ({w['items']} items)"
         line = f"\nworklist from {w['source'] or '(local only)'}: last successful query {fresh}"
         if w["last_error"] and (w["last_success_at"] is None or (w["last_attempt_at"] or 0) > w["last_success_at"]):
             line += f"; last attempt failed: {w['last_error']}"
@@ -201,13 +191,13 @@ def render(doc: dict[str, Any], note: str = "") -> str:
     if mpps:
         out.append(f"\nMPPS in progress: {len(mpps)}")
         for m in mpps[:10]:
-            out.append(f"  {m['uid']} from {m['origin']}, since {_age(now - m['created_at'])}")
+            out.append(f"  {m['uid']} from {m['origin']}, since {age_text(now - m['created_at'])}")
     pr = doc["procedures"]
     if pr is not None:
         out.append(f"\nprocedures open: {len(pr['open'])}")
         for r in pr["open"][:10]:
             out.append(f"  {r['procedure_key']} {r['state']} accession {r['accession_number'] or '-'}, "
-                       f"{r['images']} image(s), since {_age(now - r['started_at'])}")
+                       f"{r['images']} image(s), since {age_text(now - r['started_at'])}")
     p = doc["printer"]
     if p is not None:
         jobs = ", ".join(f"{n} {s}" for s, n in sorted(p["jobs"].items())) or "no jobs"
