@@ -1,5 +1,8 @@
 """Forwarding progress is durable per job: an agent (a subprocess) killed with SIGKILL while forwarding
-a backlog sends again at most the one C-STORE that was in flight, not the rest of its claimed batch.
+a backlog sends again at most the C-STOREs in flight, not the rest of its claimed batch. Forwarding is
+pipelined (the completion of one C-STORE is committed while the next is sent), so in flight means at
+most two per destination: the one held unanswered and the one answered just before it, whose
+completion may not have been committed yet (README, "Durable queue").
 
 The destination is a pynetdicom Storage SCP in the test process; it counts every C-STORE it receives
 and kills the agent while it holds the N-th one (received, not yet answered: the job in flight).
@@ -77,7 +80,7 @@ class CountingPacs:
         return 0x0000
 
 
-async def test_a_kill_mid_batch_repeats_at_most_the_job_in_flight(tmp_path: Path) -> None:
+async def test_a_kill_mid_batch_repeats_at_most_the_jobs_in_flight(tmp_path: Path) -> None:
     require_pynetdicom()
     agent_port, pacs_port = free_port(), free_port()
     profile = tmp_path / "profile.toml"
@@ -116,4 +119,4 @@ async def test_a_kill_mid_batch_repeats_at_most_the_job_in_flight(tmp_path: Path
     counts = Counter(pacs.received)
     assert len(counts) == N_IMAGES and pacs.kills == len(KILL_AT)
     repeats = sum(n - 1 for n in counts.values())
-    assert repeats <= pacs.kills, f"{repeats} repeated deliveries for {pacs.kills} kills"
+    assert repeats <= 2 * pacs.kills, f"{repeats} repeated deliveries for {pacs.kills} kills"
