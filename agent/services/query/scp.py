@@ -32,6 +32,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import trio
@@ -250,12 +251,8 @@ class QuerySCP:
         parsed = await self._identifier(conn, ctx, rq)
         if parsed is None:
             return
-        _model, level, values = parsed
-        try:
-            rows = await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
-        except (sqlite3.Error, OSError) as exc:
-            log.exception("C-MOVE: cannot read the index")
-            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_MATCHES, f"index unreadable: {exc}")
+        rows = await self._retrieve_rows(conn, ctx, rq, parsed)
+        if rows is None:
             return
         try:
             jobs = [NewJob(MOVE_STORE_JOB, dest, move_payload(
@@ -370,17 +367,26 @@ class QuerySCP:
             number_of_failed_suboperations=len(failed_uids), number_of_warning_suboperations=0,
             has_dataset=body is not None), body)
 
+    async def _retrieve_rows(self, conn: DicomConnection, ctx: PresentationContext, rq: CMoveRQ | CGetRQ,
+                             parsed: tuple[Any, str, Any]) -> list[Any] | None:
+        """The instances a C-MOVE or C-GET identifier names, or None once A701 has been answered
+        because the index cannot be read."""
+        _model, level, values = parsed
+        try:
+            return await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
+        except (sqlite3.Error, OSError) as exc:
+            log.exception("%s: cannot read the index", "C-MOVE" if isinstance(rq, CMoveRQ) else "C-GET")
+            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_MATCHES, f"index unreadable: {exc}")
+            return None
+
     # ------------------------------------------------------------ C-GET
 
     async def handle_get(self, conn: DicomConnection, ctx: PresentationContext, rq: CGetRQ) -> None:
         parsed = await self._identifier(conn, ctx, rq)
         if parsed is None:
             return
-        _model, level, values = parsed
-        try:
-            rows = await self.blocking.run(engine.retrieve_rows, self.conn_db, level, values)
-        except (sqlite3.Error, OSError) as exc:
-            await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_MATCHES, f"index unreadable: {exc}")
+        rows = await self._retrieve_rows(conn, ctx, rq, parsed)
+        if rows is None:
             return
         completed, warnings, failed = 0, 0, []
         for n, row in enumerate(rows):
