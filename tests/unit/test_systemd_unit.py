@@ -54,6 +54,8 @@ def test_unit_has_the_required_directives() -> None:
         "Type": "notify",
         "NotifyAccess": "main",
         "ExecStart": f"{EXEC} run --profile /etc/dicom-agent/%i.toml",  # the venv install.sh makes
+        # README: `systemctl reload` re-reads the TLS files and [security]; the agent does that on SIGHUP.
+        "ExecReload": "/bin/kill -HUP $MAINPID",
         "RestartPreventExitStatus": "73 78",  # what `run` exits with for a bad profile/data_dir, a damaged db
         "Restart": "on-failure",
         "StateDirectory": "dicom-agent/%i",
