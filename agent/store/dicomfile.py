@@ -37,7 +37,8 @@ _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 _UNDEFINED = 0xFFFFFFFF
-#: A wanted value longer than this is skipped as if absent (index attributes are a few dozen bytes).
+#: A wanted value longer than this is skipped and named in `DataSetScan.oversized` (index attributes
+#: are a few dozen bytes; an indexed sequence a few hundred).
 MAX_WANTED_VALUE = 1 << 16
 _MAX_DEPTH = 64
 _UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\Z")
@@ -261,6 +262,37 @@ class _InflatingSource:
         return True
 
 
+class _Recording:
+    """A source that keeps what is read through it (skips become reads) up to `MAX_WANTED_VALUE` bytes;
+    past that it forgets them (`parts` None) and skips again. Used only inside a wanted sequence."""
+
+    def __init__(self, src: _Source) -> None:
+        self._src = src
+        self.parts: list[bytes] | None = []
+        self._size = 0
+
+    def _keep(self, data: bytes) -> None:
+        if self.parts is not None:
+            self._size += len(data)
+            if self._size > MAX_WANTED_VALUE:
+                self.parts = None
+            else:
+                self.parts.append(data)
+
+    def read(self, n: int) -> bytes:
+        data = self._src.read(n)
+        self._keep(data)
+        return data
+
+    def skip(self, n: int) -> bool:
+        if self.parts is None or self._size + n > MAX_WANTED_VALUE:
+            self.parts = None
+            return self._src.skip(n)
+        data = self._src.read(n)
+        self._keep(data)
+        return len(data) == n
+
+
 def _tag(group: int, elem: int) -> str:
     return f"({group:04X},{elem:04X})"
 
@@ -275,6 +307,8 @@ class _Walker:
         self.wanted = wanted
         #: tag -> (VR as encoded, or b"" when implicit; raw value) for the wanted top-level elements.
         self.values: dict[int, tuple[bytes, bytes]] = {}
+        #: Wanted top-level elements skipped because their value is over `MAX_WANTED_VALUE`.
+        self.oversized: set[int] = set()
 
     def _exact(self, n: int, what: str) -> bytes:
         data = self.src.read(n)
@@ -324,14 +358,36 @@ class _Walker:
                     # UN of undefined length holds an Implicit VR Little Endian sequence (PS3.5 6.2.2).
                     nested_implicit = implicit or vr == b"UN"
                     nested_little = little or vr == b"UN"
-                    self.sequence(implicit=nested_implicit, little=nested_little, depth=depth + 1)
+                    if depth == 0 and (group << 16 | elem) in self.wanted:
+                        self._kept_sequence(group << 16 | elem, vr, nested_implicit, nested_little)
+                    else:
+                        self.sequence(implicit=nested_implicit, little=nested_little, depth=depth + 1)
                 else:
                     raise DataSetError(f"{what} has undefined length but VR {vr.decode('ascii')}")
-            elif depth == 0 and (group << 16 | elem) in self.wanted and length <= MAX_WANTED_VALUE:
-                self.values[group << 16 | elem] = (vr, self._exact(length, what))
+            elif depth == 0 and (group << 16 | elem) in self.wanted:
+                if length <= MAX_WANTED_VALUE:
+                    self.values[group << 16 | elem] = (vr, self._exact(length, what))
+                else:
+                    self.oversized.add(group << 16 | elem)
+                    self._skip(length, what)
             else:
                 self._skip(length, what)
             count += 1
+
+    def _kept_sequence(self, tag: int, vr: bytes, implicit: bool, little: bool) -> None:
+        """Walk a wanted top-level sequence of undefined length, keeping its bytes (at most
+        `MAX_WANTED_VALUE`) as a defined-length value: its items without the Sequence Delimitation Item."""
+        outer = self.src
+        recorder = _Recording(outer)
+        self.src = recorder
+        try:
+            self.sequence(implicit=implicit, little=little, depth=1)
+        finally:
+            self.src = outer
+        if recorder.parts is None:
+            self.oversized.add(tag)
+        else:
+            self.values[tag] = (vr, b"".join(recorder.parts)[:-8])
 
     def sequence(self, *, implicit: bool, little: bool, depth: int) -> None:
         e = "<" if little else ">"
@@ -364,10 +420,13 @@ class DataSetScan:
     """What one walk of a data set found: its top-level element count and the wanted raw values."""
 
     count: int
-    #: tag -> (VR as encoded, b"" in Implicit VR; raw value bytes), top level only.
+    #: tag -> (VR as encoded, b"" in Implicit VR; raw value bytes), top level only. A sequence's value
+    #: is its items as a defined-length value (an undefined-length one loses its delimitation item).
     values: dict[int, tuple[bytes, bytes]]
     implicit: bool
     little: bool
+    #: Wanted tags present but not kept: value over `MAX_WANTED_VALUE` bytes.
+    oversized: frozenset[int] = frozenset()
 
 
 def scan_dataset(
@@ -396,7 +455,8 @@ def scan_dataset(
         raise StoreError(f"cannot read {os.fspath(path)}: {exc}") from exc
     if count == 0:
         raise DataSetError("data set is empty")
-    return DataSetScan(count, walker.values, implicit, little)
+    return DataSetScan(count, walker.values, implicit, little,
+                       frozenset(walker.oversized) if walker.oversized else frozenset())
 
 
 def check_dataset(path: str | os.PathLike[str], offset: int, transfer_syntax_uid: str) -> int:

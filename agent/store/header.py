@@ -12,6 +12,8 @@ Rules (the same values pydicom's `dcmread` gives, which the tests check):
 - A value is split into its values at backslashes (PS3.5 6.4) after decoding, each loses its trailing
   NUL/space padding, and they are joined back with a backslash; empty is NULL.
 - An int column takes the first value of an IS (or of a binary integer VR); unparseable is NULL.
+- A sequence column keeps the items' bytes as they are (`agent.store.sequences.pack`); an empty
+  sequence is NULL, one too big to keep is `sequences.OVERSIZED`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agent.store.index_columns import (
     SOP_INSTANCE_UID_TAG,
     SPECIFIC_CHARACTER_SET_TAG,
 )
+from agent.store.sequences import OVERSIZED, pack
 
 #: VRs whose text is in the Specific Character Set (PS3.5 6.1.2.3); the rest are default repertoire.
 _CHARSET_VRS = frozenset({b"SH", b"LO", b"PN", b"ST", b"LT", b"UT", b"UC"})
@@ -91,9 +94,13 @@ def index_values(scan: DataSetScan) -> tuple[dict[str, Any], str | None, str | N
     for column in INDEX_COLUMNS:
         found = values.get(column.tag)
         if found is None:
-            out[column.column] = None
+            out[column.column] = OVERSIZED if column.tag in scan.oversized else None
             continue
         vr, raw = found
+        if column.kind == "sequence":  # raw items, decoded at query time (agent.store.sequences)
+            un = vr == b"UN"
+            out[column.column] = pack(raw, implicit=scan.implicit or un, little=scan.little or un) if raw else None
+            continue
         if not vr or vr == b"UN":
             vr = _dictionary_vr(column.tag)
         if column.kind == "int":

@@ -14,6 +14,8 @@ Kinds:
   each possibly in another character set, so it is decoded group by group.
 - `int`: the first value of an IS (or a binary integer VR) as an int; empty or unparseable is NULL.
 - `uid`: ASCII, trailing NUL/space padding removed (PS3.5 9.1).
+- `sequence`: a top-level SQ's items as received (a BLOB, `agent.store.sequences`), decoded only at
+  query time for the Q/R sequence keys (PS3.4 C.2.2.2.6); empty is NULL.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["text", "person-name", "int", "uid"]
+Kind = Literal["text", "person-name", "int", "uid", "sequence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,14 @@ INDEX_COLUMNS: tuple[IndexColumn, ...] = (
     IndexColumn("completion_flag", "CompletionFlag", 0x0040A491, "text"),
     IndexColumn("verification_flag", "VerificationFlag", 0x0040A493, "text"),
     IndexColumn("observation_datetime", "ObservationDateTime", 0x0040A032, "text"),
+    # Q/R sequence keys (PS3.4 C.6.1.1.5 / C.6.2.1.5 and the seed's Tables 17-22), matched by
+    # agent/services/query/sequences.py; Request Attributes Sequence also reaches `qr_series`.
+    IndexColumn("request_attributes_seq", "RequestAttributesSequence", 0x00400275, "sequence"),
+    IndexColumn("referenced_series_seq", "ReferencedSeriesSequence", 0x00081115, "sequence"),
+    IndexColumn("verifying_observer_seq", "VerifyingObserverSequence", 0x0040A073, "sequence"),
+    IndexColumn("referenced_request_seq", "ReferencedRequestSequence", 0x0040A370, "sequence"),
+    IndexColumn("concept_name_code_seq", "ConceptNameCodeSequence", 0x0040A043, "sequence"),
+    IndexColumn("content_template_seq", "ContentTemplateSequence", 0x0040A504, "sequence"),
 )
 
 #: Read as well, to compare with the C-STORE command (PS3.4 B.2.3: B007 when they differ); not columns.

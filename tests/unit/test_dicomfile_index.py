@@ -26,6 +26,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from agent.store.dicomfile import DataSetError, read_meta, scan_dataset
 from agent.store.header import index_values
 from agent.store.index_columns import INDEX_COLUMNS, INDEX_TAGS
+from agent.store.sequences import unpack
 
 #: pydicom test files the walker refuses, and why: a received data set like these gets A900/C000.
 REFUSED = {
@@ -54,15 +55,31 @@ def reference(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
         except ValueError:  # an invalid IS ('1A') is kept by pydicom as text; the index has no number
             return None
 
-    out = {
-        c.column: (integer if c.kind == "int" else text)(ds.get(c.keyword)) for c in INDEX_COLUMNS
-    }
+    def convert(column: Any) -> Any:
+        if column.kind == "sequence":
+            return items(ds.get(column.keyword))
+        return (integer if column.kind == "int" else text)(ds.get(column.keyword))
+
+    out = {c.column: convert(c) for c in INDEX_COLUMNS}
     return out, text(ds.get("SOPClassUID")), text(ds.get("SOPInstanceUID"))
 
 
+def items(seq: Any) -> Any:
+    """A sequence's items as nested lists of (tag, text) for comparison; None when absent or empty."""
+    if not seq:
+        return None
+    return [[(int(e.tag), items(e.value) if e.VR == "SQ" else str(e.value)) for e in item] for item in seq]
+
+
 def ours(path: str | Path) -> tuple[dict[str, Any], Any, Any]:
+    """Our index values; a sequence column decoded back (agent.store.sequences) to compare its items."""
     meta = read_meta(path)
-    return index_values(scan_dataset(path, meta.dataset_offset, meta.transfer_syntax_uid, INDEX_TAGS))
+    values, sop_class, sop_instance = index_values(
+        scan_dataset(path, meta.dataset_offset, meta.transfer_syntax_uid, INDEX_TAGS))
+    for c in INDEX_COLUMNS:
+        if c.kind == "sequence":
+            values[c.column] = items(unpack(values[c.column], c.tag, values["specific_character_set"]))
+    return values, sop_class, sop_instance
 
 
 def _part10_test_files() -> list[str]:
