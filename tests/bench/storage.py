@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -540,10 +541,12 @@ def durable_loop_once(src: Path, count: int, base: Path) -> float:
 
 
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+SYNC_CALLS = "fsync,fdatasync,sync_file_range,sync,syncfs,msync"
 
 
-def orthanc_once(work: Path, src: Path, count: int, base: Path) -> float:
-    """storescu -> Orthanc (its storage and index on disk, HTTP off, loopback); seconds."""
+def orthanc_once(work: Path, src: Path, count: int, base: Path, trace: Path | None = None) -> float:
+    """storescu -> Orthanc (its storage and index on disk, HTTP off, loopback); seconds. With `trace`,
+    strace is attached to the server (all its threads) for the transfer and its summary written there."""
     assert ORTHANC is not None
     root = Path(tempfile.mkdtemp(prefix="orthanc-", dir=base))
     port = free_port()
@@ -556,15 +559,68 @@ def orthanc_once(work: Path, src: Path, count: int, base: Path) -> float:
     }))
     try:
         server = Proc([ORTHANC, str(config)], port, work / "orthanc.log")
+        tracer = None
         try:
+            if trace is not None:
+                tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(trace), "-e", "trace=" + SYNC_CALLS,
+                                           "-p", str(server.proc.pid)], stderr=subprocess.DEVNULL)
+                time.sleep(1.0)  # attached to every thread before the first C-STORE
             wall, rc = timed(storescu(port, "ORTHANC", src), work / "storescu-orthanc.log")
         finally:
+            if tracer is not None:
+                tracer.send_signal(signal.SIGINT)  # detaches and writes the summary
+                tracer.wait(30)
             server.stop()
         LAST_CPU[0] = server.cpu
         check("storescu -> Orthanc", rc, count_files(root / "storage"), count, work / "storescu-orthanc.log")
         return wall
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def floor_once(work: Path, src: Path, count: int) -> float:
+    """storescu -> DCMTK `storescp --ignore` (receives every data set, answers Success, stores nothing);
+    seconds. The fastest any receiver can be fed by this sender on this machine: a receive target
+    below it cannot be met by any receiver. Counted from storescp's log (`-v`: one "Received Store
+    Request" line per C-STORE), since nothing reaches a folder."""
+    port = free_port()
+    out = Path(tempfile.mkdtemp(prefix="floor-", dir=TMPFS))  # -od must exist; stays empty
+    log = work / f"storescp-ignore-{port}.log"
+    try:
+        server = Proc(["storescp", "-v", "--ignore", "--promiscuous", "-aet", "STORESCP", "-od", str(out), str(port)],
+                      port, log)
+        try:
+            wall, rc = timed(storescu(port, "STORESCP", src), work / "storescu-floor.log")
+        finally:
+            server.stop()
+        LAST_CPU[0] = server.cpu
+        got = log.read_text(errors="replace").count("Received Store Request")
+        check("storescu -> storescp --ignore", rc, got, count, work / "storescu-floor.log")
+        return wall
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def orthanc_syncs(work: Path, src: Path, count: int, base: Path) -> str:
+    """One untimed storescu -> Orthanc run with strace counting the server's sync calls (all threads):
+    what it really does per stored instance (the row's label says "fsync on"; this checks it). A line
+    for the notes."""
+    if ORTHANC is None or shutil.which("strace") is None:
+        return "Orthanc syncs: not checked (needs Orthanc and strace)"
+    stats = work / "orthanc-strace.txt"
+    try:
+        orthanc_once(work, src, count, base, trace=stats)
+    except RunFailed as exc:
+        return f"Orthanc syncs: the strace run failed ({str(exc).splitlines()[0]})"
+    calls = {}
+    names = SYNC_CALLS.split(",")
+    for line in stats.read_text(errors="replace").splitlines() if stats.exists() else ():
+        parts = line.split()
+        if len(parts) >= 5 and parts[-1] in names:
+            calls[parts[-1]] = int(parts[3])
+    text = ", ".join(f"{n} {name}" for name, n in sorted(calls.items())) or "no sync call at all"
+    return (f"Orthanc syncs (strace -f -c on the server during one untimed run of {count} instances, "
+            f"SyncStorageArea true): {text}, {sum(calls.values()) / count:.1f} per instance")
 
 
 def send_once(work: Path, src: Path, count: int, who: str) -> float:
@@ -697,7 +753,7 @@ def startup_with_store(work: Path, instances: int) -> float | None:
 @dataclass
 class Row:
     label: str
-    agent: list[tuple[float, float | None]]  # (wall seconds, CPU seconds) per run
+    agent: list[tuple[float, float | None]]  # (wall seconds, CPU seconds) per run; empty: a peer-only row
     peer: list[tuple[float, float | None]]
     peer_name: str
     target: float | None  # minimum of peer/agent (the agent's speed relative to the peer's)
@@ -705,10 +761,18 @@ class Row:
     def ratio(self) -> float:
         return statistics.median(w for w, _ in self.peer) / statistics.median(w for w, _ in self.agent)
 
+    def target_seconds(self) -> float | None:
+        """The agent's wall time that meets the target: peer median / target."""
+        return None if self.target is None else statistics.median(w for w, _ in self.peer) / self.target
+
     def cpu(self) -> str:
         a = [c for _, c in self.agent if c is not None]
         p = [c for _, c in self.peer if c is not None]
-        if not a or not p:
+        if not p:
+            return "-"
+        if not self.agent:
+            return f"-/{statistics.median(p):.2f}"
+        if not a:
             return "-"
         return f"{statistics.median(a):.2f}/{statistics.median(p):.2f} = {statistics.median(p) / statistics.median(a):.2f}x"
 
@@ -723,10 +787,31 @@ def ratios_report(rows: list[Row], notes: list[str]) -> str:
             f"{'ratio':>6}  {'target':<13} CPU s agent/peer = ratio")
     lines = [head, "-" * len(head)]
     for r in rows:
+        if not r.agent:  # a reference measure of a peer alone (the receive floor)
+            lines.append(f"{r.label:<52} {'-':<28} {fmt_times(r.peer) + ' ' + r.peer_name:<37} {'-':>6}   "
+                         f"{'':<13} {r.cpu()}")
+            continue
         verdict = "" if r.target is None else f">= {r.target:<4} {'PASS' if r.ratio() >= r.target else 'FAIL'}"
         lines.append(f"{r.label:<52} {fmt_times(r.agent):<28} {fmt_times(r.peer) + ' ' + r.peer_name:<37} "
                      f"{r.ratio():6.2f}x  {verdict:<13} {r.cpu()}")
     return "\n".join(lines + [""] + notes)
+
+
+def floor_notes(floor: list[tuple[float, float | None]], rows: list[Row]) -> list[str]:
+    """Each receive target in seconds beside the floor (storescu into a receiver that stores nothing):
+    a target below the floor cannot be reached by any receiver fed by storescu on this machine."""
+    lowest = statistics.median(w for w, _ in floor)
+    out = [f"receive targets in seconds (agent wall <= peer / target) against the floor, storescu into "
+           f"`storescp --ignore` (stores nothing): {lowest:.3f} s"]
+    for r in rows:
+        secs = r.target_seconds()
+        if secs is None or not r.agent:
+            continue
+        agent = statistics.median(w for w, _ in r.agent)
+        where = ("BELOW THE FLOOR: no receiver fed by storescu can reach it on this machine" if secs < lowest
+                 else f"{secs / lowest:.2f}x the floor")
+        out.append(f"  {r.label:<58} target {r.peer_name} / {r.target:g} = {secs:.3f} s, agent {agent:.3f} s; {where}")
+    return out
 
 
 def run_ratios(args: argparse.Namespace) -> int:
@@ -766,6 +851,9 @@ def run_ratios(args: argparse.Namespace) -> int:
             return not only or name in only
 
         if want("receive"):
+            floor = runs("storescp --ignore", floor_once, work, src, count)
+            first_receive = len(rows)
+            rows.append(Row("receive floor: storescu -> storescp --ignore", [], floor, "stores nothing", None))
             rows.append(Row("receive, tmpfs, pure processing", runs("agent tmpfs", receive_once, work, src, count,
                             "agent", TMPFS), runs("storescp tmpfs", receive_once, work, src, count, "storescp", TMPFS),
                             "storescp", 0.8))
@@ -778,6 +866,9 @@ def run_ratios(args: argparse.Namespace) -> int:
                                 runs("orthanc disk", orthanc_once, work, src, count, root), "Orthanc", 5.0))
             else:
                 notes.append("Orthanc: not installed, row skipped")
+            notes += floor_notes(floor, rows[first_receive:])
+            if ORTHANC is not None:
+                notes.append(orthanc_syncs(work, src, count, root))
         if want("send"):
             rows.append(Row("send, `dicom-agent store` (process start to exit)",
                             runs("agent store", send_once, work, src, count, "agent store"),
