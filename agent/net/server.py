@@ -23,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from collections import Counter, OrderedDict
@@ -170,6 +171,10 @@ class Listener:
             ", ".join(f"{l.socket.getsockname()[0]}:{l.socket.getsockname()[1]}" for l in listeners),
             f" (TLS, profile {tls.settings.profile})" if tls is not None else "",
         )
+        # Everything alive now (modules, pydicom's dictionaries, the profile) lives as long as the
+        # process: moved out of the collector's reach, so the full collections that receiving
+        # triggers no longer walk it (they were ~7% of the receive path's CPU, perf).
+        gc.freeze()
         async with trio.open_nursery() as nursery:
             task_status.started(listeners)
             for listener in listeners:
