@@ -19,11 +19,11 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from agent.dimse.errors import DIMSEError
 from agent.dimse.messages import Message, UnusableRequest, decode_command
+from agent.ul.values import value
 
 __all__ = [
     "CommandReceived",
@@ -54,7 +54,7 @@ def fragment(data: bytes | bytearray | memoryview, max_pdv_data: int) -> Iterato
     yield view[last_start:], True
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CommandReceived:
     """A whole command set arrived and decoded (its last command fragment was received).
 
@@ -65,7 +65,7 @@ class CommandReceived:
     message: Message | UnusableRequest
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DataSetFragment:
     """One data set PDV's value, in order; `is_last` marks the end of the data set."""
 
@@ -74,7 +74,7 @@ class DataSetFragment:
     is_last: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MessageComplete:
     """The message (command and data set, if any) is over; the next PDV starts a new message."""
 

@@ -1,7 +1,7 @@
 """DIMSE messages as values, and their command-set codec (PS3.7 9.3 and 10.3).
 
 Invariants:
-- One frozen, slotted dataclass per DIMSE message (PS3.7 Tables 9.3-1 .. 9.3-14 and 10.3-1 .. 10.3-12);
+- One frozen, slotted value class (`agent.ul.values.value`: a dataclass's behaviour) per DIMSE message (PS3.7 Tables 9.3-1 .. 9.3-14 and 10.3-1 .. 10.3-12);
   all fields are keyword-only and named after the command element keywords in snake case.
 - A message is valid once constructed: mandatory fields have no default and are range-checked
   (16-bit integers 0..65535, UIDs 1..64 ASCII characters, AE titles 1..16 and Error Comment 1..64
@@ -25,7 +25,6 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from agent.dimse.commands import (
@@ -39,6 +38,7 @@ from agent.dimse.commands import (
     encode_command_set,
 )
 from agent.dimse.errors import DIMSEError
+from agent.ul.values import value
 from agent.ul.vr import is_ae_title
 
 __all__ = [
@@ -155,9 +155,9 @@ class _Base:
     def _respond(self, cls: type[_R], status: int, copy: dict[str, Any], kw: dict[str, Any]) -> _R:
         return cls(status=status, **{**copy, **kw})
 
-# Every message class has a docstring: without one, dataclass builds __doc__ from inspect.signature
-# at import, a cost that every `dicom-agent store` run pays for nothing.
-_frozen = dataclass(frozen=True, slots=True, kw_only=True)
+# `value` rather than dataclass: the same classes without compiling six functions each at import, a
+# cost every `dicom-agent store` run paid (agent/ul/values.py). Every class keeps its own docstring.
+_frozen = value(kw_only=True)
 
 
 @_frozen
@@ -571,7 +571,7 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 C.5 "Refused: SOP Class not supported"
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3 Storage "Error: Cannot understand"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UnusableRequest:
     """A request that cannot be acted on but must be answered: `response` is the failure to send.
 

@@ -16,12 +16,12 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
 from agent.errors import ProtocolError
 from agent.ul import pdu as P
 from agent.ul.fsm import BRANCHES, NEXT_STATE, TRANSITIONS, Action, Event, State
+from agent.ul.values import value
 
 
 class Role(Enum):
@@ -32,47 +32,47 @@ class Role(Enum):
 # ---------------------------------------------------------------- indications (events out)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AssociationRequested:
     """A-ASSOCIATE indication: answer with `accept()` or `reject()`."""
 
     request: P.AAssociateRQ
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AssociationAccepted:
     """A-ASSOCIATE confirmation (accept)."""
 
     accept: P.AAssociateAC
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AssociationRejected:
     """A-ASSOCIATE confirmation (reject), from the peer's A-ASSOCIATE-RJ."""
 
     reject: P.AAssociateRJ
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DataReceived:
     """P-DATA indication."""
 
     pdata: P.PDataTF
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ReleaseRequested:
     """A-RELEASE indication; answer with `release_response()`. `collision` per PS3.8 9.2.3 AR-8."""
 
     collision: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ReleaseConfirmed:
     """A-RELEASE confirmation: the association ended normally."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Aborted:
     """A-ABORT or A-P-ABORT indication. `local` is True when this side detected the fault."""
 

@@ -19,10 +19,10 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from agent import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from agent.ul import pdu as P
+from agent.ul.values import value
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -31,7 +31,7 @@ EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PresentationContext:
     """A negotiated (accepted) presentation context, with the roles of each side."""
 
@@ -42,7 +42,7 @@ class PresentationContext:
     requestor_is_scp: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SyntaxSupport:
     """What the acceptor supports for one abstract syntax.
 
@@ -63,7 +63,7 @@ class SyntaxSupport:
     extended_negotiation: Callable[[bytes], bytes | None] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AcceptorResult:
     contexts_ac: tuple[P.PresentationContextAC, ...]
     accepted: Mapping[int, PresentationContext]
@@ -140,7 +140,7 @@ def _extended_replies(
     return tuple(out.values())
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ProposedContext:
     """What a requestor proposes: an abstract syntax, its transfer syntaxes, optional roles."""
 

@@ -1,7 +1,7 @@
 """DICOM Upper Layer PDUs and items (PS3.8 9.3 and Annex D), encoded and decoded exactly, no I/O.
 
 Invariants:
-- Every PDU and item is a frozen, slotted dataclass validated on construction; `encode_pdu(decode_pdu(b))`
+- Every PDU and item is a frozen, slotted value class (`agent.ul.values.value`: a dataclass's behaviour) validated on construction; `encode_pdu(decode_pdu(b))`
   reproduces a well-formed PDU byte for byte, except for padding of UIDs and AE titles, which the decoder
   strips (trailing NULs and spaces) and the encoder normalises (AE titles space-padded to 16 bytes, UIDs
   written without padding: items carry their own lengths, PS3.8 9.3.2.2).
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+
+from agent.ul.values import value
 from typing import Union
 
 from agent.errors import ProtocolError
@@ -109,7 +111,7 @@ def _dec_text(raw: bytes | memoryview) -> str:
 # ---------------------------------------------------------------- presentation context items
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PresentationContextRQ:
     """Presentation Context Item of an A-ASSOCIATE-RQ (type 20H, PS3.8 9.3.2.2)."""
 
@@ -135,7 +137,7 @@ PC_ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
 PC_TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PresentationContextAC:
     """Presentation Context Item of an A-ASSOCIATE-AC (type 21H, PS3.8 9.3.3.2)."""
 
@@ -156,7 +158,7 @@ class PresentationContextAC:
 # ---------------------------------------------------------------- user information sub-items
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MaximumLength:
     """Maximum Length Sub-Item (51H, PS3.8 D.1): 0 means no limit."""
 
@@ -167,7 +169,7 @@ class MaximumLength:
             raise ValueError("maximum length must fit in 32 bits")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ImplementationClassUID:
     """Implementation Class UID Sub-Item (52H, PS3.7 D.3.3.2.1)."""
 
@@ -177,7 +179,7 @@ class ImplementationClassUID:
         _check_uid(self.uid, "implementation class UID")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ImplementationVersionName:
     """Implementation Version Name Sub-Item (55H, PS3.7 D.3.3.2.3): 1 to 16 characters."""
 
@@ -190,7 +192,7 @@ class ImplementationVersionName:
             raise ValueError("implementation version name must be printable ASCII without padding")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AsyncOperationsWindow:
     """Asynchronous Operations Window Sub-Item (53H, PS3.7 D.3.3.3); 0 = unlimited."""
 
@@ -202,7 +204,7 @@ class AsyncOperationsWindow:
             raise ValueError("operations window values must fit in 16 bits")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RoleSelection:
     """SCP/SCU Role Selection Sub-Item (54H, PS3.7 D.3.3.4)."""
 
@@ -214,7 +216,7 @@ class RoleSelection:
         _check_uid(self.sop_class_uid, "role selection SOP class UID")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SOPClassExtendedNegotiation:
     """SOP Class Extended Negotiation Sub-Item (56H, PS3.7 D.3.3.5)."""
 
@@ -225,7 +227,7 @@ class SOPClassExtendedNegotiation:
         _check_uid(self.sop_class_uid, "extended negotiation SOP class UID")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SOPClassCommonExtendedNegotiation:
     """SOP Class Common Extended Negotiation Sub-Item (57H, PS3.7 D.3.3.6)."""
 
@@ -240,7 +242,7 @@ class SOPClassCommonExtendedNegotiation:
             _check_uid(uid, "related general SOP class UID")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UserIdentityRQ:
     """User Identity Negotiation Sub-Item, RQ (58H, PS3.7 D.3.3.7.1). Types 1..5."""
 
@@ -256,7 +258,7 @@ class UserIdentityRQ:
             raise ValueError("user identity fields are at most 65535 bytes")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UserIdentityAC:
     """User Identity Negotiation Sub-Item, AC (59H, PS3.7 D.3.3.7.2)."""
 
@@ -267,7 +269,7 @@ class UserIdentityAC:
             raise ValueError("user identity server response is at most 65535 bytes")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UnknownSubItem:
     """A user-information sub-item we do not know; kept so that it can be logged, never fatal."""
 
@@ -292,7 +294,7 @@ SubItem = Union[
 # ---------------------------------------------------------------- PDUs
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _AssociateBase:
     """The fields A-ASSOCIATE-RQ and -AC share (PS3.8 9.3.2, 9.3.3)."""
 
@@ -338,7 +340,7 @@ class _AssociateBase:
         return item if isinstance(item, AsyncOperationsWindow) else None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AAssociateRQ(_AssociateBase):
     """A-ASSOCIATE-RQ PDU (PS3.8 9.3.2)."""
 
@@ -356,7 +358,7 @@ class AAssociateRQ(_AssociateBase):
         return item if isinstance(item, UserIdentityRQ) else None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AAssociateAC(_AssociateBase):
     """A-ASSOCIATE-AC PDU (PS3.8 9.3.3)."""
 
@@ -399,7 +401,7 @@ def describe_rejection(result: int, source: int, reason: int) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AAssociateRJ:
     """A-ASSOCIATE-RJ PDU (PS3.8 9.3.4)."""
 
@@ -416,7 +418,7 @@ class AAssociateRJ:
         return describe_rejection(self.result, self.source, self.reason)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PDV:
     """Presentation Data Value item (PS3.8 9.3.5.1) with its message control header unpacked."""
 
@@ -430,7 +432,7 @@ class PDV:
             raise ValueError(f"presentation context ID {self.context_id} out of range")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PDataTF:
     """P-DATA-TF PDU (PS3.8 9.3.5): one or more PDVs."""
 
@@ -441,12 +443,12 @@ class PDataTF:
             raise ValueError("a P-DATA-TF PDU holds at least one PDV")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AReleaseRQ:
     """A-RELEASE-RQ PDU (PS3.8 9.3.6)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AReleaseRP:
     """A-RELEASE-RP PDU (PS3.8 9.3.7)."""
 
@@ -456,7 +458,7 @@ ABORT_SOURCE_USER = 0
 ABORT_SOURCE_PROVIDER = 2
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AAbort:
     """A-ABORT PDU (PS3.8 9.3.8)."""
 
