@@ -11,7 +11,8 @@ Invariants:
   so they cannot drift. An `INSERT OR REPLACE` whose old row named another series or study (a re-sent
   SOP Instance UID with other hierarchy) is handled by the BEFORE INSERT trigger.
 - `ensure_schema` is idempotent: tables, indexes and triggers are created if missing, and summaries
-  are rebuilt from `instances` when they do not cover it (a database made before this module).
+  are rebuilt from `instances` when they do not cover it (a database made before this module) or lack
+  a summary column (made by a version with fewer: the tables and triggers are made again).
 - Look-ups are conservative pre-filters on indexed columns (`Filter`): they may return rows that do not
   match, never miss one that does; the caller's matcher (agent.matching) decides on the rest. Queries
   never open an instance file.
@@ -48,6 +49,7 @@ STUDY_COLUMNS: tuple[str, ...] = (
 SERIES_COLUMNS: tuple[str, ...] = (
     "study_instance_uid", "patient_id", "modality", "series_number", "series_date", "series_time",
     "series_description", "body_part_examined", "pps_start_date", "pps_start_time", "specific_character_set",
+    "request_attributes_seq",  # a SERIES sequence key (agent.store.sequences), its items as received
 )
 
 _TABLES = f"""
@@ -151,6 +153,7 @@ def ensure_schema(conn: sqlite3.Connection) -> bool:
     """Create the summary tables, indexes and triggers if missing; rebuild summaries that do not cover
     `instances`. Returns True when a rebuild happened. The `instances` table must exist."""
     with transaction(conn):
+        _drop_outdated(conn)
         for statement in _TABLES.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -165,6 +168,19 @@ def ensure_schema(conn: sqlite3.Connection) -> bool:
             return False
         rebuild(conn)
         return True
+
+
+def _drop_outdated(conn: sqlite3.Connection) -> None:
+    """A summary table made by a version with fewer SERIES_COLUMNS / STUDY_COLUMNS is dropped with the
+    triggers that write it; `ensure_schema` then makes both again and rebuilds them from `instances`."""
+    for table, columns in (("qr_series", SERIES_COLUMNS), ("qr_studies", STUDY_COLUMNS)):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if have and not set(columns) <= have:
+            for name in ("insert", "delete", "replace", "update"):
+                conn.execute(f"DROP TRIGGER IF EXISTS qr_instances_{name}")
+            conn.execute("DROP TABLE IF EXISTS qr_series")
+            conn.execute("DROP TABLE IF EXISTS qr_studies")
+            return
 
 
 def rebuild(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,70 @@
+"""C-FIND sequence keys over the index (PS3.4 C.2.2.2.6): the Q/R SCP's side of agent.store.sequences.
+
+The index keeps each sequence key's items as received (a BLOB per key, `agent.store.sequences`); a
+query never opens an instance file. Work is only done for queries that carry a sequence key, and only
+for the candidate rows the SQL pre-filter let through.
+
+Rules (what a peer observes):
+- A sequence key with zero items, or one item whose keys are all universal (empty, or '*'), is
+  universal: every candidate matches, and the candidate's stored items are returned; with zero items
+  or one empty item, whole; otherwise reduced to the keys the item lists (recursively).
+- A key item with values matches a candidate when one of its stored items matches every non-empty key
+  of the key item (single value, wildcard, UID list, range, nested sequences: agent.matching's sequence
+  matcher). The response returns the stored items that match, reduced to the item's keys.
+- A candidate without the sequence (or with an empty one) matches only a universal key, and is answered
+  with a zero-length sequence. So is one whose sequence was over 64 KiB when received (not kept,
+  `agent.store.sequences.OVERSIZED`) or cannot be decoded.
+- Item text is decoded with the instance's stored Specific Character Set and answered in it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.dataelem import DataElement
+
+from agent.matching import build_response
+from agent.matching.compiler import compile_unchecked
+from agent.store.sequences import unpack
+
+SPECIFIC_CHARACTER_SET = 0x00080005
+
+
+def restricts(elem: DataElement) -> bool:
+    """True when the sequence key `elem` is not universal (so a candidate must have the sequence)."""
+    items = elem.value
+    return bool(items) and not compile_unchecked(items[0]).universal
+
+
+def add_to_candidate(candidate: dict[int, Any], row: sqlite3.Row, spec: list[tuple[int, str]]) -> None:
+    """Put the row's stored sequences of `spec` (tag, column) into `candidate` (tag -> (tag, VR, value),
+    with the row's character set) as (tag, "SQ", items), decoded with the candidate's character set; a
+    sequence absent, empty, oversized or undecodable is taken out (matches only a universal key)."""
+    charset_elem = candidate.get(SPECIFIC_CHARACTER_SET)
+    charset = None
+    if charset_elem is not None:
+        value = charset_elem[2]
+        charset = "\\".join(value) if isinstance(value, list) else value
+    for tag, column in spec:
+        items = unpack(row[column], tag, charset)
+        if items:
+            candidate[tag] = (tag, "SQ", items)
+        else:
+            candidate.pop(tag, None)
+
+
+def project(identifier: Dataset, answer: list[tuple[int, str, Any]]) -> None:
+    """Reduce, in place, each non-empty sequence of `answer` to what its key asks (module rules)."""
+    for i, (tag, vr, value) in enumerate(answer):
+        if vr != "SQ" or not value:
+            continue
+        key = Dataset()
+        key.add(identifier[tag])
+        have = Dataset()
+        have.add(DataElement(tag, "SQ", value))
+        answer[i] = (tag, "SQ", build_response(key, have)[tag].value)
+
+
+__all__ = ["add_to_candidate", "project", "restricts"]
