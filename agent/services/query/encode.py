@@ -111,4 +111,140 @@ def encode_flat(elements: Iterable[tuple[int, str, Any]], transfer_syntax: str) 
     return bytes(out)
 
 
-__all__ = ["encode_flat"]
+# ------------------------------------------------------------------ one layout per query
+
+_INT_TEXT_VRS = frozenset({"IS"})
+_EMPTY, _CONST, _COLUMN = 0, 1, 2
+_M_TEXT, _M_CHARSET_TEXT, _M_UID, _M_INT_TEXT, _M_BINARY = range(5)
+
+
+def _length(explicit: bool, vr: str, size: int) -> bytes:
+    return _U32(size) if not explicit or vr in _LONG else _U16(size)
+
+
+class FlatLayout:
+    """The response data sets of one query, compiled once: every element's tag and VR bytes (and, for
+    keys a row never fills, the whole element) are made when the query is planned, so each matching row
+    costs one value conversion per key. `encode(row)` gives exactly `encode_flat` of the answer that
+    agent.services.query.engine builds for the same row, or None where `encode_flat` would not apply
+    (or might not: an ISO 2022 or unknown character set, a value its character set cannot hold, a
+    non-ASCII value in a row without a character set, a binary value that is not a number, a value too
+    long for its length field); the caller then takes the general path for that row.
+
+    `items`: per response key, in any order, (tag, VR when the row has a value, VR when it has none,
+    kind, column index or constant value): kind `_EMPTY` (never filled), `_CONST` (a fixed value, the
+    Query/Retrieve Level), `_COLUMN` (the row's value at that index: None or '' is zero length, a str
+    with backslashes is several values, an IS or binary integer given as digits is that number).
+    `charset_column`: the index of the row's stored Specific Character Set, or None."""
+
+    __slots__ = ("_parts", "_charset_column", "_charset_at", "_charset_elements", "_explicit")
+
+    def __init__(self, items: Iterable[tuple[int, str, str, int, Any]], charset_column: int | None,
+                 transfer_syntax: str) -> None:
+        if transfer_syntax not in (IMPLICIT_VR_LE, EXPLICIT_VR_LE):
+            raise ValueError(f"no flat layout for {transfer_syntax}")
+        explicit = self._explicit = transfer_syntax == EXPLICIT_VR_LE
+        parts: list[Any] = []
+        self._charset_at = -1
+        for tag, vr, empty_vr, kind, source in sorted(items, key=lambda i: i[0]):
+            for code in (vr, empty_vr):  # pydicom's "US or SS" and the like: not for this encoder
+                if len(code) != 2 or not code.isalpha() or not code.isupper():
+                    raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {code!r}: no flat encoding")
+            if self._charset_at < 0 and tag > 0x00080005:
+                self._charset_at = len(parts)
+            empty = _head(tag, empty_vr, explicit) + _length(explicit, empty_vr, 0)
+            if kind == _EMPTY:
+                parts.append(empty)
+                continue
+            if kind == _CONST:
+                fixed = encode_flat([(tag, vr, source)], transfer_syntax)
+                if fixed is None:
+                    raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr}: no flat encoding")
+                parts.append(fixed)
+                continue
+            if vr in _BINARY:
+                mode = _M_BINARY
+            elif vr in _INT_TEXT_VRS:
+                mode = _M_INT_TEXT
+            elif vr == "UI":
+                mode = _M_UID
+            elif vr in _CHARSET_VRS:
+                mode = _M_CHARSET_TEXT
+            elif vr in _TEXT_VRS:
+                mode = _M_TEXT
+            else:
+                raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr}: no flat encoding")
+            long = not explicit or vr in _LONG
+            parts.append((source, mode, _head(tag, vr, explicit), long, empty, vr))
+        if self._charset_at < 0:
+            self._charset_at = len(parts)
+        self._parts = parts
+        self._charset_column = charset_column
+        self._charset_elements: dict[str, tuple[bytes, str] | None] = {}
+
+    def _charset(self, charset: str) -> tuple[bytes, str] | None:
+        """The (0008,0005) element and the Python codec for a stored character set, or None."""
+        try:
+            return self._charset_elements[charset]
+        except KeyError:
+            pass
+        codec = _codec(charset)
+        found = None
+        if codec is not None:
+            value = charset.split("\\") if "\\" in charset else charset
+            element = encode_flat([(0x00080005, "CS", value)],
+                                  EXPLICIT_VR_LE if self._explicit else IMPLICIT_VR_LE)
+            if element is not None:
+                found = (element, codec)
+        if len(self._charset_elements) < 64:
+            self._charset_elements[charset] = found
+        return found
+
+    def encode(self, row: Any) -> bytes | None:
+        """`row`'s response data set (indexable by the layout's column indexes), or None (class notes)."""
+        charset = row[self._charset_column] if self._charset_column is not None else None
+        if charset:
+            known = self._charset(charset)
+            if known is None:
+                return None
+            charset_element, codec = known
+        else:
+            charset_element, codec = b"", "ascii"
+        out = []
+        for part in self._parts:
+            if type(part) is bytes:
+                out.append(part)
+                continue
+            source, mode, head, long, empty, vr = part
+            value = row[source]
+            if value is None or value == "":
+                out.append(empty)
+                continue
+            try:
+                if mode == _M_CHARSET_TEXT:
+                    raw = (value if type(value) is str else str(value)).encode(codec)
+                elif mode == _M_BINARY:
+                    if type(value) is int:
+                        raw = struct.pack(_BINARY[vr], value)
+                    else:
+                        raw = b"".join(struct.pack(_BINARY[vr], int(v)) for v in str(value).split("\\"))
+                elif mode == _M_INT_TEXT and type(value) is str and value.isdigit():
+                    raw = str(int(value)).encode("ascii")
+                else:
+                    raw = (value if type(value) is str else str(value)).encode("ascii")
+            except (UnicodeError, ValueError, struct.error):
+                return None
+            if len(raw) % 2:
+                raw += b"\0" if mode == _M_UID else b" "
+            if long:
+                out.append(head + _U32(len(raw)) + raw)
+            elif len(raw) > 0xFFFF:
+                return None
+            else:
+                out.append(head + _U16(len(raw)) + raw)
+        if charset_element:
+            out.insert(self._charset_at, charset_element)
+        return b"".join(out)
+
+
+__all__ = ["FlatLayout", "encode_flat"]

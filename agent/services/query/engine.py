@@ -1,6 +1,15 @@
 """C-FIND / C-MOVE / C-GET identifiers over the instance index: validation, SQL pre-filter, matching.
 
-Pure and blocking (no trio): the SCP runs `run_find` and `retrieve_rows` through the blocking bridge.
+Pure and blocking (no trio): the SCP runs `fetch_rows` and `retrieve_rows` through the blocking bridge.
+
+How a C-FIND is answered fast (what it costs, not what it answers):
+- `plan_for` keeps the last PLAN_CACHE_SIZE plans by identifier bytes (a plan is a pure function of
+  the model, the identifier and the relational flag): a repeated query is neither decoded nor planned.
+- `answer_bytes` reads each candidate row by column index into light elements (`_Light`, what the
+  matcher reads of a DataElement) and encodes a match with the query's `FlatLayout` (tags, VRs and
+  the never-filled keys encoded once): the same bytes as `_response` + `encode_flat`, which remain the
+  general path for the rows the layout declines and for queries with sequence keys
+  (tests/unit/test_query_fast_path.py holds the two paths to each other and to pydicom).
 
 Rules (what a peer observes):
 - Query/Retrieve Level (0008,0052) must be one of the model's levels, else C001 naming (0008,0052).
@@ -11,20 +20,23 @@ Rules (what a peer observes):
   levels are matched too (a lenient reading that changes no hierarchical answer: the upper entity is
   already fixed by its unique key). Relational queries (PS3.4 C.4.1.2.2) lift the unique-key rule.
 - Keys the model does not know are answered with a zero-length value; keys it knows but the index
-  does not hold (some sequences) likewise. Either one carrying a value makes every pending response
-  FF01 (PS3.4 C.4.1.1.3.1: optional key not supported for matching); such keys never restrict the match.
+  does not hold (`keys.UNSUPPORTED`, none today) likewise. Either one carrying a value makes every
+  pending response FF01 (PS3.4 C.4.1.1.3.1: optional key not supported for matching); such keys never
+  restrict the match.
 - Value semantics (single value, wildcard, UID list, range, sequence, Specific Character Set) are those
   of agent.matching; SQL on indexed columns only narrows the candidates conservatively first.
 - Responses carry the stored Specific Character Set of the entity, so names are returned in the
   character set they were received in (PS3.4 C.4.1.1.3), or ISO_IR 192 when none was stored and a
-  value needs it. Sequence keys are returned empty (the index holds no sequences).
+  value needs it. Sequence keys are matched on the items the index keeps and answered with them
+  (agent.services.query.sequences); a query without one does no per-row work for them.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import Dataset, config
@@ -36,6 +48,9 @@ from pydicom.tag import BaseTag
 from agent.matching import Matcher, MatchingError, compile_identifier
 from agent.matching import values as v
 from agent.matching.elements import text_values
+from agent.services.dataset import decode
+from agent.services.query import sequences
+from agent.services.query.encode import _COLUMN, _CONST, _EMPTY, FlatLayout
 from agent.services.query.keys import UNSUPPORTED, keys_at, tag_of
 from agent.services.query.models import UNIQUE_KEYS, Model
 from agent.store import query as q
@@ -66,6 +81,12 @@ class FindPlan:
     flt: q.Filter
     unsupported_matching: bool  # FF01 instead of FF00
     keys: list[tuple[int, str]]  # the identifier's keys (tag, VR) a response carries
+    #: Sequence keys (tag, column): empty for most queries; when not, rows take the generic path
+    #: (agent.services.query.sequences decodes, matches and projects the stored items).
+    sequences: tuple[tuple[int, str], ...] = ()
+    # What `answers` / `answer_bytes` derive from the plan for a row shape and transfer syntax (the
+    # candidate spec, the response layout): computed on first use, the same every time after.
+    compiled: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def query_level(model: Model, identifier: Dataset) -> str:
@@ -133,7 +154,9 @@ def plan_find(model: Model, identifier: Dataset, *, relational: bool) -> FindPla
     matcher = compile_identifier(matchable)
     keys = [(int(e.tag), e.VR) for e in elems
             if int(e.tag) != SPECIFIC_CHARACTER_SET and e.tag & 0xFFFF != 0]
-    return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported, keys)
+    seq = tuple((tag, column) for tag, column in columns.items() if identifier[tag].VR == "SQ")
+    return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported, keys,
+                    seq)
 
 
 def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
@@ -142,6 +165,8 @@ def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
     for tag, column in columns.items():
         elem = identifier[tag]
         if elem.VR == "SQ":
+            if sequences.restricts(elem):
+                flt.clauses.append(f"{column} IS NOT NULL")
             continue
         try:
             values = text_values(elem, identifier) if elem.VR in v.TEXT_VRS else []
@@ -202,7 +227,7 @@ def _candidate(row: sqlite3.Row, spec: list[tuple[int, str, str]]) -> dict[int, 
 
 def as_dataset(elements: Iterable[Element]) -> Dataset:
     """Plain elements as a pydicom Dataset (values from our own index: not validated again)."""
-    return Dataset({BaseTag(tag): DataElement(tag, vr, Sequence() if vr == "SQ" else value,
+    return Dataset({BaseTag(tag): DataElement(tag, vr, value if vr != "SQ" else value or Sequence(),
                                               validation_mode=config.IGNORE)
                     for tag, vr, value in elements})
 
@@ -246,29 +271,151 @@ def fetch_rows(conn: sqlite3.Connection, plan: FindPlan) -> list[sqlite3.Row]:
     return _TABLES[plan.level](conn, plan.flt)
 
 
-def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[list[Answer], bool]:
-    """The answers of the rows that match (at most `max_results`) and whether more matched. CPU only,
-    no database: run it outside the database bridge."""
-    out: list[Answer] = []
-    if not rows:
-        return out, False
-    names = set(rows[0].keys())
-    spec = [(tag, column, dictionary_VR(tag)) for tag, column in plan.columns.items() if column in names]
-    universal = plan.matcher.universal
+class _Light:
+    """One candidate element for the matcher, which reads only `.VR` and `.value` of what
+    `candidate.get(tag)` returns: a fraction of a pydicom DataElement's cost."""
+
+    __slots__ = ("VR", "value")
+
+    def __init__(self, vr: str, value: Any) -> None:
+        self.VR = vr
+        self.value = value
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A plan's per-row work for one row shape: `spec` as `_candidate` takes it; `match` the columns the
+    matcher reads (tag, index, VR, integer VR); `charset` the charset column's index; `layout` the
+    response encoder for a transfer syntax, or None (the general path); `wanted` the tags the matcher
+    reads."""
+
+    spec: list[tuple[int, str, str]]
+    match: list[tuple[int, int, str, bool]]
+    charset: int | None
+    layout: FlatLayout | None
+    wanted: frozenset[int]
+
+
+def _compile(plan: FindPlan, names: tuple[str, ...], transfer_syntax: str | None) -> _Compiled:
+    index = {name: i for i, name in enumerate(names)}
+    spec = [(tag, column, dictionary_VR(tag)) for tag, column in plan.columns.items() if column in index]
     # The matcher reads only the keys that have a value (a zero-length key is universal, PS3.4
-    # C.2.2.2.3) and the character set: the candidate gets those elements only, the rest of
-    # the row goes straight into the response without a pydicom element per value.
+    # C.2.2.2.3): the candidate gets those elements only.
     wanted = _match_tags(plan.identifier)
+    match = [(tag, index[column], vr, vr in _INT_VRS) for tag, column, vr in spec if tag in wanted]
+    charset = index.get("specific_character_set")
+    layout = None
+    if transfer_syntax is not None and not plan.sequences:
+        filled = {tag: (column, vr) for tag, column, vr in spec}
+        items = []
+        for tag, vr in plan.keys:
+            if tag == QUERY_RETRIEVE_LEVEL:
+                items.append((tag, "CS", vr, _CONST, plan.level))
+            elif tag in filled:
+                items.append((tag, filled[tag][1], vr, _COLUMN, index[filled[tag][0]]))
+            else:
+                items.append((tag, vr, vr, _EMPTY, None))
+        try:
+            layout = FlatLayout(items, charset, transfer_syntax)
+        except ValueError:
+            layout = None
+    return _Compiled(spec, match, charset, layout, wanted)
+
+
+def _compiled(plan: FindPlan, row: sqlite3.Row, transfer_syntax: str | None) -> _Compiled:
+    names = tuple(row.keys())
+    key = (names, transfer_syntax)
+    found = plan.compiled.get(key)
+    if found is None:
+        found = plan.compiled[key] = _compile(plan, names, transfer_syntax)
+    return found  # type: ignore[no-any-return]
+
+
+def _matching(plan: FindPlan, compiled: _Compiled, rows: list[sqlite3.Row], max_results: int
+              ) -> tuple[list[tuple[sqlite3.Row, dict[int, Element] | None]], bool]:
+    """The rows that match (at most `max_results`) and whether more did, each with its `_candidate`
+    elements when they were made (queries with sequence keys), else None. The matcher's candidate
+    holds the row's values as `_candidate` makes them (a str with backslashes is several values, an
+    integer VR's digits a number), for the keys that have a value, and the character set."""
+    if plan.sequences:
+        return _matching_sequences(plan, compiled, rows, max_results)
+    if plan.matcher.universal:
+        return [(row, None) for row in rows[:max_results]], len(rows) > max_results
+    test = plan.matcher.matches
+    match, charset_at = compiled.match, compiled.charset
+    out: list[tuple[sqlite3.Row, dict[int, Element] | None]] = []
     for row in rows:
-        candidate = _candidate(row, spec)
-        if not universal and not plan.matcher.matches(_Candidate(
-                (t, DataElement(t, vr, Sequence() if vr == "SQ" else value, validation_mode=config.IGNORE))
-                for t, (_, vr, value) in candidate.items() if t in wanted)):  # type: ignore[arg-type]
+        candidate = _Candidate()
+        if charset_at is not None and (charset := row[charset_at]):
+            candidate[SPECIFIC_CHARACTER_SET] = _Light("CS", charset.split("\\") if "\\" in charset else charset)
+        for tag, at, vr, integer in match:
+            value = row[at]
+            if value is None or value == "":
+                continue
+            if type(value) is str:
+                if integer and value.isdigit():
+                    value = int(value)
+                elif "\\" in value:
+                    value = value.split("\\")
+            candidate[tag] = _Light(vr, value)
+        if not test(candidate):
             continue
         if len(out) == max_results:
             return out, True
-        out.append(_response(plan, candidate))
+        out.append((row, None))
     return out, False
+
+
+def _matching_sequences(plan: FindPlan, compiled: _Compiled, rows: list[sqlite3.Row], max_results: int
+                        ) -> tuple[list[tuple[sqlite3.Row, dict[int, Element] | None]], bool]:
+    """`_matching` for a query with sequence keys: the stored items are decoded into each candidate
+    (agent.services.query.sequences) and kept for its answer."""
+    wanted = compiled.wanted
+    out: list[tuple[sqlite3.Row, dict[int, Element] | None]] = []
+    for row in rows:
+        have = _candidate(row, compiled.spec)
+        sequences.add_to_candidate(have, row, list(plan.sequences))
+        if not plan.matcher.universal and not plan.matcher.matches(_Candidate(
+                (t, _Light(vr, value)) for t, (_, vr, value) in have.items() if t in wanted)):
+            continue
+        if len(out) == max_results:
+            return out, True
+        out.append((row, have))
+    return out, False
+
+
+def _answer(plan: FindPlan, compiled: _Compiled, row: sqlite3.Row, have: dict[int, Element] | None) -> Answer:
+    answer = _response(plan, have if have is not None else _candidate(row, compiled.spec))
+    if plan.sequences:
+        sequences.project(plan.identifier, answer)
+    return answer
+
+
+def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[list[Answer], bool]:
+    """The answers of the rows that match (at most `max_results`) and whether more matched. CPU only,
+    no database: run it outside the database bridge."""
+    if not rows:
+        return [], False
+    compiled = _compiled(plan, rows[0], None)
+    found, more = _matching(plan, compiled, rows, max_results)
+    return [_answer(plan, compiled, row, have) for row, have in found], more
+
+
+def answer_bytes(plan: FindPlan, rows: list[sqlite3.Row], max_results: int, transfer_syntax: str
+                 ) -> tuple[list[bytes | Answer], bool]:
+    """As `answers`, but each answer already encoded for `transfer_syntax` where the query's
+    `FlatLayout` applies (the same bytes `encode_flat` writes for the answer; never for a query with
+    sequence keys), else the answer itself for the caller's general encoder. CPU only."""
+    if not rows:
+        return [], False
+    compiled = _compiled(plan, rows[0], transfer_syntax)
+    found, more = _matching(plan, compiled, rows, max_results)
+    layout = compiled.layout
+    out: list[bytes | Answer] = []
+    for row, have in found:
+        encoded = layout.encode(row) if layout is not None else None
+        out.append(encoded if encoded is not None else _answer(plan, compiled, row, have))
+    return out, more
 
 
 class _Candidate(dict):  # type: ignore[type-arg]
@@ -285,6 +432,33 @@ def _match_tags(identifier: Dataset) -> frozenset[int]:
         if elem.VR == "SQ" and elem.value or elem.VR != "SQ" and not elem.is_empty:
             tags.add(int(elem.tag))
     return frozenset(tags)
+
+
+#: Plans by (model, relational, transfer syntax, identifier bytes): a console that asks the same
+#: question again (a worklist or a study list refreshed) skips decoding and planning. A plan is a pure
+#: function of those (the key tables are constants), and never changes once made.
+PLAN_CACHE_SIZE = 128
+#: Identifiers larger than this are planned every time (the cache's memory stays small).
+PLAN_CACHE_MAX_BYTES = 4096
+_plans: OrderedDict[tuple[str, bool, str, bytes], FindPlan] = OrderedDict()
+
+
+def plan_for(model: Model, data: bytes | memoryview, transfer_syntax: str, *, relational: bool) -> FindPlan:
+    """`plan_find` of the identifier `data` encoded in `transfer_syntax`, from the plan cache when the
+    same bytes were planned before (a refusal is never cached: it is raised again). Raises as `decode`
+    and `plan_find` do."""
+    raw = bytes(data)
+    key = (model.name, relational, transfer_syntax, raw)
+    plan = _plans.get(key)
+    if plan is not None:
+        _plans.move_to_end(key)
+        return plan
+    plan = plan_find(model, decode(raw, transfer_syntax), relational=relational)
+    if len(raw) <= PLAN_CACHE_MAX_BYTES:
+        _plans[key] = plan
+        while len(_plans) > PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+    return plan
 
 
 def run_find(conn: sqlite3.Connection, plan: FindPlan, max_results: int) -> tuple[list[Dataset], bool]:
@@ -314,5 +488,5 @@ def retrieve_rows(conn: sqlite3.Connection, level: str, values: list[str]) -> li
     return q.retrieve_uids(conn, level, values)
 
 
-__all__ = ["Answer", "Element", "FindPlan", "QueryRefused", "answers", "as_dataset", "fetch_rows", "plan_find", "query_level", "retrieve_keys", "retrieve_rows", "run_find",
-           "tag_of"]
+__all__ = ["Answer", "Element", "FindPlan", "QueryRefused", "answer_bytes", "answers", "as_dataset", "fetch_rows",
+           "plan_find", "plan_for", "query_level", "retrieve_keys", "retrieve_rows", "run_find", "tag_of"]

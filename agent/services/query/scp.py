@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -175,8 +176,8 @@ class QuerySCP:
         if self.on_query is not None:
             self.on_query(conn, ctx.abstract_syntax, data, ctx.transfer_syntax)
         try:
-            identifier = decode(data, ctx.transfer_syntax)
-            plan = engine.plan_find(model, identifier, relational=relational_requested(conn, ctx.abstract_syntax))
+            plan = engine.plan_for(model, data, ctx.transfer_syntax,
+                                   relational=relational_requested(conn, ctx.abstract_syntax))
         except engine.QueryRefused as exc:
             await _refuse(conn, ctx.id, rq, exc.status, exc.comment, exc.offending)
             return
@@ -414,16 +415,16 @@ class QuerySCP:
 
 def _encoded(plan: engine.FindPlan, rows: list[sqlite3.Row], max_results: int, transfer_syntax: str,
              remote: str) -> tuple[list[bytes], bool]:
-    found, more = engine.answers(plan, rows, max_results)
+    found, more = engine.answer_bytes(plan, rows, max_results, transfer_syntax)
     out = []
     for response in found:
-        fast = encode_flat(response, transfer_syntax)
-        if fast is not None:
-            out.append(fast)
+        if type(response) is bytes:  # the query's compiled layout applied
+            out.append(response)
             continue
         try:
-            out.append(encode(engine.as_dataset(response), transfer_syntax))
-        except (DataSetError, ValueError, LookupError) as exc:
+            fast = encode_flat(response, transfer_syntax)
+            out.append(fast if fast is not None else encode(engine.as_dataset(response), transfer_syntax))
+        except (DataSetError, ValueError, LookupError, struct.error) as exc:
             log.warning("query: a match cannot be encoded for %s: %s", remote, exc)
     return out, more
 
