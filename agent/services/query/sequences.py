@@ -2,7 +2,8 @@
 
 The index keeps each sequence key's items as received (a BLOB per key, `agent.store.sequences`); a
 query never opens an instance file. Work is only done for queries that carry a sequence key, and only
-for the candidate rows the SQL pre-filter let through.
+for the candidate rows the SQL pre-filter let through (`prefilter`: a non-universal key needs the
+sequence, and each UID key of its item one of its UIDs among the stored bytes).
 
 Rules (what a peer observes):
 - A sequence key with zero items, or one item whose keys are all universal (empty, or '*'), is
@@ -24,9 +25,11 @@ from typing import Any
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
 
 from agent.matching import build_response
 from agent.matching.compiler import compile_unchecked
+from agent.store.query import Filter
 from agent.store.sequences import unpack
 
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -36,6 +39,33 @@ def restricts(elem: DataElement) -> bool:
     """True when the sequence key `elem` is not universal (so a candidate must have the sequence)."""
     items = elem.value
     return bool(items) and not compile_unchecked(items[0]).universal
+
+
+def prefilter(flt: Filter, column: str, elem: DataElement) -> None:
+    """Necessary SQL conditions on the stored items of the sequence key `elem` (its `column`): a
+    non-universal key needs the sequence; and every UID key with values, at any depth of the key's item
+    (all of an item's keys must match, nested ones included), needs one of its UIDs among the stored
+    bytes, which hold UIDs as their ASCII text (PS3.5 9.1). The matcher decides the rest."""
+    if not restricts(elem):
+        return
+    flt.clauses.append(f"{column} IS NOT NULL")
+    for uids in _uid_keys(elem.value[0]):
+        flt.clauses.append("(" + " OR ".join(f"instr({column}, CAST(? AS BLOB)) > 0" for _ in uids) + ")")
+        flt.params.extend(uids)
+
+
+def _uid_keys(item: Dataset) -> list[list[str]]:
+    out = []
+    for elem in item:
+        if elem.VR == "SQ":
+            if elem.value:
+                out.extend(_uid_keys(elem.value[0]))
+        elif elem.VR == "UI" and elem.value:
+            values = elem.value if isinstance(elem.value, (list, MultiValue)) else str(elem.value).split("\\")
+            uids = [str(v).strip("\0 ") for v in values]
+            if all(uids) and not any("*" in u or "?" in u for u in uids):
+                out.append(uids)
+    return out
 
 
 def add_to_candidate(candidate: dict[int, Any], row: sqlite3.Row, spec: list[tuple[int, str]]) -> None:
@@ -67,4 +97,4 @@ def project(identifier: Dataset, answer: list[tuple[int, str, Any]]) -> None:
         answer[i] = (tag, "SQ", build_response(key, have)[tag].value)
 
 
-__all__ = ["add_to_candidate", "project", "restricts"]
+__all__ = ["add_to_candidate", "prefilter", "project", "restricts"]
