@@ -165,8 +165,7 @@ def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
     for tag, column in columns.items():
         elem = identifier[tag]
         if elem.VR == "SQ":
-            if sequences.restricts(elem):
-                flt.clauses.append(f"{column} IS NOT NULL")
+            sequences.prefilter(flt, column, elem)
             continue
         try:
             values = text_values(elem, identifier) if elem.VR in v.TEXT_VRS else []

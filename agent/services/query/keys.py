@@ -2,9 +2,12 @@
 
 A key is (keyword, index column). Patient Root puts the patient keys at the PATIENT level; Study Root
 has no PATIENT level and serves the same patient keys at the STUDY level (PS3.4 C.6.2.1).
-`UNSUPPORTED` keys are known Q/R keys the index does not keep (sequences): they are answered with a
-zero-length value, and a non-universal value for one makes the pending status FF01 (optional key not
-supported for matching, PS3.4 C.4.1.1.3.1) instead of FF00; the match ignores them.
+Sequence keys (`SEQUENCE_KEYS`) are columns too: the index keeps their items as received
+(agent.store.sequences), and agent.services.query.sequences matches them (PS3.4 C.2.2.2.6) on any
+item key, e.g. Request Attributes Sequence > Requested Procedure ID, Scheduled Procedure Step ID.
+`UNSUPPORTED` keys are known Q/R keys the index does not keep (none today): they would be answered
+with a zero-length value, and a non-universal value for one makes the pending status FF01 (optional key
+not supported for matching, PS3.4 C.4.1.1.3.1) instead of FF00; the match ignores them.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ SERIES_KEYS: Final = {
     "PerformedProcedureStepStartDate": "pps_start_date",
     "PerformedProcedureStepStartTime": "pps_start_time",
     "NumberOfSeriesRelatedInstances": "related_instances",
+    "RequestAttributesSequence": "request_attributes_seq",
 }
 IMAGE_KEYS: Final = {
     "SOPInstanceUID": "sop_instance_uid",
@@ -68,13 +72,21 @@ IMAGE_KEYS: Final = {
     "CompletionFlag": "completion_flag",
     "VerificationFlag": "verification_flag",
     "ObservationDateTime": "observation_datetime",
+    # Presentation states: > Series Instance UID, > Referenced Image Sequence > Referenced SOP Class /
+    # Instance UID. SR and KOS: > Verifying Organization, Verification DateTime, Verifying Observer
+    # Name, Verifying Observer Identification Code Sequence; > Study Instance UID, Accession Number,
+    # Requested Procedure ID, Requested Procedure Code Sequence; code items; > Template Identifier.
+    "ReferencedSeriesSequence": "referenced_series_seq",
+    "VerifyingObserverSequence": "verifying_observer_seq",
+    "ReferencedRequestSequence": "referenced_request_seq",
+    "ConceptNameCodeSequence": "concept_name_code_seq",
+    "ContentTemplateSequence": "content_template_seq",
 }
-#: Known keys the index does not hold (see the module docstring).
-UNSUPPORTED: Final = {
-    "SERIES": ("RequestAttributesSequence",),
-    "IMAGE": ("ReferencedSeriesSequence", "VerifyingObserverSequence", "ReferencedRequestSequence",
-              "ConceptNameCodeSequence", "ContentTemplateSequence"),
-}
+#: Sequence keys: keyword -> column of its stored items (agent.store.sequences).
+SEQUENCE_KEYS: Final = MappingProxyType({
+    k: c for keys in (SERIES_KEYS, IMAGE_KEYS) for k, c in keys.items() if k.endswith("Sequence")})
+#: Known keys the index does not hold (see the module docstring); per level, keywords.
+UNSUPPORTED: Final[dict[str, tuple[str, ...]]] = {}
 
 LEVEL_KEYS: Final = {"PATIENT": PATIENT_KEYS, "STUDY": STUDY_KEYS, "SERIES": SERIES_KEYS, "IMAGE": IMAGE_KEYS}
 
@@ -95,5 +107,5 @@ def tag_of(keyword: str) -> int:
     return int(tag)
 
 
-__all__ = ["IMAGE_KEYS", "LEVEL_KEYS", "PATIENT_KEYS", "SERIES_KEYS", "STUDY_KEYS", "UNSUPPORTED", "keys_at",
-           "tag_of"]
+__all__ = ["IMAGE_KEYS", "LEVEL_KEYS", "PATIENT_KEYS", "SEQUENCE_KEYS", "SERIES_KEYS", "STUDY_KEYS", "UNSUPPORTED",
+           "keys_at", "tag_of"]

@@ -1,0 +1,154 @@
+"""Sequence keys in the index (issue 12): what the receive path keeps of a sequence and what a C-FIND
+then answers, on a real store (InstanceStore receives the bytes, agent.services.query.engine plans and
+matches over its SQLite index; no network). The wire-level behaviour with pynetdicom and findscu is in
+tests/interop/test_qr_scp_sequences.py.
+
+- a sequence over 64 KiB is not kept (the walker names it oversized): a non-universal key does not
+  match it, a universal one answers it empty; the elements after it are still indexed;
+- a database written before the sequence columns existed gets them from the files' headers (backfill),
+  and its series summary is rebuilt with the Request Attributes Sequence.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from agent.services.query import engine
+from agent.services.query.models import STUDY_ROOT
+from agent.store import query as q
+from agent.store.db import open_database
+from agent.store.dicomfile import read_meta
+from agent.store.instances import InstanceStore
+from agent.store.sequences import OVERSIZED
+
+ROOT = "1.2.826.0.1.3680043.8.498.7714"
+
+
+def _file(directory: Path, n: int, items: list[Dataset], *, undefined: bool = False) -> Path:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, f"{ROOT}.1.{n}.1"
+    ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "P", f"{ROOT}.1", f"{ROOT}.1.{n}"
+    if items:
+        ds.RequestAttributesSequence = Sequence(items)
+        ds["RequestAttributesSequence"].is_undefined_length = undefined
+    ds.SeriesDescription = f"after the sequence {n}"  # (0008,103E) < (0040,0275): indexed before it
+    ds.PerformedProcedureStepStartDate = "20240611"  # (0040,0244) < (0040,0275) as well
+    ds.ContentTemplateSequence = Sequence([Dataset()])  # a wanted sequence with one empty item
+    ds.ObservationDateTime = "20240611101010"  # (0040,A032) after (0040,0275): read after the recording
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = directory / f"{n}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _receive(store: InstanceStore, path: Path) -> None:
+    meta = read_meta(path)
+    incoming = store.begin(meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax_uid, calling_ae="T")
+    incoming.write(path.read_bytes()[meta.dataset_offset:])
+    incoming.commit()
+
+
+def _series(conn: sqlite3.Connection, key: Sequence) -> dict[str, Dataset]:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = f"{ROOT}.1"
+    ds.SeriesInstanceUID = ""
+    ds.RequestAttributesSequence = key
+    plan = engine.plan_find(STUDY_ROOT, ds, relational=False)
+    found, more = engine.run_find(conn, plan, 100)
+    assert not more
+    return {str(m.SeriesInstanceUID): m for m in found}
+
+
+@pytest.fixture
+def received(tmp_path: Path) -> sqlite3.Connection:
+    conn = open_database(tmp_path / "agent.db")
+    store = InstanceStore(tmp_path, conn)
+    q.ensure_schema(conn)
+    big = Dataset()
+    big.RequestedProcedureID = "BIG"
+    big.RequestedProcedureDescription = "x" * 64
+    files = tmp_path / "files"
+    files.mkdir()
+    _receive(store, _file(files, 1, [_req("RP1")]))
+    _receive(store, _file(files, 2, [_req("RP2")], undefined=True))
+    for n, undefined in ((3, False), (4, True)):  # 1100 items of ~80 bytes: over 64 KiB
+        _receive(store, _file(files, n, [big] * 1100, undefined=undefined))
+    _receive(store, _file(files, 5, []))
+    return conn
+
+
+def _req(rp: str) -> Dataset:
+    item = Dataset()
+    item.RequestedProcedureID = rp
+    item.ScheduledProcedureStepID = "S" + rp
+    return item
+
+
+def test_what_the_index_keeps(received: sqlite3.Connection) -> None:
+    rows = {r["series_instance_uid"]: r for r in received.execute("SELECT * FROM instances")}
+    assert {s: rows[s]["request_attributes_seq"] == OVERSIZED for s in rows} == {
+        f"{ROOT}.1.{n}": n in (3, 4) for n in range(1, 6)}
+    assert rows[f"{ROOT}.1.5"]["request_attributes_seq"] is None
+    for n in range(1, 6):  # elements before and after a recorded (or oversized) sequence are indexed
+        row = rows[f"{ROOT}.1.{n}"]
+        assert (row["series_description"], row["pps_start_date"], row["observation_datetime"]) == (
+            f"after the sequence {n}", "20240611", "20240611101010")
+        assert row["content_template_seq"] is not None  # one empty item is kept as it is
+
+
+def test_oversized_and_absent_sequences_answer_empty_and_match_only_universal(received: sqlite3.Connection) -> None:
+    everything = _series(received, Sequence())
+    assert sorted(everything) == [f"{ROOT}.1.{n}" for n in range(1, 6)]
+    assert [i.RequestedProcedureID for i in everything[f"{ROOT}.1.2"].RequestAttributesSequence] == ["RP2"]
+    for n in (3, 4, 5):
+        assert len(everything[f"{ROOT}.1.{n}"].RequestAttributesSequence) == 0
+    assert sorted(_series(received, Sequence([_item(RequestedProcedureID="*")]))) == sorted(everything)
+    assert sorted(_series(received, Sequence([_item(RequestedProcedureID="RP?")]))) == [f"{ROOT}.1.1", f"{ROOT}.1.2"]
+    assert sorted(_series(received, Sequence([_item(RequestedProcedureID="BIG")]))) == []
+
+
+def _item(**keys: str) -> Dataset:
+    ds = Dataset()
+    for k, v in keys.items():
+        setattr(ds, k, v)
+    return ds
+
+
+@pytest.mark.trio
+async def test_an_older_database_gets_its_sequences_from_the_files(received: sqlite3.Connection, tmp_path: Path
+                                                                   ) -> None:
+    """As a version without sequence columns left it: the instance columns empty, `qr_series` without
+    the column (and its triggers), no record of the column set. Start-up rebuilds the summary, the
+    backfill reads the headers, and the SERIES query matches again."""
+    from agent.profile import QuerySettings
+    from agent.services.blocking import Blocking
+    from agent.services.query.scp import QuerySCP
+    from agent.store.queue import JobQueue
+
+    conn = received
+    old_columns = [c for c in q.SERIES_COLUMNS if c != "request_attributes_seq"]
+    for name in ("insert", "delete", "replace", "update"):
+        conn.execute(f"DROP TRIGGER qr_instances_{name}")
+    conn.execute("DROP TABLE qr_series")
+    conn.execute(f"CREATE TABLE qr_series (series_instance_uid TEXT PRIMARY KEY, {', '.join(old_columns)}, "
+                 "related_instances INTEGER NOT NULL)")
+    conn.execute("UPDATE instances SET request_attributes_seq = NULL, content_template_seq = NULL")
+    conn.execute("DELETE FROM qr_meta")
+    conn.commit()
+
+    assert q.ensure_schema(conn) is True  # the outdated summary is made again and rebuilt
+    assert _series(conn, Sequence([_item(RequestedProcedureID="RP1")])) == {}
+    scp = QuerySCP(QuerySettings(), conn, Blocking(), JobQueue(conn), {}, tmp_path)
+    await scp.backfill()
+    assert sorted(_series(conn, Sequence([_item(RequestedProcedureID="RP?")]))) == [f"{ROOT}.1.1", f"{ROOT}.1.2"]
+    assert not q.backfill_pending(conn)
