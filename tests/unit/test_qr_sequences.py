@@ -152,3 +152,81 @@ async def test_an_older_database_gets_its_sequences_from_the_files(received: sql
     await scp.backfill()
     assert sorted(_series(conn, Sequence([_item(RequestedProcedureID="RP?")]))) == [f"{ROOT}.1.1", f"{ROOT}.1.2"]
     assert not q.backfill_pending(conn)
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
+                                    "1.2.840.10008.1.2.1.99"])
+@pytest.mark.parametrize("undefined", [False, True])
+def test_items_come_back_as_written_in_every_transfer_syntax(tmp_path: Path, syntax: str, undefined: bool) -> None:
+    """The header walk keeps a sequence in any transfer syntax (deflated included), of defined or
+    undefined length, nested items too, and `unpack` gives back the items pydicom wrote, ISO_IR 192 text
+    decoded."""
+    from agent.store.dicomfile import scan_dataset
+    from agent.store.header import index_values
+    from agent.store.index_columns import INDEX_TAGS
+    from agent.store.sequences import unpack
+
+    ds = _observer_dataset(syntax)
+    ds["VerifyingObserverSequence"].is_undefined_length = undefined
+    for item in ds.VerifyingObserverSequence:
+        item.is_undefined_length_sequence_item = undefined
+    path = tmp_path / "sr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    meta = read_meta(path)
+    values, _, _ = index_values(scan_dataset(path, meta.dataset_offset, meta.transfer_syntax_uid, INDEX_TAGS))
+    items = unpack(values["verifying_observer_seq"], 0x0040A073, values["specific_character_set"])
+    assert items is not None and len(items) == 2
+    assert [str(i.VerifyingObserverName) for i in items] == ["Wałęsa^Łucja", "Doe^Jane"]
+    assert items[0].VerifyingObserverIdentificationCodeSequence[0].CodeMeaning == "Łódź"
+    assert values["observation_datetime"] == "20240611"  # the element after the sequence
+
+
+def test_a_sequence_received_as_un_is_kept_as_implicit_vr(tmp_path: Path) -> None:
+    """Explicit VR with the sequence's VR unknown to the sender (UN, Implicit VR Little Endian inside,
+    PS3.5 6.2.2): the items are still decoded."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from agent.store.dicomfile import scan_dataset
+    from agent.store.header import index_values
+    from agent.store.index_columns import INDEX_TAGS
+    from agent.store.sequences import unpack
+
+    ds = _observer_dataset("1.2.840.10008.1.2.1")
+    inner = Dataset()
+    inner.SpecificCharacterSet = "ISO_IR 192"
+    inner.VerifyingObserverSequence = ds.VerifyingObserverSequence
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, True
+    write_dataset(fp, inner)
+    written = fp.getvalue()
+    implicit = written[written.index(b"\x40\x00\x73\xa0") + 8:]  # the items, after the element header
+    del ds.VerifyingObserverSequence
+    path = tmp_path / "un.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = bytearray(path.read_bytes())
+    element = b"\x40\x00\x73\xa0UN\x00\x00" + len(implicit).to_bytes(4, "little") + implicit
+    meta = read_meta(path)
+    at = data.index(b"\x40\x00\x32\xa0", meta.dataset_offset)  # before Observation DateTime
+    data[at:at] = element
+    path.write_bytes(bytes(data))
+    values, _, _ = index_values(scan_dataset(path, meta.dataset_offset, meta.transfer_syntax_uid, INDEX_TAGS))
+    items = unpack(values["verifying_observer_seq"], 0x0040A073, values["specific_character_set"])
+    assert items is not None and [str(i.VerifyingObserverName) for i in items] == ["Wałęsa^Łucja", "Doe^Jane"]
+
+
+def _observer_dataset(syntax: str) -> Dataset:
+    from pydicom.uid import ComprehensiveSRStorage
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID, ds.SOPInstanceUID = ComprehensiveSRStorage, f"{ROOT}.9.1"
+    ds.ObservationDateTime = "20240611"
+    code = _item(CodeValue="C1", CodingSchemeDesignator="99X", CodeMeaning="Łódź")
+    first = _item(VerifyingObserverName="Wałęsa^Łucja", VerificationDateTime="20240611101500")
+    first.VerifyingObserverIdentificationCodeSequence = Sequence([code])
+    ds.VerifyingObserverSequence = Sequence([first, _item(VerifyingObserverName="Doe^Jane")])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ComprehensiveSRStorage, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = syntax
+    return ds
