@@ -581,6 +581,21 @@ class DicomConnection:
         finally:
             self.sending = None
 
+    def queue_encoded(self, context_id: int, message: Message, command: bytes, dataset: bytes | memoryview) -> None:
+        """Queue `message` with its data set as `send_message(..., flush=False)` does, its command set
+        given already encoded (`encode_message(message)`, made once by a caller that sends the same
+        command many times: a C-FIND's pending responses differ only in their data sets). Nothing is
+        written: the caller flushes, and keeps `queued_bytes` bounded."""
+        self._check_can_send()
+        self._count(context_id, message)
+        if log.isEnabledFor(logging.DEBUG):
+            self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
+        step = self.max_pdv_data
+        for chunk, last in fragment(command, step):
+            self._queue_pdv(context_id, True, last, chunk)
+        for chunk, last in fragment(dataset, step):
+            self._queue_pdv(context_id, False, last, chunk)
+
     async def send_message_from_file(
         self, context_id: int, message: Message, fileobj: BinaryIO, offset: int, length: int,
         *, ahead: ReadAhead | None = None,

@@ -64,3 +64,35 @@ async def test_a_100_match_c_find_arrives_in_few_writes_the_first_match_alone(  
     # The first write holds exactly one pending response: its command PDU and its data set PDU, each a
     # PDU header and a value (4 buffers), so the first match is not held back for the batch.
     assert server[0] == 4
+
+
+async def test_repeated_and_interleaved_queries_each_get_their_own_answers(  # type: ignore[no-untyped-def]
+        tmp_path: Path, start_agent) -> None:
+    """A C-FIND's pending responses share one command set, encoded once per query, and a repeated
+    identifier reuses its plan: neither may leak into another query. Three queries on one association
+    (the same identifier twice around another one): every response answers its own request's Message
+    ID, and the repeated query's answers are the same data sets as the first time."""
+    from agent.services.dataset import decode
+
+    agent = await start_agent(write_profile(tmp_path, "[storage]\n\n[query]\n"))
+    fill(agent.data_dir)
+
+    def query(name: str) -> bytes:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel, identifier.StudyInstanceUID, identifier.PatientName = "STUDY", "", name
+        identifier.PatientID = ""
+        return encode(identifier, EXPLICIT_VR_LE)
+
+    async with associate("127.0.0.1", agent.port, calling_ae="SCU", called_ae="AGENT",
+                         proposals=[ProposedContext(STUDY_ROOT_FIND, (EXPLICIT_VR_LE,))], timeouts=Timeouts()) as conn:
+        ctx = conn.context_for(STUDY_ROOT_FIND)
+        assert ctx is not None
+        runs = []
+        for name in ("DOE^1*", "DOE^2*", "DOE^1*"):
+            rq = CFindRQ(message_id=conn.next_message_id(), affected_sop_class_uid=STUDY_ROOT_FIND)
+            replies = [reply async for reply in responses(conn, ctx.id, rq, query(name))]
+            assert {r.message.message_id_being_responded_to for r in replies} == {rq.message_id}  # type: ignore[attr-defined]
+            assert [r.message.status for r in replies] == [0xFF00] * 11 + [0x0000]  # type: ignore[attr-defined]
+            runs.append(sorted(str(decode(r.dataset).PatientID) for r in replies[:-1] if r.dataset is not None))
+    assert runs[0] == runs[2] == sorted(["P1"] + [f"P{n}" for n in range(10, 20)])
+    assert runs[1] == sorted(["P2"] + [f"P{n}" for n in range(20, 30)])

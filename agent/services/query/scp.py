@@ -4,7 +4,7 @@ Invariants:
 - C-FIND: the identifier is judged by agent.services.query.engine (A900 / C001 with Offending Element
   and Error Comment); matches are computed in the blocking bridge from the index (never from files) and
   sent as FF00 (FF01 when a key the index cannot match carried a value); a C-CANCEL-RQ, looked for
-  between responses without waiting, ends it with FE00. More than `[query] max_results` matches: the
+  after each write of pending responses without waiting, ends it with FE00. More than `[query] max_results` matches: the
   first ones, then A700 with a comment saying so. The database unusable: A700.
 - C-MOVE: the destination AE title must be a peer of `[query] move_destinations` (all of [peers] when
   unset), else A801. Each instance becomes one `move-store` job of the durable queue for that peer
@@ -39,7 +39,7 @@ from pathlib import Path
 import trio
 from pydicom import Dataset
 
-from agent.dimse import CCancelRQ, CFindRQ, CGetRQ, CMoveRQ, CommandReceived, Status
+from agent.dimse import CCancelRQ, CFindRQ, CGetRQ, CMoveRQ, CommandReceived, Status, encode_message
 from agent.dimse.status import describe
 from agent.errors import AgentError
 from agent.matching import MatchingError
@@ -199,18 +199,21 @@ class QuerySCP:
             found, more = await trio.to_thread.run_sync(
                 _encoded, plan, rows, self.settings.max_results, ctx.transfer_syntax, conn.remote)
         pending = Status.PENDING_WARNING if plan.unsupported_matching else Status.PENDING
+        # Every pending response has the same command set (only the data sets differ): encoded once.
+        response = rq.response(int(pending), has_dataset=True)
+        command = encode_message(response)
         for i, body in enumerate(found):
             # Pending responses are coalesced: the first goes out at once (the user sees it without
             # delay), the next ones in writes of up to COALESCE_COUNT responses or COALESCE_BYTES; the
-            # final response (or a cancel's) flushes the rest. The C-CANCEL check below still runs
-            # after every response (PS3.7 C.4.1.3.1): only the writes are batched, not the reading.
-            await conn.send_message(ctx.id, rq.response(int(pending), has_dataset=True), body, flush=False)
+            # final response (or a cancel's) flushes the rest. A C-CANCEL-RQ (PS3.7 C.4.1.3.1) is
+            # looked for after every write, so at most one write's responses follow it.
+            conn.queue_encoded(ctx.id, response, command, body)
             if i == 0 or (i + 1) % COALESCE_COUNT == 0 or conn.queued_bytes >= COALESCE_BYTES:
                 await conn.flush()
-            if await _cancelled(conn, rq.message_id):
-                log.info("%s: C-FIND cancelled after %d match(es)", conn.remote, i + 1)
-                await conn.send_message(ctx.id, rq.response(Status.CANCEL))
-                return
+                if await _cancelled(conn, rq.message_id):
+                    log.info("%s: C-FIND cancelled after %d match(es)", conn.remote, i + 1)
+                    await conn.send_message(ctx.id, rq.response(Status.CANCEL))
+                    return
         if more:
             await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES,
                           f"more than {self.settings.max_results} matches; refine the query")
