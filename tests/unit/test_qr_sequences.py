@@ -230,3 +230,26 @@ def _observer_dataset(syntax: str) -> Dataset:
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ComprehensiveSRStorage, ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = syntax
     return ds
+
+
+def test_non_ascii_item_text_without_a_stored_character_set_is_answered_in_iso_ir_192(tmp_path: Path) -> None:
+    """An instance that declares no character set but has Latin-1 bytes in an item (read as Latin-1,
+    as pydicom does): the answer names ISO_IR 192 so the text is not lost."""
+    conn = open_database(tmp_path / "agent.db")
+    store = InstanceStore(tmp_path, conn)
+    q.ensure_schema(conn)
+    ds = _observer_dataset("1.2.840.10008.1.2.1")
+    del ds.SpecificCharacterSet
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = f"{ROOT}.9", f"{ROOT}.9.1"
+    ds.VerifyingObserverSequence = Sequence([_item(VerifyingObserverName="Doe^Jane")])
+    ds.VerifyingObserverSequence[0].VerifyingOrganization = b"M\xfcnchen"
+    path = tmp_path / "latin1.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    _receive(store, path)
+    ident = Dataset()
+    ident.QueryRetrieveLevel, ident.StudyInstanceUID, ident.SeriesInstanceUID = "IMAGE", f"{ROOT}.9", f"{ROOT}.9.1"
+    ident.SOPInstanceUID = ""
+    ident.VerifyingObserverSequence = Sequence()
+    found, _ = engine.run_find(conn, engine.plan_find(STUDY_ROOT, ident, relational=False), 10)
+    assert len(found) == 1 and found[0].SpecificCharacterSet == "ISO_IR 192"
+    assert found[0].VerifyingObserverSequence[0].VerifyingOrganization == "München"

@@ -234,6 +234,8 @@ def as_dataset(elements: Iterable[Element]) -> Dataset:
 def _is_ascii(value: Any) -> bool:
     if isinstance(value, list):
         return all(str(x).isascii() for x in value)
+    if isinstance(value, Sequence):
+        return True  # sequences.project decides for the items the answer keeps (str() of items is costly)
     return value is None or str(value).isascii()
 
 

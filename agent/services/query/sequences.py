@@ -86,7 +86,10 @@ def add_to_candidate(candidate: dict[int, Any], row: sqlite3.Row, spec: list[tup
 
 
 def project(identifier: Dataset, answer: list[tuple[int, str, Any]]) -> None:
-    """Reduce, in place, each non-empty sequence of `answer` to what its key asks (module rules)."""
+    """Reduce, in place, each non-empty sequence of `answer` (elements in tag order) to what its key
+    asks (module rules); add ISO_IR 192 when the answer has no character set and a kept item's text is
+    not ASCII."""
+    ascii_only = True
     for i, (tag, vr, value) in enumerate(answer):
         if vr != "SQ" or not value:
             continue
@@ -94,7 +97,25 @@ def project(identifier: Dataset, answer: list[tuple[int, str, Any]]) -> None:
         key.add(identifier[tag])
         have = Dataset()
         have.add(DataElement(tag, "SQ", value))
-        answer[i] = (tag, "SQ", build_response(key, have)[tag].value)
+        items = build_response(key, have)[tag].value
+        answer[i] = (tag, "SQ", items)
+        ascii_only = ascii_only and _ascii(items)
+    if not ascii_only and not any(tag == SPECIFIC_CHARACTER_SET for tag, _, _ in answer):
+        answer.append((SPECIFIC_CHARACTER_SET, "CS", "ISO_IR 192"))
+        answer.sort(key=lambda e: e[0])
+
+
+def _ascii(items: Any) -> bool:
+    for item in items:
+        for elem in item:
+            if elem.VR == "SQ":
+                if not _ascii(elem.value):
+                    return False
+                continue
+            values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
+            if not all(v is None or str(v).isascii() for v in values):
+                return False
+    return True
 
 
 __all__ = ["add_to_candidate", "prefilter", "project", "restricts"]
