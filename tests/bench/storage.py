@@ -750,6 +750,19 @@ def startup_with_store(work: Path, instances: int) -> float | None:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def install_note() -> str:
+    """How the measured `dicom-agent store` is installed: an editable install (`pip install -e .`, what
+    .ci/run makes) imports setuptools' path finder at every interpreter start, which the README's
+    `pip install .` does not."""
+    import sysconfig
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    editable = sorted(p.name for p in site.glob("__editable__*dicom_agent*.pth"))
+    how = (f"an editable install ({editable[0]}: setuptools' finder is imported at every start, ~12 ms here)"
+           if editable else "a regular install (pip install .)")
+    return f"send: the agent runs as `{PY} -m agent store` from {Path.cwd()}, {how}"
+
+
 @dataclass
 class Row:
     label: str
@@ -873,6 +886,7 @@ def run_ratios(args: argparse.Namespace) -> int:
             rows.append(Row("send, `dicom-agent store` (process start to exit)",
                             runs("agent store", send_once, work, src, count, "agent store"),
                             runs("storescu", send_once, work, src, count, "storescu"), "storescu", 0.7))
+            notes.append(install_note())
         if want("forward"):
             peer = rows[-1].peer if rows and rows[-1].peer_name == "storescu" else runs(
                 "storescu", send_once, work, src, count, "storescu")
