@@ -15,13 +15,19 @@ loaded 2-core machine, tests/bench/thread_hop.py). The io thread takes the lock 
 
 from __future__ import annotations
 
+import functools
+import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import outcome
 import trio
 
 T = TypeVar("T")
+
+log = logging.getLogger("agent.storage")
 
 
 class Blocking:
@@ -38,3 +44,66 @@ class Blocking:
         """From a worker thread (never the event loop): run `fn(*args)` with the database to itself."""
         with self._lock:
             return fn(*args)
+
+
+class Spool:
+    """Jobs run in the order submitted, in one thread of their own, off the event loop.
+
+    For work that should overlap what the event loop does next (an association's received data set
+    written to its file while more of it arrives): `submit` queues a job and returns at once (no
+    trio machinery, one queue put: a few microseconds); `run` queues one and waits for its result.
+    Jobs never raise into the thread (a `submit`ted job keeps its own error for a later `run` to
+    report; an exception escaping one is logged). The thread is started by the first job and ends
+    after `idle` seconds without one, so an idle spool holds no thread.
+
+    `run` waits like `trio.to_thread.run_sync` without `abandon_on_cancel`: a cancellation is
+    delivered once the job (and every job before it) has finished, never while files are half
+    written.
+    """
+
+    def __init__(self, name: str = "spool", *, idle: float = 5.0) -> None:
+        self.name = name
+        self.idle = idle
+        self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        """Queue `fn(*args)`; from any thread."""
+        job = functools.partial(fn, *args) if args else fn
+        with self._lock:  # against the thread deciding to end (_work) between the put and the check
+            self._jobs.put(job)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name=self.name, daemon=True).start()
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """From trio: queue `fn(*args)` and wait for its result (or exception)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        token = trio.lowlevel.current_trio_token()
+        task = trio.lowlevel.current_task()
+
+        def job() -> None:
+            result = outcome.capture(fn, *args)
+            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+        self.submit(job)
+        # The job's outcome is unwrapped here: its value, or its exception raised.
+        return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)  # type: ignore[no-any-return]
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            try:
+                job = jobs.get(timeout=self.idle)
+            except queue.Empty:
+                with self._lock:
+                    if jobs.empty():
+                        self._running = False
+                        return
+                continue
+            try:
+                job()
+            except BaseException:  # noqa: BLE001 - the thread outlives any job
+                log.exception("%s: a job failed", self.name)
+            del job

@@ -2,15 +2,19 @@
 
 Invariants:
 - Memory stays bounded whatever the object's size: data set fragments (views of their PDUs, not
-  copied) are gathered up to `FLUSH_SIZE` and then appended to the store's file with one writev; an
-  object smaller than that is written with its commit.
-- Nothing that can block for milliseconds runs on the event loop. File creation, writes, the data set
-  check and the file's flush run in `io_limiter` threads (several associations flush side by side),
-  and the same thread then renames and commits the index row holding the database's lock
-  (`Blocking.call`): one thread hop per instance. Instances of several associations that reach the
-  commit together share one COMMIT (`InstanceStore.install_group`, group commit). A commit that waits for the database's write lock (a
-  CLI command holding it) therefore stalls only the associations that are committing; the others keep
-  receiving and flushing.
+  copied) are handed on every `STREAM_SIZE` to be appended to the store's file with one writev, and
+  an association whose spool thread has more than `MAX_QUEUED` bytes still to write waits for it.
+- Nothing that can block for milliseconds runs on the event loop. Each association receiving
+  instances has a spool thread (`blocking.Spool`, started by its first C-STORE, gone after 5 idle
+  seconds) that does its file work in order while the event loop reads on: the file is created and
+  appended to every `STREAM_SIZE` while the data set arrives, then checked and flushed, and the same
+  thread renames and commits the index row holding the database's lock (`Blocking.call`). The event
+  loop waits once per instance, for that end: an object under `STREAM_SIZE` costs one round trip to
+  the thread in all (on two busy cores more, earlier hand-offs only cost CPU: the thread gets no core
+  while the sender and the event loop have them). Instances of several associations that reach the
+  commit together share one COMMIT (`InstanceStore.install_group`, group commit). A commit that
+  waits for the database's write lock (a CLI command holding it) therefore stalls only the
+  associations that are committing; the others keep receiving and flushing.
 - C-STORE-RSP Success (or a warning) is sent only after the data is flushed and the index row (which
   names the flushed file) committed, see agent/store/instances.py; forwarding jobs are queued in that
   same transaction.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,7 +40,7 @@ from agent.dimse.status import Status
 from agent.errors import StoreError
 from agent.net.connection import DicomConnection, unexpected_event
 from agent.net.server import ServiceRegistry
-from agent.services.blocking import Blocking
+from agent.services.blocking import Blocking, Spool
 from agent.services.storage_classes import ALL_STORAGE_SOP_CLASSES, sop_class_name
 from agent.store.dicomfile import DataSetError, InvalidUID, validate_uid
 from agent.store.instances import (
@@ -75,9 +80,11 @@ SCP_STATUSES: tuple[int, ...] = (
     Status.CANNOT_UNDERSTAND, Status.OUT_OF_RESOURCES, Status.PROCESSING_FAILURE,
 )
 
-#: Data set bytes gathered in memory before they are appended to the temporary file in a worker thread:
-#: bounds memory per association, and a typical image (well under this) costs one thread hop in all.
-FLUSH_SIZE = 1 << 20
+#: Data set bytes gathered before they are handed to the spool thread to append (one writev).
+STREAM_SIZE = 1024 * 1024
+#: Data set bytes handed to the spool thread and not yet written, beyond which the association waits for
+#: it (the disk is slower than the network): bounds memory per association.
+MAX_QUEUED = 4 * 1024 * 1024
 
 
 @dataclass
@@ -98,8 +105,9 @@ class StorageSCP:
     #: Called in trio context after each instance is durably stored, with its association (audit trail).
     on_stored: Callable[[DicomConnection, StoredInstance], None] | None = None
     received: int = 0
-    #: Threads for temp-file creation and writes, which never touch the database.
-    io_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
+    #: One spool (file work thread, see `Spool`) per association receiving instances.
+    _spools: weakref.WeakKeyDictionary[DicomConnection, Spool] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False)
 
     def register(
         self,
@@ -125,6 +133,12 @@ class StorageSCP:
         )
         kw = {"error_comment": outcome.comment[:64]} if outcome.comment and outcome.status != Status.SUCCESS else {}
         await conn.send_message(ctx.id, rq.response(outcome.status, **kw))
+
+    def _spool_of(self, conn: DicomConnection) -> Spool:
+        spool = self._spools.get(conn)
+        if spool is None:
+            spool = self._spools[conn] = Spool(f"store {conn.remote}")
+        return spool
 
     async def _receive(self, conn: DicomConnection, ctx: PresentationContext, rq: CStoreRQ) -> _Outcome:
         uid = rq.affected_sop_instance_uid
@@ -157,66 +171,58 @@ class StorageSCP:
                 rq.affected_sop_class_uid, uid, ctx.transfer_syntax, calling_ae=sender, called_ae=receiver,
             )
 
-        incoming: Incoming | None = None
-        # The fragments' own memory (each a view of its PDU, never reused: no copy here); written with
-        # one writev per FLUSH_SIZE in a worker thread, then dropped.
+        # The file work runs on the association's spool thread in arrival order while more of the data
+        # set arrives: every STREAM_SIZE of fragments (their PDUs' own memory, never copied) is appended
+        # with one writev (the first creates the file). The event loop only waits for the end: the
+        # rest written, the check, the flush and the index commit of the whole object.
+        spool = self._spool_of(conn)
+        receiving = _Receiving(begin)
         pending: list[memoryview | bytes] = []
         pending_size = 0
         size = 0
-        failure: _Outcome | None = None
-        committed = False
+        result: CommitResult | None = None
         try:
             while True:
                 event = await conn.next_event()
                 if isinstance(event, DataSetFragment):
                     size += len(event.data)
-                    if failure is not None:
-                        continue
                     pending.append(event.data)
                     pending_size += len(event.data)
-                    if pending_size < FLUSH_SIZE:
+                    if pending_size < STREAM_SIZE:
                         continue
-                    chunks, pending, pending_size = pending, [], 0
-                    try:
-                        incoming = await trio.to_thread.run_sync(_append, incoming, begin, chunks,
-                                                                 limiter=self.io_limiter)
-                    except OutOfResources as exc:
-                        log.error("%s: out of space while receiving %s: %s", conn.remote, uid, exc)
-                        failure = _Outcome(Status.OUT_OF_RESOURCES, "out of resources: not enough storage space")
-                    except StoreError as exc:
-                        log.error("%s: cannot write %s: %s", conn.remote, uid, exc)
-                        failure = _Outcome(Status.PROCESSING_FAILURE, "processing failure: cannot write")
+                    spool.submit(receiving.write, pending)
+                    receiving.submitted += pending_size
+                    pending, pending_size = [], 0
+                    if receiving.submitted - receiving.written > MAX_QUEUED:
+                        await spool.run(_nothing)  # the disk is slower than the network: wait for it
                 elif isinstance(event, MessageComplete):
                     break
                 else:
                     raise unexpected_event(event, "the C-STORE data set")
-            if failure is not None:
-                failure.size = size
-                return failure
             rest, pending = pending, []
             try:
-                # One thread hop: write, check and flush beside other associations' flushes, then
-                # rename and commit the index row holding the database's lock (Blocking.call).
-                result = await trio.to_thread.run_sync(
-                    _finish, self.store, incoming, begin, rest, self.blocking, self.on_commit,
-                    limiter=self.io_limiter,
-                )
-                incoming = None
-                committed = True
+                result = await spool.run(receiving.finish, rest, self.store, self.blocking, self.on_commit)
             except OutOfResources as exc:
-                log.error("%s: C-STORE %s refused: %s", conn.remote, uid, exc)
+                if receiving.failed_writing:
+                    log.error("%s: out of space while receiving %s: %s", conn.remote, uid, exc)
+                else:
+                    log.error("%s: C-STORE %s refused: %s", conn.remote, uid, exc)
                 return _Outcome(Status.OUT_OF_RESOURCES, "out of resources: not enough storage space", size)
             except DataSetError as exc:
                 log.warning("%s: C-STORE %s refused, data set unreadable: %s", conn.remote, uid, exc)
                 return _Outcome(Status.CANNOT_UNDERSTAND, "cannot understand: data set unreadable", size)
             except StoreError as exc:
+                if receiving.failed_writing:
+                    log.error("%s: cannot write %s: %s", conn.remote, uid, exc)
+                    return _Outcome(Status.PROCESSING_FAILURE, "processing failure: cannot write", size)
                 log.error("%s: C-STORE %s failed: %s", conn.remote, uid, exc)
                 return _Outcome(Status.PROCESSING_FAILURE, "processing failure: cannot store", size)
         finally:
-            if incoming is not None and not committed:
-                # Removing a large partial file can take a while: in a thread, even when cancelled.
+            if result is None:
+                # Refused, or the association broke (or the agent stops) mid-object: nothing of it may
+                # stay. After the jobs queued before; idempotent (a failed finish already removed it).
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(incoming.abort, limiter=self.io_limiter)
+                    await spool.run(receiving.abort)
         self.received += 1
         if self.after_commit is not None:
             self.after_commit(result.stored)
@@ -237,27 +243,58 @@ class StorageSCP:
         return _Outcome(Status.SUCCESS, "", size, note)
 
 
-def _append(incoming: Incoming | None, begin: Callable[[], Incoming],
-            chunks: list[memoryview | bytes]) -> Incoming:
-    """Worker thread: create the temporary file on first use and append `chunks` (one writev)."""
-    if incoming is None:
-        incoming = begin()
-    incoming.write_all(chunks)
-    return incoming
+def _nothing() -> None:
+    return None
 
 
-def _finish(store: InstanceStore, incoming: Incoming | None, begin: Callable[[], Incoming],
-            rest: list[memoryview | bytes], blocking: Blocking, on_commit: OnCommit | None) -> CommitResult:
-    """Worker thread: write what is left, check the data set and flush the file (no database, so
-    beside other associations), then rename and commit the index row (the acknowledgement) with the
-    database to itself, in one COMMIT with whatever other associations are committing at that moment
-    (group commit). On any failure nothing of the instance is left."""
-    incoming = _append(incoming, begin, rest)
-    try:
-        incoming.prepare()
-        return store.install_group(incoming, on_commit, blocking.call)
-    finally:
-        incoming.abort()  # idempotent; after an install it does nothing
+class _Receiving:
+    """One data set being received, as its spool thread sees it: the jobs `write` (any number; the
+    first creates the file) and then `finish` or `abort` run there in that order. A failure to create
+    or write the file is kept (the partial file is already gone) and raised by `finish`, so the rest
+    of the data set is drained and then answered with it."""
+
+    __slots__ = ("_begin", "incoming", "error", "failed_writing", "submitted", "written")
+
+    def __init__(self, begin: Callable[[], Incoming]) -> None:
+        self._begin = begin
+        self.incoming: Incoming | None = None
+        self.error: BaseException | None = None
+        self.failed_writing = False  # the error came from creating or writing the file
+        self.submitted = 0  # bytes queued by the event loop (only it writes this)
+        self.written = 0  # bytes the spool thread is done with (only it writes this)
+
+    def write(self, chunks: list[memoryview | bytes]) -> None:
+        try:
+            if self.error is None:
+                if self.incoming is None:
+                    self.incoming = self._begin()
+                self.incoming.write_all(chunks)
+        except BaseException as exc:  # noqa: BLE001 - raised by finish
+            self.error, self.failed_writing = exc, True
+        finally:
+            self.written += sum(len(c) for c in chunks)
+            chunks.clear()  # no reference to the PDUs' memory outlives the write
+
+    def finish(self, rest: list[memoryview | bytes], store: InstanceStore, blocking: Blocking,
+               on_commit: OnCommit | None) -> CommitResult:
+        """Write what is left, check the data set and flush the file (no database, so beside other
+        associations), then rename and commit the index row (the acknowledgement) with the database to
+        itself, in one COMMIT with whatever other associations are committing at that moment (group
+        commit). On any failure nothing of the instance is left."""
+        self.write(rest)
+        if self.error is not None:
+            raise self.error
+        incoming = self.incoming
+        assert incoming is not None
+        try:
+            incoming.prepare()
+            return store.install_group(incoming, on_commit, blocking.call)
+        finally:
+            incoming.abort()  # idempotent; after an install it does nothing
+
+    def abort(self) -> None:
+        if self.incoming is not None:
+            self.incoming.abort()
 
 
 async def _drain(conn: DicomConnection) -> int:
@@ -272,4 +309,4 @@ async def _drain(conn: DicomConnection) -> int:
         size += len(event.data)
 
 
-__all__ = ["ALL_STORAGE_SOP_CLASSES", "COMPRESSED_TRANSFER_SYNTAXES", "FLUSH_SIZE", "StorageSCP"]
+__all__ = ["ALL_STORAGE_SOP_CLASSES", "COMPRESSED_TRANSFER_SYNTAXES", "MAX_QUEUED", "STREAM_SIZE", "StorageSCP"]

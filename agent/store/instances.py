@@ -677,8 +677,13 @@ class InstanceStore:
             written: list[tuple[_GroupEntry, _Placed]] = []
             try:
                 relaxed = not any(one.journalled for _, one in placed)
+                alone = len(placed) == 1
                 with self._row_commit(relaxed), transaction(self.conn) as conn:
                     for entry, one in placed:
+                        if alone:  # its failure is the transaction's: no savepoint needed
+                            self._write_row(conn, one, entry.on_commit)
+                            written.append((entry, one))
+                            continue
                         conn.execute("SAVEPOINT instance")
                         try:
                             self._write_row(conn, one, entry.on_commit)
@@ -696,7 +701,9 @@ class InstanceStore:
                         conn.execute("RELEASE instance")
                         written.append((entry, one))
             except BaseException as exc:  # noqa: BLE001 - the shared COMMIT failed: every instance fails
-                failure = _db_error(exc, "indexing a group of instances") if isinstance(exc, sqlite3.Error) else exc
+                what = f"indexing {placed[0][0].incoming.sop_instance_uid}" if len(placed) == 1 else (
+                    "indexing a group of instances")
+                failure = _db_error(exc, what) if isinstance(exc, sqlite3.Error) else exc
                 for entry, one in placed:
                     if entry.error is None:
                         entry.error = failure
@@ -725,18 +732,26 @@ class InstanceStore:
         uid = incoming.sop_instance_uid
         rel = object_relpath(uid)
         final = self.data_dir / rel
-        existing = self.get(uid)
+        # A bare probe first: a new UID (the usual case) costs no row decoding.
+        probe = self.conn.execute("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (uid,)).fetchone()
+        existing = None if probe is None else self.get(uid)
         if existing is not None and self.duplicate == "keep-first" and existing.path.exists():
             os.unlink(incoming.temp_path)
             return _Placed(existing, None, warnings, existing, False, None)
         journalled = False
         backup: str | None = None
         try:
-            _ensure_dir(final.parent)
             if existing is not None or os.path.lexists(final):
                 backup = self._journal_replace(uid, final)
                 journalled = True
-            os.rename(incoming.temp_path, final)
+            try:
+                os.rename(incoming.temp_path, final)
+            except FileNotFoundError:
+                if final.parent.is_dir():
+                    raise  # the slot itself is gone
+                # The buckets are made at start-up (_make_buckets); one removed since is made again.
+                _ensure_dir(final.parent)
+                os.rename(incoming.temp_path, final)
             if journalled:
                 # A replace keeps the whole-flush path: the old file's link and journal row are
                 # only undone safely if the new name is durable before its row.

@@ -1,0 +1,68 @@
+"""blocking.Spool: jobs run in submission order off the event loop; `run` returns the job's value or
+raises its exception; a job submitted after the thread went idle still runs."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+from agent.services.blocking import Spool
+
+
+async def test_jobs_run_in_order_in_one_thread_that_is_not_the_event_loop() -> None:
+    spool = Spool("test")
+    seen: list[tuple[int, int]] = []
+    for i in range(50):
+        spool.submit(lambda i=i: seen.append((i, threading.get_ident())))
+    last = await spool.run(lambda: threading.get_ident())
+    assert [i for i, _ in seen] == list(range(50))
+    assert {t for _, t in seen} == {last}
+    assert last != threading.get_ident()
+
+
+async def test_run_returns_the_value_or_raises_the_exception() -> None:
+    spool = Spool("test")
+    assert await spool.run(lambda a, b: a + b, 2, 3) == 5
+
+    def fail() -> None:
+        raise OSError("disk")
+
+    with pytest.raises(OSError, match="disk"):
+        await spool.run(fail)
+    assert await spool.run(lambda: "still serving") == "still serving"
+
+
+async def test_a_job_after_the_thread_ended_starts_another() -> None:
+    spool = Spool("test", idle=0.01)
+    first = await spool.run(threading.get_ident)
+    while any(t.ident == first for t in threading.enumerate()):
+        await trio.sleep(0.01)
+    assert await spool.run(lambda: 42) == 42
+
+
+async def test_a_cancelled_caller_waits_for_its_job_as_to_thread_does() -> None:
+    spool = Spool("test")
+    release = threading.Event()
+    done: list[bool] = []
+
+    def job() -> None:
+        release.wait(10)
+        done.append(True)
+
+    async def caller(scope: trio.CancelScope) -> None:
+        with scope:
+            await spool.run(job)
+            done.append(False)  # the job's result came back; the cancellation is for the next checkpoint
+            await trio.lowlevel.checkpoint()
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, scope)
+        await trio.sleep(0.05)
+        scope.cancel()
+        await trio.sleep(0.05)
+        assert done == [] and not scope.cancelled_caught  # still waiting for the job, not abandoned
+        release.set()
+    assert done == [True, False] and scope.cancelled_caught
