@@ -17,6 +17,7 @@ column), which items inherit (PS3.5 6.1.2.3); an item's own (0008,0005) override
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from io import BytesIO
 
 from pydicom.dataset import Dataset
@@ -26,6 +27,10 @@ from pydicom.sequence import Sequence
 IMPLICIT = 0x01
 LITTLE = 0x02
 OVERSIZED = b"\x80"
+#: Decoded sequences kept by `unpack` (least recently used first out), each of at most
+#: `UNPACKED_MAX_BYTES` stored bytes (typical ones are a few hundred): a few MiB at most.
+UNPACKED = 512
+UNPACKED_MAX_BYTES = 4096
 
 
 def pack(raw: bytes, *, implicit: bool, little: bool) -> bytes:
@@ -35,9 +40,24 @@ def pack(raw: bytes, *, implicit: bool, little: bool) -> bytes:
 
 def unpack(blob: bytes | None, tag: int, charset: str | None) -> Sequence | None:
     """The items of a stored sequence as pydicom Datasets, text decoded with `charset` (the instance's
-    Specific Character Set, values backslash-separated); None when absent, oversized or undecodable."""
+    Specific Character Set, values backslash-separated); None when absent, oversized or undecodable.
+
+    The same stored bytes give the same (shared) object: the instances of a series mostly carry the
+    same sequences (request attributes, concept name), decoded once per query instead of once per row.
+    Callers read it and never change it (agent.matching copies what it answers)."""
     if not blob or blob[0] & 0x80:
         return None
+    if len(blob) > UNPACKED_MAX_BYTES:
+        return _decode(blob, tag, charset)
+    return _unpacked(bytes(blob), tag, charset)
+
+
+@lru_cache(maxsize=UNPACKED)
+def _unpacked(blob: bytes, tag: int, charset: str | None) -> Sequence | None:
+    return _decode(blob, tag, charset)
+
+
+def _decode(blob: bytes, tag: int, charset: str | None) -> Sequence | None:
     flags, raw = blob[0], blob[1:]
     implicit, little = bool(flags & IMPLICIT), bool(flags & LITTLE)
     e = "<" if little else ">"
