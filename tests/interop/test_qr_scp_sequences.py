@@ -9,6 +9,8 @@ findscu query an agent that received, through storescu, instances carrying the s
   Referenced Request Sequence (> Requested Procedure Code Sequence), Concept Name Code Sequence,
   Content Template Sequence.
 
+The agent's own SCU (`dicom-agent find -k Sequence[0].Key=value`) is a third client.
+
 The expected matches are computed here from the files with pydicom and plain Python predicates, not
 with agent.matching. DCMTK's dcmqrscp is no reference for these keys: its index keeps none of them and
 it answers such a key with an empty value without matching on it (`test_dcmqrscp_does_not_match_sequences`
@@ -361,3 +363,22 @@ def test_dcmqrscp_does_not_match_sequences(setup: Setup) -> None:
                          setup.work / "dcmqrscp")
     assert len(found) == 5
     assert not any(m.get("RequestAttributesSequence") for m in found)
+
+
+def test_the_agents_own_find_with_a_sequence_path(setup: Setup) -> None:
+    """`dicom-agent find HOST PORT --aec AE -k Sequence[0].Key=value --json`, as a user of the agent's
+    own SCU types it: the matching series, its item in the DICOM JSON model."""
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "agent", "find", "127.0.0.1", str(setup.port), "--aec", AGENT_AE,
+                           "--level", "SERIES", "-k", f"StudyInstanceUID={STUDY}", "-k", "SeriesInstanceUID",
+                           "-k", "RequestAttributesSequence[0].ScheduledProcedureStepID=SPS3",
+                           "-k", "RequestAttributesSequence[0].RequestedProcedureID", "--json"],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    out = json.loads(done.stdout)
+    assert out["status"] == "0000" and len(out["matches"]) == 1
+    match = out["matches"][0]
+    assert match["0020000E"]["Value"] == [f"{ROOT}.1.2"]
+    (item,) = match["00400275"]["Value"]
+    assert item["00401001"]["Value"] == ["RP3"] and item["00400009"]["Value"] == ["SPS3"]
