@@ -15,6 +15,8 @@ from tests.conftest import free_port
 
 HEAVY = ("sqlite3", "pydicom", "numpy", "agent.cli.queue", "agent.store.queue", "agent.store.commitment",
          "agent.cli.printing", "agent.profile", "agent.net.server",
+         # Entry-point scans (the drivers' registry) read every installed distribution's metadata.
+         "importlib.metadata",
          # User Identity and access rules: only when --user/--kerberos/--saml/--jwt asks for them.
          "agent.security", "agent.security.identity", "agent.security.access")
 
