@@ -5,7 +5,9 @@ Invariants:
   top-level values a caller asks for (`scan_dataset(wanted=...)`, each at most `MAX_WANTED_VALUE`
   bytes): the File Meta Information is encoded and read with `struct`, and a data set is checked by
   walking element headers and seeking over values, so a 1 GiB object costs a few reads (PS3.10 7.1,
-  PS3.5 7.1). The same walk that checks the structure yields the wanted values: one pass.
+  PS3.5 7.1). The same walk that checks the structure yields the wanted values: one pass. A wanted
+  top-level sequence is kept as the bytes of its items, read while they are walked (bounded the same
+  way; one over the bound is named in `DataSetScan.oversized`).
 - A UID that will name a path is validated first (`validate_uid`, PS3.5 9.1): digits and dots only, no
   empty component, no leading zero, at most 64 characters.
 - Every failure is an `agent.errors.StoreError` subclass; no OSError, struct.error or RecursionError
