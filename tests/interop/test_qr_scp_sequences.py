@@ -294,10 +294,13 @@ def test_image_level_sequences(setup: Setup, assoc: object) -> None:
                           if ds.SeriesInstanceUID == series and predicate(ds))
             assert sorted(str(m.SOPInstanceUID) for m in found) == want, (name, series)
             assert statuses == [0xFF00] * len(want) + [0x0000], (name, series)
-            for m in found:  # a key the instance lacks is answered, with zero length
+            by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
+            for m in found:  # every sequence key is answered; with zero length when the instance lacks it
                 for elem in keys:
-                    if elem.VR == "SQ" and elem.keyword not in datasets[0]:
-                        assert elem.keyword in m
+                    if elem.VR == "SQ":
+                        assert elem.keyword in m, (name, elem.keyword)
+                        if elem.keyword not in by_uid[str(m.SOPInstanceUID)]:
+                            assert len(m[elem.tag].value) == 0, (name, elem.keyword)
 
 
 def test_iso_ir_192_text_inside_an_item(setup: Setup, assoc: object) -> None:
