@@ -581,20 +581,29 @@ class DicomConnection:
         finally:
             self.sending = None
 
-    def queue_encoded(self, context_id: int, message: Message, command: bytes, dataset: bytes | memoryview) -> None:
-        """Queue `message` with its data set as `send_message(..., flush=False)` does, its command set
-        given already encoded (`encode_message(message)`, made once by a caller that sends the same
-        command many times: a C-FIND's pending responses differ only in their data sets). Nothing is
+    def queue_encoded(self, context_id: int, message: Message, command: bytes,
+                      datasets: list[bytes] | list[bytes | memoryview]) -> None:
+        """Queue one message per data set of `datasets`, all with the command set `command` of
+        `message` (`encode_message(message)`, made once by a caller that sends the same command many
+        times: a C-FIND's pending responses differ only in their data sets), as `send_message(...,
+        flush=False)` would queue each; the command's PDU headers are made once for all. Nothing is
         written: the caller flushes, and keeps `queued_bytes` bounded."""
         self._check_can_send()
-        self._count(context_id, message)
-        if log.isEnabledFor(logging.DEBUG):
-            self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
         step = self.max_pdv_data
+        head: list[bytes | memoryview] = []
         for chunk, last in fragment(command, step):
-            self._queue_pdv(context_id, True, last, chunk)
-        for chunk, last in fragment(dataset, step):
-            self._queue_pdv(context_id, False, last, chunk)
+            head.append(P.encode_pdata_header(context_id, True, last, len(chunk)))
+            head.append(chunk)
+        head_size = len(command) + 12 * (len(head) // 2)
+        debug = log.isEnabledFor(logging.DEBUG)
+        for dataset in datasets:
+            self._count(context_id, message)
+            if debug:
+                self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
+            self._parts.extend(head)
+            self._out_pending += head_size
+            for chunk, last in fragment(dataset, step):
+                self._queue_pdv(context_id, False, last, chunk)
 
     async def send_message_from_file(
         self, context_id: int, message: Message, fileobj: BinaryIO, offset: int, length: int,

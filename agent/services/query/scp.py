@@ -202,18 +202,25 @@ class QuerySCP:
         # Every pending response has the same command set (only the data sets differ): encoded once.
         response = rq.response(int(pending), has_dataset=True)
         command = encode_message(response)
-        for i, body in enumerate(found):
-            # Pending responses are coalesced: the first goes out at once (the user sees it without
-            # delay), the next ones in writes of up to COALESCE_COUNT responses or COALESCE_BYTES; the
-            # final response (or a cancel's) flushes the rest. A C-CANCEL-RQ (PS3.7 C.4.1.3.1) is
-            # looked for after every write, so at most one write's responses follow it.
-            conn.queue_encoded(ctx.id, response, command, body)
-            if i == 0 or (i + 1) % COALESCE_COUNT == 0 or conn.queued_bytes >= COALESCE_BYTES:
-                await conn.flush()
-                if await _cancelled(conn, rq.message_id):
-                    log.info("%s: C-FIND cancelled after %d match(es)", conn.remote, i + 1)
-                    await conn.send_message(ctx.id, rq.response(Status.CANCEL))
-                    return
+        # Pending responses are coalesced: the first goes out at once (the user sees it without
+        # delay), the next ones in writes of up to COALESCE_COUNT responses or COALESCE_BYTES; the
+        # final response (or a cancel's) goes out with the last batch. A C-CANCEL-RQ (PS3.7
+        # C.4.1.3.1) is looked for after every write, so at most one write's responses follow it.
+        start = 0
+        while start < len(found):
+            end, size = start + 1, len(found[start])
+            while start and end < len(found) and end - start < COALESCE_COUNT and size < COALESCE_BYTES:
+                size += len(found[end])
+                end += 1
+            conn.queue_encoded(ctx.id, response, command, found[start:end])
+            start = end
+            if start == len(found):
+                break  # the final response goes out with this batch
+            await conn.flush()
+            if await _cancelled(conn, rq.message_id):
+                log.info("%s: C-FIND cancelled after %d match(es)", conn.remote, start)
+                await conn.send_message(ctx.id, rq.response(Status.CANCEL))
+                return
         if more:
             await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES,
                           f"more than {self.settings.max_results} matches; refine the query")
