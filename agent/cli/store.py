@@ -38,17 +38,19 @@ class _Progress:
 
     def update(self, done: int, nbytes: int) -> None:
         now = time.monotonic()
-        text = (f"{done}/{self.total} files ({100 * done // max(self.total, 1)}%), "
-                f"{nbytes / 1e6 / max(now - self.start, 1e-6):.1f} MB/s")
         if self.tty:
-            sys.stderr.write(f"\r  {text}\x1b[K")  # ESC [ K: erase what a longer previous line left
+            sys.stderr.write(f"\r  {self._text(done, nbytes, now)}\x1b[K")  # ESC [ K: erase what a longer line left
             self.on_screen = True
         elif done < self.total and (done - self.last_done >= PROGRESS_FILES or now - self.last >= PROGRESS_SECONDS):
-            sys.stderr.write(f"progress: {text}\n")  # the last file's count is the summary's
+            sys.stderr.write(f"progress: {self._text(done, nbytes, now)}\n")  # the last file's count is the summary's
             self.last, self.last_done = now, done
         else:
-            return
+            return  # in a log, most files print nothing: nothing is formatted for them
         sys.stderr.flush()
+
+    def _text(self, done: int, nbytes: int, now: float) -> str:
+        return (f"{done}/{self.total} files ({100 * done // max(self.total, 1)}%), "
+                f"{nbytes / 1e6 / max(now - self.start, 1e-6):.1f} MB/s")
 
     def end(self) -> None:
         if self.on_screen:  # end the rewritten line, also when the association broke mid-way
