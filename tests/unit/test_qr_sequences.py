@@ -253,3 +253,41 @@ def test_non_ascii_item_text_without_a_stored_character_set_is_answered_in_iso_i
     found, _ = engine.run_find(conn, engine.plan_find(STUDY_ROOT, ident, relational=False), 10)
     assert len(found) == 1 and found[0].SpecificCharacterSet == "ISO_IR 192"
     assert found[0].VerifyingObserverSequence[0].VerifyingOrganization == "München"
+
+
+@pytest.mark.parametrize("stored", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"])
+def test_answers_on_the_wire_in_either_transfer_syntax(tmp_path: Path, stored: str) -> None:
+    """The bytes the SCP sends (`scp._encoded`), in Explicit and Implicit VR Little Endian, for items
+    stored in Explicit, Implicit or Big Endian, decode to the stored items: whole for a universal key,
+    reduced to the key item's keys otherwise, ISO_IR 192 text intact, asked twice (decoded items are
+    reused across queries and must not be changed by answering)."""
+    from agent.services.dataset import decode
+    from agent.services.query.scp import _encoded
+
+    conn = open_database(tmp_path / "agent.db")
+    store = InstanceStore(tmp_path, conn)
+    q.ensure_schema(conn)
+    ds = _observer_dataset(stored)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = f"{ROOT}.8", f"{ROOT}.8.1"
+    path = tmp_path / "sr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    _receive(store, path)
+    for key_items in ([], [_item(VerifyingObserverName="wałęsa*")]):
+        ident = Dataset()
+        ident.SpecificCharacterSet = "ISO_IR 192"
+        ident.QueryRetrieveLevel, ident.StudyInstanceUID, ident.SeriesInstanceUID = "IMAGE", f"{ROOT}.8", f"{ROOT}.8.1"
+        ident.SOPInstanceUID = ""
+        ident.VerifyingObserverSequence = Sequence(key_items)
+        plan = engine.plan_find(STUDY_ROOT, ident, relational=False)
+        for _ in range(2):
+            for syntax in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
+                encoded, _ = _encoded(plan, engine.fetch_rows(conn, plan), 10, syntax, "test")
+                (answer,) = [decode(b, syntax, eager=True) for b in encoded]
+                items = answer.VerifyingObserverSequence
+                assert answer.SpecificCharacterSet == "ISO_IR 192", syntax
+                if key_items:
+                    assert len(items) == 1 and list(items[0].keys()) == [0x0040A075], syntax
+                else:
+                    assert len(items) == 2 and items[0].VerifyingObserverIdentificationCodeSequence[0].CodeMeaning \
+                        == "Łódź", syntax
+                assert str(items[0].VerifyingObserverName) == "Wałęsa^Łucja", syntax

@@ -89,18 +89,23 @@ def project(identifier: Dataset, answer: list[tuple[int, str, Any]]) -> None:
     """Reduce, in place, each non-empty sequence of `answer` (elements in tag order) to what its key
     asks (module rules); add ISO_IR 192 when the answer has no character set and a kept item's text is
     not ASCII."""
+    has_charset = any(tag == SPECIFIC_CHARACTER_SET for tag, _, _ in answer)
     ascii_only = True
     for i, (tag, vr, value) in enumerate(answer):
         if vr != "SQ" or not value:
             continue
-        key = Dataset()
-        key.add(identifier[tag])
-        have = Dataset()
-        have.add(DataElement(tag, "SQ", value))
-        items = build_response(key, have)[tag].value
-        answer[i] = (tag, "SQ", items)
-        ascii_only = ascii_only and _ascii(items)
-    if not ascii_only and not any(tag == SPECIFIC_CHARACTER_SET for tag, _, _ in answer):
+        key_items = identifier[tag].value
+        if key_items and len(key_items[0]):
+            key = Dataset()
+            key.add(identifier[tag])
+            have = Dataset()
+            have.add(DataElement(tag, "SQ", value))
+            value = build_response(key, have)[tag].value
+            answer[i] = (tag, "SQ", value)
+        # else: zero items or one empty item: the stored items whole, as decoded (read, never changed)
+        if not has_charset:
+            ascii_only = ascii_only and _ascii(value)
+    if not ascii_only:
         answer.append((SPECIFIC_CHARACTER_SET, "CS", "ISO_IR 192"))
         answer.sort(key=lambda e: e[0])
 
