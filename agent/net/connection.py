@@ -86,6 +86,7 @@ IOV_MAX = 1024
 
 _EMPTY = memoryview(b"")
 _WOULD_BLOCK = object()
+_PARTIAL = object()  # a read that went into a large PDU's own buffer, the PDU not whole yet
 #: Reads that found data waiting in a row before the event loop is visited anyway.
 FAST_READS = 16
 
@@ -351,6 +352,8 @@ class DicomConnection:
                 await self.flush()
                 await self._close_transport()
                 return False
+        if data is _PARTIAL:
+            return True  # bytes went into a large PDU's own buffer and it is not whole: nothing to parse
         self._absorb(self.assoc.receive_data(data))  # type: ignore[arg-type]
         await self.flush()
         return True
@@ -360,7 +363,9 @@ class DicomConnection:
         rest of a large PDU whose header is in (the PDU's own buffer, so its data is never copied
         again), or else into the connection's reusable buffer, which the association copies what it
         keeps from. _WOULD_BLOCK when nothing is waiting; None at the end of the stream (or an
-        error); an empty view when the bytes went into the PDU's own buffer."""
+        error); when the bytes went into the PDU's own buffer, _PARTIAL while that PDU is incomplete
+        (so the caller reads on without asking the association to parse) and an empty view once it
+        is whole."""
         assert self._sock is not None
         reader = self.assoc.reader  # looked up each time: the association replaces it after garbage
         target = reader.receive_buffer()
@@ -379,7 +384,9 @@ class DicomConnection:
         self.bytes_received += n
         if direct:
             reader.received_into(n)
-            return _EMPTY  # not the end of the stream: the association parses what is complete
+            # `wanted()` is the rest of the PDU plus the next PDU's header: more than a header while
+            # the PDU is still incomplete, when the association would find nothing to parse.
+            return _PARTIAL if reader.wanted() > 6 else _EMPTY
         return target[:n]
 
     def _absorb(self, indications: list) -> None:
