@@ -37,7 +37,7 @@ from agent.store.dicomfile import read_meta, scan_dataset
 from agent.store.header import index_values
 from agent.store.index_columns import INDEX_COLUMNS, INDEX_TAGS
 
-__all__ = ["Filter", "SERIES_COLUMNS", "STUDY_COLUMNS", "backfill_pending", "backfill_step", "ensure_schema",
+__all__ = ["Filter", "OUTPUT_COLUMNS", "SERIES_COLUMNS", "STUDY_COLUMNS", "backfill_pending", "backfill_step", "ensure_schema",
            "instances", "patients", "retrieve_uids", "series", "studies"]
 
 #: Columns copied from an instance into its study summary (patient and study attributes).
@@ -290,7 +290,28 @@ class Filter:
         return (" WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
 
 
-def _select(conn: sqlite3.Connection, sql: str, flt: Filter, limit: int | None) -> list[sqlite3.Row]:
+#: The columns each look-up's rows can have, by query level: a caller may ask for some of them only
+#: (`columns`); the rows then hold just those, in that order (fewer values made per row).
+_PATIENT_OUT = ("patient_id", "patient_name", "patient_birth_date", "patient_sex", "specific_character_set",
+                "related_studies", "related_series", "related_instances")
+_STUDY_OUT = ("study_instance_uid", *STUDY_COLUMNS, "modalities", "related_series", "related_instances")
+_SERIES_OUT = ("series_instance_uid", *SERIES_COLUMNS, "related_instances",
+               *(c for c in STUDY_COLUMNS if c not in SERIES_COLUMNS), "modalities", "study_related_series",
+               "study_related_instances")
+_IMAGE_OUT = ("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", *(c.column for c in INDEX_COLUMNS),
+              "series_related_instances")
+OUTPUT_COLUMNS: dict[str, frozenset[str]] = {
+    "PATIENT": frozenset(_PATIENT_OUT), "STUDY": frozenset(_STUDY_OUT), "SERIES": frozenset(_SERIES_OUT),
+    "IMAGE": frozenset(_IMAGE_OUT),
+}
+
+
+def _select(conn: sqlite3.Connection, sql: str, flt: Filter, limit: int | None,
+            columns: Sequence[str] | None = None) -> list[sqlite3.Row]:
+    if columns:
+        head = "SELECT * FROM "
+        sql = (f"SELECT {', '.join(columns)} FROM {sql[len(head):]}" if sql.startswith(head)
+               else f"SELECT {', '.join(columns)} FROM ({sql})")
     sql += flt.where()
     params = list(flt.params)
     if limit is not None:
@@ -299,7 +320,8 @@ def _select(conn: sqlite3.Connection, sql: str, flt: Filter, limit: int | None) 
     return conn.execute(sql, params).fetchall()
 
 
-def patients(conn: sqlite3.Connection, flt: Filter, limit: int | None = None) -> list[sqlite3.Row]:
+def patients(conn: sqlite3.Connection, flt: Filter, limit: int | None = None,
+             columns: Sequence[str] | None = None) -> list[sqlite3.Row]:
     """One row per Patient ID with the patient attributes of its latest study and related counts."""
     sql = (
         "SELECT patient_id, patient_name, patient_birth_date, patient_sex, specific_character_set, "
@@ -308,14 +330,16 @@ def patients(conn: sqlite3.Connection, flt: Filter, limit: int | None = None) ->
         "SUM(related_series) AS related_series, SUM(related_instances) AS related_instances, "
         "MAX(rowid) FROM qr_studies GROUP BY patient_id)"
     )
-    return _select(conn, sql, flt, limit)
+    return _select(conn, sql, flt, limit, columns)
 
 
-def studies(conn: sqlite3.Connection, flt: Filter, limit: int | None = None) -> list[sqlite3.Row]:
-    return _select(conn, "SELECT * FROM qr_studies", flt, limit)
+def studies(conn: sqlite3.Connection, flt: Filter, limit: int | None = None,
+            columns: Sequence[str] | None = None) -> list[sqlite3.Row]:
+    return _select(conn, "SELECT * FROM qr_studies", flt, limit, columns)
 
 
-def series(conn: sqlite3.Connection, flt: Filter, limit: int | None = None) -> list[sqlite3.Row]:
+def series(conn: sqlite3.Connection, flt: Filter, limit: int | None = None,
+           columns: Sequence[str] | None = None) -> list[sqlite3.Row]:
     """Series joined with their study's patient and study attributes (for relational queries)."""
     study_cols = ", ".join(f"st.{c} AS {c}" for c in STUDY_COLUMNS if c not in SERIES_COLUMNS)
     sql = (
@@ -323,16 +347,17 @@ def series(conn: sqlite3.Connection, flt: Filter, limit: int | None = None) -> l
         f"st.related_series AS study_related_series, st.related_instances AS study_related_instances "
         f"FROM qr_series AS se LEFT JOIN qr_studies AS st USING (study_instance_uid))"
     )
-    return _select(conn, sql, flt, limit)
+    return _select(conn, sql, flt, limit, columns)
 
 
-def instances(conn: sqlite3.Connection, flt: Filter, limit: int | None = None) -> list[sqlite3.Row]:
+def instances(conn: sqlite3.Connection, flt: Filter, limit: int | None = None,
+              columns: Sequence[str] | None = None) -> list[sqlite3.Row]:
     """Instance rows (with their series' instance count)."""
     sql = (
         "SELECT * FROM (SELECT i.*, se.related_instances AS series_related_instances FROM instances AS i "
         "LEFT JOIN qr_series AS se USING (series_instance_uid))"
     )
-    return _select(conn, sql, flt, limit)
+    return _select(conn, sql, flt, limit, columns)
 
 
 def retrieve_uids(conn: sqlite3.Connection, level: str, uids: Iterable[str]) -> list[sqlite3.Row]:

@@ -268,8 +268,14 @@ _TABLES = {"PATIENT": q.patients, "STUDY": q.studies, "SERIES": q.series, "IMAGE
 
 
 def fetch_rows(conn: sqlite3.Connection, plan: FindPlan) -> list[sqlite3.Row]:
-    """The candidate rows of the query's level that pass the SQL pre-filter (blocking, on the database)."""
-    return _TABLES[plan.level](conn, plan.flt)
+    """The candidate rows of the query's level that pass the SQL pre-filter (blocking, on the database),
+    with the columns the query's keys need and the character set (every column when one of them is
+    not a known column of the level's rows)."""
+    select = plan.compiled.get("select")
+    if select is None:
+        wanted = tuple(dict.fromkeys([*plan.columns.values(), "specific_character_set"]))
+        select = plan.compiled["select"] = wanted if q.OUTPUT_COLUMNS[plan.level].issuperset(wanted) else ()
+    return _TABLES[plan.level](conn, plan.flt, None, select or None)
 
 
 class _Light:
