@@ -601,6 +601,34 @@ def floor_once(work: Path, src: Path, count: int) -> float:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def flush_once(src: Path, count: int, base: Path) -> float:
+    """Seconds spent in fsync alone when each file is written into its own pre-made empty file (their
+    names made durable beforehand, as the agent's slots are) and flushed once, file after file: the
+    least a receiver that answers only after a flush adds per instance to the floor."""
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    out = Path(tempfile.mkdtemp(prefix="flush-", dir=base))
+    try:
+        fds = [os.open(out / f.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) for f in files]
+        dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dir_fd)
+        os.close(dir_fd)
+        spent, cpu = 0.0, time.process_time()
+        try:
+            for fd, f in zip(fds, files, strict=True):
+                os.write(fd, f.read_bytes())
+                start = time.perf_counter()
+                os.fsync(fd)
+                spent += time.perf_counter() - start
+        finally:
+            for fd in fds:
+                os.close(fd)
+        LAST_CPU[0] = time.process_time() - cpu
+        check("flush loop", 0, sum(1 for p in out.iterdir() if p.stat().st_size > 0), count)
+        return spent
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def orthanc_syncs(work: Path, src: Path, count: int, base: Path) -> str:
     """One untimed storescu -> Orthanc run with strace counting the server's sync calls (all threads):
     what it really does per stored instance (the row's label says "fsync on"; this checks it). A line
@@ -810,12 +838,25 @@ def ratios_report(rows: list[Row], notes: list[str]) -> str:
     return "\n".join(lines + [""] + notes)
 
 
-def floor_notes(floor: list[tuple[float, float | None]], rows: list[Row]) -> list[str]:
+def floor_notes(floor: list[tuple[float, float | None]], rows: list[Row],
+                flushes: list[tuple[float, float | None]] | None = None) -> list[str]:
     """Each receive target in seconds beside the floor (storescu into a receiver that stores nothing):
-    a target below the floor cannot be reached by any receiver fed by storescu on this machine."""
+    a target below the floor cannot be reached by any receiver fed by storescu on this machine.
+
+    For the durable rows (on disk) also beside the durable floor: the floor plus one flush per instance
+    (`flush_once`). storescu waits for each response and a durable receiver answers only after the
+    flush, so per instance at least the receiving and the flush follow each other (the writing can
+    overlap the receiving; the flush cannot). A target below it cannot be reached by any receiver that
+    answers after a flush, fed by storescu on this machine."""
     lowest = statistics.median(w for w, _ in floor)
     out = [f"receive targets in seconds (agent wall <= peer / target) against the floor, storescu into "
            f"`storescp --ignore` (stores nothing): {lowest:.3f} s"]
+    durable = None
+    if flushes:
+        flush = statistics.median(w for w, _ in flushes)
+        durable = lowest + flush
+        out.append(f"  and the durable floor: the floor + one flush per instance ({flush:.3f} s for these files on "
+                   f"this disk, fsync alone) = {durable:.3f} s")
     for r in rows:
         secs = r.target_seconds()
         if secs is None or not r.agent:
@@ -823,6 +864,9 @@ def floor_notes(floor: list[tuple[float, float | None]], rows: list[Row]) -> lis
         agent = statistics.median(w for w, _ in r.agent)
         where = ("BELOW THE FLOOR: no receiver fed by storescu can reach it on this machine" if secs < lowest
                  else f"{secs / lowest:.2f}x the floor")
+        if durable is not None and "durable" in r.label and secs >= lowest:
+            where += ("; BELOW THE DURABLE FLOOR: no receiver answering after a flush can reach it" if secs < durable
+                      else f", {secs / durable:.2f}x the durable floor")
         out.append(f"  {r.label:<58} target {r.peer_name} / {r.target:g} = {secs:.3f} s, agent {agent:.3f} s; {where}")
     return out
 
@@ -865,6 +909,7 @@ def run_ratios(args: argparse.Namespace) -> int:
 
         if want("receive"):
             floor = runs("storescp --ignore", floor_once, work, src, count)
+            flushes = runs("fsync per file", flush_once, src, count, root)
             first_receive = len(rows)
             rows.append(Row("receive floor: storescu -> storescp --ignore", [], floor, "stores nothing", None))
             rows.append(Row("receive, tmpfs, pure processing", runs("agent tmpfs", receive_once, work, src, count,
@@ -879,7 +924,7 @@ def run_ratios(args: argparse.Namespace) -> int:
                                 runs("orthanc disk", orthanc_once, work, src, count, root), "Orthanc", 5.0))
             else:
                 notes.append("Orthanc: not installed, row skipped")
-            notes += floor_notes(floor, rows[first_receive:])
+            notes += floor_notes(floor, rows[first_receive:], flushes)
             if ORTHANC is not None:
                 notes.append(orthanc_syncs(work, src, count, root))
         if want("send"):
