@@ -10,7 +10,9 @@ so indexing grows with the square of the count: 3,000 takes about a minute here,
 hours. The agent alone: `--instances` rows (2,000 studies) generated straight into its index with SQL
 (what the agent's header walker would have written), the study summaries built at start-up.
 
-Queries (study level, Study Root): patient name wildcard, study date range, modality (ModalitiesInStudy).
+Queries (study level, Study Root): patient name wildcard, the same with other identifier bytes every run
+(more '*' at the end, some return keys left out: the cost of a query the server has not seen before,
+without the agent's plan cache; `identifier`), study date range, modality (ModalitiesInStudy).
 Each is sent `--runs` times on one open association per server (set up once, reused) by the same
 minimal client for both (`--client pdu`, the default: the C-FIND-RQ goes out on the agent's
 DicomConnection, the responses are read as PDUs straight off the socket and only each command set's
@@ -58,13 +60,37 @@ SURNAMES = ["SMITH", "MUELLER", "NGUYEN", "GARCIA", "KOWALSKI", "ROSSI", "DUBOIS
             "TANAKA", "SILVA", "MARTIN", "LEE", "WALSH", "NOVAK", "HANSEN", "MORENO", "KING", "WRIGHT"]
 GIVEN = ["ANNA", "JOHN", "MARIA", "PETER", "JULIA", "PAUL", "EVA", "MARK", "SARA", "TOM"]
 MODALITIES = ["CT", "MR", "US", "CR", "DX"]
-QUERIES = {
+QUERIES: dict[str, dict[str, object]] = {
     "patient name wildcard": {"PatientName": "KOWALSKI^J*"},
+    # The same question in other bytes every run (`identifier`), so a server cannot reuse what it
+    # made of the identifier before (the agent's plan cache): what a first-time query costs.
+    "name, new identifier": {"PatientName": "KOWALSKI^J*", "vary": True},
     "study date range": {"StudyDate": "20230101-20230331"},
     "modality": {"ModalitiesInStudy": "MR"},
 }
 RETURN_KEYS = ("PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber", "StudyInstanceUID",
                "ModalitiesInStudy", "StudyDescription")
+#: Return keys left out in some runs of a "vary" query (see `identifier`).
+OPTIONAL_KEYS = ("PatientID", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "StudyDescription")
+
+
+def identifier(keys: dict[str, object], run: int) -> Dataset:
+    """The study-level identifier of a query for run number `run`. A "vary" query differs in its bytes
+    from run to run but asks the same (the same matches): its Patient Name gets 1 to 20 '*' at the
+    end (a run of '*' is one wildcard) and some of OPTIONAL_KEYS are left out, 640 combinations, in an
+    order that never repeats one within 128 runs (the agent's plan cache holds 128)."""
+    vary = bool(keys.get("vary"))
+    left_out = {k for bit, k in enumerate(OPTIONAL_KEYS) if vary and (run // 20 % 32) >> bit & 1}
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for k in RETURN_KEYS:
+        if k not in left_out:
+            setattr(ds, k, None)
+    for k, v in keys.items():
+        if k == "vary":
+            continue
+        setattr(ds, k, str(v) + "*" * (run % 20) if vary and k == "PatientName" else v)
+    return ds
 
 
 def free_port() -> int:
@@ -435,22 +461,16 @@ async def time_queries(port: int, called: str, runs: int, pid: int, client: str 
                          proposals=scu.proposals("study", ["find"]), timeouts=Timeouts(dimse=300)) as conn:
         ctx = scu.context(conn, STUDY_ROOT.find, "the C-FIND SOP Class")
         for name, keys in QUERIES.items():
-            identifier = Dataset()
-            identifier.QueryRetrieveLevel = "STUDY"
-            for k in RETURN_KEYS:
-                setattr(identifier, k, None)
-            for k, v in keys.items():
-                setattr(identifier, k, v)
-            encoded = encode(identifier, ctx.transfer_syntax)
+            encoded = [encode(identifier(keys, run), ctx.transfer_syntax) for run in range(runs)]
             times, counts = [], set()
             buffer = bytearray()
             cpu = cpu_seconds(pid)
-            for _ in range(runs):
+            for run in range(runs):
                 start = time.perf_counter()
                 if client == "pdu":
-                    status, count = await find_count_raw(conn, ctx, encoded, buffer)
+                    status, count = await find_count_raw(conn, ctx, encoded[run], buffer)
                 else:
-                    status, count = await find_count(conn, ctx, encoded)
+                    status, count = await find_count(conn, ctx, encoded[run])
                 times.append(time.perf_counter() - start)
                 if status != 0:
                     raise SystemExit(f"{called}: {name}: final status {status:04X}, not Success")
