@@ -5,7 +5,8 @@ statuses of the seed's C-MOVE table and PS3.4 C.4.2.1.5 / C.4.3.1.4):
   with a wildcard for the unique key: A900 naming it.
 - The index cannot be read (its `instances` and `qr_studies` tables are away, as in a damaged
   database): C-FIND A700, C-MOVE and C-GET A701 (unable to calculate the number of matches), each
-  with an Error Comment, nothing sent; once the tables are back, a C-GET of the same study succeeds on the same association.
+  with an Error Comment, nothing sent; once the tables are back, a C-GET of the same study succeeds
+  on the same association.
 - The sub-operations cannot be queued (the queue's table is away): C-MOVE A702, nothing sent.
 
 The agent runs in this process; pynetdicom runs in a worker thread. The tables are renamed by a second
