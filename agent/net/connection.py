@@ -593,22 +593,28 @@ class DicomConnection:
         """Queue one message per data set of `datasets`, all with the command set `command` of
         `message` (`encode_message(message)`, made once by a caller that sends the same command many
         times: a C-FIND's pending responses differ only in their data sets), as `send_message(...,
-        flush=False)` would queue each; the command's PDU headers are made once for all. Nothing is
-        written: the caller flushes, and keeps `queued_bytes` bounded."""
+        flush=False)` would queue each: the same PDUs. The command's PDUs are made once for all, and a
+        data set that fits one PDV goes into one buffer with them (one iovec per message at the
+        write, not four). Nothing is written: the caller flushes, and keeps `queued_bytes` bounded."""
         self._check_can_send()
         step = self.max_pdv_data
-        head: list[bytes | memoryview] = []
-        for chunk, last in fragment(command, step):
-            head.append(P.encode_pdata_header(context_id, True, last, len(chunk)))
-            head.append(chunk)
-        head_size = len(command) + 12 * (len(head) // 2)
+        head = b"".join(P.encode_pdata_header(context_id, True, last, len(chunk)) + chunk
+                        for chunk, last in fragment(command, step))
+        counted = is_request(message)
         debug = log.isEnabledFor(logging.DEBUG)
+        parts = self._parts
         for dataset in datasets:
-            self._count(context_id, message)
+            if counted:
+                self._count(context_id, message)
             if debug:
                 self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
-            self._parts.extend(head)
-            self._out_pending += head_size
+            size = len(dataset)
+            if size <= step:
+                parts.append(b"".join((head, P.encode_pdata_header(context_id, False, True, size), dataset)))
+                self._out_pending += len(head) + 12 + size
+                continue
+            parts.append(head)
+            self._out_pending += len(head)
             for chunk, last in fragment(dataset, step):
                 self._queue_pdv(context_id, False, last, chunk)
 

@@ -38,11 +38,11 @@ def fill(data_dir: Path) -> None:
 
 async def test_a_100_match_c_find_arrives_in_few_writes_the_first_match_alone(  # type: ignore[no-untyped-def]
         tmp_path: Path, start_agent, monkeypatch: pytest.MonkeyPatch) -> None:
-    writes: list[tuple[DicomConnection, int]] = []  # (connection, number of buffers in the write)
+    writes: list[tuple[DicomConnection, bytes]] = []  # (connection, the bytes of the write)
     original = DicomConnection._send_parts
 
     async def counting(self: DicomConnection, parts: list[bytes | memoryview]) -> int:
-        writes.append((self, len(parts)))
+        writes.append((self, b"".join(parts)))
         return await original(self, parts)
 
     monkeypatch.setattr(DicomConnection, "_send_parts", counting)
@@ -57,13 +57,23 @@ async def test_a_100_match_c_find_arrives_in_few_writes_the_first_match_alone(  
         rq = CFindRQ(message_id=conn.next_message_id(), affected_sop_class_uid=STUDY_ROOT_FIND)
         writes.clear()
         replies = [reply.status async for reply in responses(conn, ctx.id, rq, encode(identifier, EXPLICIT_VR_LE))]
-        server = [n for c, n in writes if c is not conn]
+        server = [data for c, data in writes if c is not conn]
     assert replies == [0xFF00] * STUDIES + [0x0000]
     # Before coalescing: one write per response (101). Now: the first alone, batches of 32, the final.
-    assert len(server) <= 8, server
-    # The first write holds exactly one pending response: its command PDU and its data set PDU, each a
-    # PDU header and a value (4 buffers), so the first match is not held back for the batch.
-    assert server[0] == 4
+    assert len(server) <= 8, [pdus(data) for data in server]
+    # The first write holds exactly one pending response: its command PDU and its data set PDU, so
+    # the first match is not held back for the batch.
+    assert pdus(server[0]) == [(0x04, 0b11), (0x04, 0b10)]
+
+
+def pdus(data: bytes) -> list[tuple[int, int]]:
+    """The PDUs in `data`: (PDU type, message control header of its first PDV)."""
+    out, at = [], 0
+    while at < len(data):
+        length = int.from_bytes(data[at + 2:at + 6], "big")
+        out.append((data[at], data[at + 11] if data[at] == 0x04 else 0))
+        at += 6 + length
+    return out
 
 
 async def test_repeated_and_interleaved_queries_each_get_their_own_answers(  # type: ignore[no-untyped-def]

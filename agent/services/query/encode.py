@@ -137,7 +137,7 @@ class FlatLayout:
     with backslashes is several values, an IS or binary integer given as digits is that number).
     `charset_column`: the index of the row's stored Specific Character Set, or None."""
 
-    __slots__ = ("_parts", "_charset_column", "_charset_at", "_charset_elements", "_explicit")
+    __slots__ = ("_template", "_columns", "_charset_column", "_charset_at", "_charset_elements", "_explicit")
 
     def __init__(self, items: Iterable[tuple[int, str, str, int, Any]], charset_column: int | None,
                  transfer_syntax: str) -> None:
@@ -178,7 +178,10 @@ class FlatLayout:
             parts.append((source, mode, _head(tag, vr, explicit), long, empty, vr))
         if self._charset_at < 0:
             self._charset_at = len(parts)
-        self._parts = parts
+        parts.insert(self._charset_at, b"")  # the slot of (0008,0005), filled per row when stored
+        # The row's elements go into a copy of the template: constant ones are there already.
+        self._template = [part if type(part) is bytes else b"" for part in parts]
+        self._columns = [(pos, *part) for pos, part in enumerate(parts) if type(part) is not bytes]
         self._charset_column = charset_column
         self._charset_elements: dict[str, tuple[bytes, str] | None] = {}
 
@@ -202,49 +205,53 @@ class FlatLayout:
 
     def encode(self, row: Any) -> bytes | None:
         """`row`'s response data set (indexable by the layout's column indexes), or None (class notes)."""
+        out = self._template.copy()
         charset = row[self._charset_column] if self._charset_column is not None else None
         if charset:
             known = self._charset(charset)
             if known is None:
                 return None
-            charset_element, codec = known
+            out[self._charset_at], codec = known
         else:
-            charset_element, codec = b"", "ascii"
-        out = []
-        for part in self._parts:
-            if type(part) is bytes:
-                out.append(part)
-                continue
-            source, mode, head, long, empty, vr = part
+            codec = "ascii"
+        for pos, source, mode, head, long, empty, vr in self._columns:
             value = row[source]
             if value is None or value == "":
-                out.append(empty)
+                out[pos] = empty
                 continue
-            try:
-                if mode == _M_CHARSET_TEXT:
-                    raw = (value if type(value) is str else str(value)).encode(codec)
-                elif mode == _M_BINARY:
-                    if type(value) is int:
-                        raw = struct.pack(_BINARY[vr], value)
-                    else:
-                        raw = b"".join(struct.pack(_BINARY[vr], int(v)) for v in str(value).split("\\"))
-                elif mode == _M_INT_TEXT and type(value) is str and value.isdigit():
-                    raw = str(int(value)).encode("ascii")
-                else:
-                    raw = (value if type(value) is str else str(value)).encode("ascii")
-            except (UnicodeError, ValueError, struct.error):
-                return None
-            if len(raw) % 2:
+            if type(value) is str and mode <= _M_UID:  # text, the usual case
+                try:
+                    raw = value.encode(codec if mode == _M_CHARSET_TEXT else "ascii")
+                except UnicodeError:
+                    return None
+            else:
+                raw = _convert(value, mode, vr, codec)
+                if raw is None:
+                    return None
+            if len(raw) & 1:
                 raw += b"\0" if mode == _M_UID else b" "
             if long:
-                out.append(head + _U32(len(raw)) + raw)
+                out[pos] = head + _U32(len(raw)) + raw
             elif len(raw) > 0xFFFF:
                 return None
             else:
-                out.append(head + _U16(len(raw)) + raw)
-        if charset_element:
-            out.insert(self._charset_at, charset_element)
+                out[pos] = head + _U16(len(raw)) + raw
         return b"".join(out)
+
+
+def _convert(value: Any, mode: int, vr: str, codec: str) -> bytes | None:
+    """A value that is not plain text, or of an integer VR, as `encode_flat` writes it; None when it
+    cannot be (FlatLayout.encode)."""
+    try:
+        if mode == _M_BINARY:
+            if type(value) is int:
+                return struct.pack(_BINARY[vr], value)
+            return b"".join(struct.pack(_BINARY[vr], int(v)) for v in str(value).split("\\"))
+        if mode == _M_INT_TEXT and type(value) is str and value.isdigit():
+            return str(int(value)).encode("ascii")
+        return str(value).encode(codec if mode == _M_CHARSET_TEXT else "ascii")
+    except (UnicodeError, ValueError, struct.error):
+        return None
 
 
 __all__ = ["FlatLayout", "encode_flat"]
