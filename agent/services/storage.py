@@ -263,7 +263,7 @@ class _Receiving:
         self.submitted = 0  # bytes queued by the event loop (only it writes this)
         self.written = 0  # bytes the spool thread is done with (only it writes this)
 
-    def write(self, chunks: list[memoryview | bytes]) -> None:
+    def write(self, chunks: list[memoryview | bytes], *, keep: bool = False) -> None:
         try:
             if self.error is None:
                 if self.incoming is None:
@@ -273,7 +273,8 @@ class _Receiving:
             self.error, self.failed_writing = exc, True
         finally:
             self.written += sum(len(c) for c in chunks)
-            chunks.clear()  # no reference to the PDUs' memory outlives the write
+            if not keep:
+                chunks.clear()  # no reference to the PDUs' memory outlives the write
 
     def finish(self, rest: list[memoryview | bytes], store: InstanceStore, blocking: Blocking,
                on_commit: OnCommit | None) -> CommitResult:
@@ -281,13 +282,15 @@ class _Receiving:
         associations), then rename and commit the index row (the acknowledgement) with the database to
         itself, in one COMMIT with whatever other associations are committing at that moment (group
         commit). On any failure nothing of the instance is left."""
-        self.write(rest)
+        whole = self.incoming is None and self.error is None  # `rest` is all of it: checked in memory
+        self.write(rest, keep=whole)
         if self.error is not None:
             raise self.error
         incoming = self.incoming
         assert incoming is not None
         try:
-            incoming.prepare()
+            incoming.prepare(rest if whole else None)
+            rest.clear()  # no reference to the PDUs' memory outlives the check
             return store.install_group(incoming, on_commit, blocking.call)
         finally:
             incoming.abort()  # idempotent; after an install it does nothing

@@ -21,6 +21,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -216,6 +217,48 @@ class _FileSource:
         self._pos += n
         self._f.seek(self._pos)
         return True
+
+
+class _ViewsSource:
+    """Reads and skips within the concatenation of `views` (a data set still in memory, as received:
+    its PDUs' fragments), without joining them; `skip` refuses to pass the end."""
+
+    def __init__(self, views: Sequence[bytes | bytearray | memoryview]) -> None:
+        self._views = [memoryview(v).cast("B") for v in views if len(v)]
+        self._i = 0  # the view being read
+        self._pos = 0  # within it
+        self._left = sum(len(v) for v in self._views)
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self._left)
+        view = self._views[self._i] if n else b""
+        if self._pos + n <= len(view):  # the usual case: within one fragment
+            data = bytes(view[self._pos : self._pos + n])
+            self._advance(n)
+            return data
+        parts = []
+        want = n
+        while want:
+            view = self._views[self._i]
+            take = min(want, len(view) - self._pos)
+            parts.append(view[self._pos : self._pos + take])
+            self._advance(take)
+            want -= take
+        return b"".join(parts)
+
+    def skip(self, n: int) -> bool:
+        if n > self._left:
+            return False
+        self._advance(n)
+        return True
+
+    def _advance(self, n: int) -> None:
+        self._left -= n
+        pos, i, views = self._pos + n, self._i, self._views
+        while i < len(views) - 1 and pos >= len(views[i]):
+            pos -= len(views[i])
+            i += 1
+        self._i, self._pos = i, pos
 
 
 class _InflatingSource:
@@ -442,8 +485,6 @@ def scan_dataset(
     Raises `DataSetError` if the data set is empty, an element's length overruns the file, or an
     undefined-length sequence or encapsulated pixel data is not delimited before EOF.
     """
-    implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
-    little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
     try:
         with open(path, "rb", buffering=1 << 16) as f:
             src: _Source
@@ -451,10 +492,28 @@ def scan_dataset(
                 src = _InflatingSource(f, offset)
             else:
                 src = _FileSource(f, offset, os.fstat(f.fileno()).st_size)
-            walker = _Walker(src, implicit=implicit, little=little, wanted=wanted)
-            count = walker.elements(implicit=implicit, little=little, in_item=False, depth=0)
+            return _scan(src, transfer_syntax_uid, wanted)
     except OSError as exc:
         raise StoreError(f"cannot read {os.fspath(path)}: {exc}") from exc
+
+
+def scan_dataset_views(
+    views: Sequence[bytes | bytearray | memoryview],
+    transfer_syntax_uid: str,
+    wanted: frozenset[int] = frozenset(),
+) -> DataSetScan:
+    """`scan_dataset` of a whole data set still in memory as the fragments it was received in (what
+    was just written to its file, so no read back). Not for a deflated transfer syntax."""
+    if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES:
+        raise ValueError("a deflated data set is scanned from its file")
+    return _scan(_ViewsSource(views), transfer_syntax_uid, wanted)
+
+
+def _scan(src: _Source, transfer_syntax_uid: str, wanted: frozenset[int]) -> DataSetScan:
+    implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
+    little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    walker = _Walker(src, implicit=implicit, little=little, wanted=wanted)
+    count = walker.elements(implicit=implicit, little=little, in_item=False, depth=0)
     if count == 0:
         raise DataSetError("data set is empty")
     return DataSetScan(count, walker.values, implicit, little,

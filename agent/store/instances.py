@@ -69,11 +69,13 @@ from agent.store.db import DIR_MODE, FILE_MODE, make_private_dirs, transaction
 from agent.store.header import index_values
 from agent.store.index_columns import INDEX_COLUMNS, INDEX_TAGS, IndexColumn
 from agent.store.dicomfile import (
+    DEFLATED_TRANSFER_SYNTAXES,
     DataSetError,
     FileMeta,
     InvalidUID,
     NotDicom,
     scan_dataset,
+    scan_dataset_views,
     encode_file_meta,
     object_relpath,
     read_meta,
@@ -396,15 +398,17 @@ class Incoming:
         self.prepare()
         return self.install(on_commit=on_commit)
 
-    def prepare(self) -> None:
+    def prepare(self, dataset: Sequence[bytes | bytearray | memoryview] | None = None) -> None:
         """Check the data set (one walk, which also reads the index attributes) and flush the file's
         data; touches no database, so it may run in any worker thread, beside other instances' flushes.
-        On failure the received bytes are dropped."""
+        `dataset`, when the caller still has it: the whole data set exactly as written (its received
+        fragments), walked in memory instead of read back from the file. On failure the received
+        bytes are dropped."""
         if self._state is not _State.OPEN or self._fd is None:
             raise StoreError(f"commit of a {self._state.value} incoming instance")
         self._state = _State.COMMITTING
         try:
-            self._prepared = self._check()
+            self._prepared = self._check(dataset)
             fd, self._fd = self._fd, None
             try:
                 # The completion mark (see SLOT_MODE), then one flush of data, size and mode: the
@@ -438,9 +442,14 @@ class Incoming:
         if self._state in (_State.OPEN, _State.PREPARED):
             self._discard()
 
-    def _check(self) -> tuple[dict[str, Any], list[str]]:
+    def _check(self, dataset: Sequence[bytes | bytearray | memoryview] | None) -> tuple[dict[str, Any], list[str]]:
         # One walk checks the structure and keeps the index attributes' raw values (no Dataset built).
-        scan = scan_dataset(self.temp_path, self.dataset_offset, self.transfer_syntax_uid, INDEX_TAGS)
+        if dataset is not None and self.transfer_syntax_uid not in DEFLATED_TRANSFER_SYNTAXES:
+            if sum(len(v) for v in dataset) != self.bytes_received:
+                raise StoreError(f"{self.sop_instance_uid}: the data set given is not the one written")
+            scan = scan_dataset_views(dataset, self.transfer_syntax_uid, INDEX_TAGS)
+        else:
+            scan = scan_dataset(self.temp_path, self.dataset_offset, self.transfer_syntax_uid, INDEX_TAGS)
         try:
             index, ds_class, ds_instance = index_values(scan)
         except (LookupError, ValueError) as exc:  # an unknown or undecodable character set
