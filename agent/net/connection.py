@@ -256,8 +256,15 @@ class DicomConnection:
                 self._trace("out", text)
         if parts and not self._closed:
             try:
-                async with self._send_lock:
+                lock = self._send_lock
+                try:  # uncontended (the usual case): taken without the scheduler round trip of acquire()
+                    lock.acquire_nowait()
+                except trio.WouldBlock:
+                    await lock.acquire()
+                try:
                     self.bytes_sent += await self._send_parts(parts)
+                finally:
+                    lock.release()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 await self._close_transport()
                 raise AssociationAborted(f"connection to {self.remote} broke: {exc}", local=False) from exc

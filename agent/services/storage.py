@@ -125,14 +125,19 @@ class StorageSCP:
 
     async def handle(self, conn: DicomConnection, ctx: PresentationContext, rq: CStoreRQ) -> None:
         outcome = await self._receive(conn, ctx, rq)
-        log.info(
-            "C-STORE from %s: %s %s, %d bytes: %04X %s%s",
-            conn.calling_ae or conn.remote, sop_class_name(rq.affected_sop_class_uid),
-            rq.affected_sop_instance_uid, outcome.size, outcome.status,
-            outcome.comment or "stored", f" ({outcome.note})" if outcome.note else "",
-        )
         kw = {"error_comment": outcome.comment[:64]} if outcome.comment and outcome.status != Status.SUCCESS else {}
-        await conn.send_message(ctx.id, rq.response(outcome.status, **kw))
+        try:
+            await conn.send_message(ctx.id, rq.response(outcome.status, **kw))
+        finally:
+            # After the response, not before: formatting and writing the line (the default log level
+            # is INFO) is then no longer between the stored data and the peer's next request.
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "C-STORE from %s: %s %s, %d bytes: %04X %s%s",
+                    conn.calling_ae or conn.remote, sop_class_name(rq.affected_sop_class_uid),
+                    rq.affected_sop_instance_uid, outcome.size, outcome.status,
+                    outcome.comment or "stored", f" ({outcome.note})" if outcome.note else "",
+                )
 
     def _spool_of(self, conn: DicomConnection) -> Spool:
         spool = self._spools.get(conn)
