@@ -216,7 +216,13 @@ def _pn_predicate(key: str, fuzzy_pn: bool) -> v.Predicate | None:
         one = _pn_group_predicate(groups[0], accents)
         if one is None:
             return None
-        return lambda value: any(one(g) for g in value.split("=") if g)
+
+        def any_group(value: str) -> bool:
+            if "=" not in value:  # one component group: the usual case
+                return bool(value) and one(value)
+            return any(one(g) for g in value.split("=") if g)
+
+        return any_group
     per_group = [(i, p) for i, g in enumerate(groups) if (p := _pn_group_predicate(g, accents))]
     if not per_group:
         return None

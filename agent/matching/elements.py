@@ -51,6 +51,10 @@ def value_list(value: Any) -> list[Any]:
 
 def text_values(elem: DataElement, ds: Dataset) -> list[str]:
     """A text element's values as cleaned `str` (PersonName and bytes decoded with the dataset's charset)."""
+    value = elem.value
+    if type(value) is str and ("\\" not in value or elem.VR not in _SPLIT_VRS):
+        one = v.clean(value, elem.VR)  # the usual case (a C-FIND candidate from the index): one value
+        return [one] if one else []
     out = []
     for item in value_list(elem.value):
         if isinstance(item, bytes):
