@@ -179,9 +179,20 @@ class FlatLayout:
         if self._charset_at < 0:
             self._charset_at = len(parts)
         parts.insert(self._charset_at, b"")  # the slot of (0008,0005), filled per row when stored
-        # The row's elements go into a copy of the template: constant ones are there already.
-        self._template = [part if type(part) is bytes else b"" for part in parts]
-        self._columns = [(pos, *part) for pos, part in enumerate(parts) if type(part) is not bytes]
+        # The row's elements go into a copy of the template: constant ones are there already, and a
+        # column's element has three slots, its tag and VR (there already), its length and its value
+        # (or its whole zero-length element in the first slot and nothing in the others).
+        template: list[bytes] = []
+        self._columns = []
+        for part in parts:
+            if type(part) is bytes:
+                template.append(part)
+                continue
+            source, mode, head, long, empty, vr = part
+            self._columns.append((len(template), source, mode, empty, b"\0" if mode == _M_UID else b" ",
+                                  _U32 if long else _U16, 0xFFFFFFFF if long else 0xFFFF, vr))
+            template.extend((head, b"", b""))
+        self._template = template
         self._charset_column = charset_column
         self._charset_elements: dict[str, tuple[bytes, str] | None] = {}
 
@@ -214,7 +225,7 @@ class FlatLayout:
             out[self._charset_at], codec = known
         else:
             codec = "ascii"
-        for pos, source, mode, head, long, empty, vr in self._columns:
+        for pos, source, mode, empty, pad, length, limit, vr in self._columns:
             value = row[source]
             if value is None or value == "":
                 out[pos] = empty
@@ -229,13 +240,11 @@ class FlatLayout:
                 if raw is None:
                     return None
             if len(raw) & 1:
-                raw += b"\0" if mode == _M_UID else b" "
-            if long:
-                out[pos] = head + _U32(len(raw)) + raw
-            elif len(raw) > 0xFFFF:
+                raw += pad
+            if len(raw) > limit:
                 return None
-            else:
-                out[pos] = head + _U16(len(raw)) + raw
+            out[pos + 1] = length(len(raw))
+            out[pos + 2] = raw
         return b"".join(out)
 
 
