@@ -23,6 +23,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -80,6 +81,7 @@ def _ui(uid: str) -> bytes:
     return raw + b"\x00" if len(raw) % 2 else raw
 
 
+@lru_cache(maxsize=64)  # AE titles: the same few for every instance received
 def _text(value: str, max_len: int) -> bytes:
     # AE and SH: default character repertoire, no backslash (it separates values), space-padded.
     cleaned = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in value.strip())[:max_len]
@@ -338,6 +340,13 @@ class _Recording:
         return len(data) == n
 
 
+#: (element tag's group and element, a 4-byte length, a 2-byte length) unpackers, by little endian.
+_UNPACK_HH_I_H = {
+    little: (struct.Struct(e + "HH").unpack_from, struct.Struct(e + "I").unpack_from, struct.Struct(e + "H").unpack_from)
+    for little, e in ((True, "<"), (False, ">"))
+}
+
+
 def _tag(group: int, elem: int) -> str:
     return f"({group:04X},{elem:04X})"
 
@@ -369,7 +378,7 @@ class _Walker:
         """Walk elements to EOF (top level) or to an Item Delimitation Item; return their count."""
         if depth > _MAX_DEPTH:
             raise DataSetError("sequences nested too deeply")
-        e = "<" if little else ">"
+        unpack_hh, unpack_i, unpack_h = _UNPACK_HH_I_H[little]
         count = 0
         while True:
             header = self.src.read(8)
@@ -379,22 +388,29 @@ class _Walker:
                 return count
             if len(header) < 8:
                 raise DataSetError("data set truncated in an element header")
-            group, elem = struct.unpack(e + "HH", header[:4])
+            group, elem = unpack_hh(header)
             if group == 0xFFFE:
                 if in_item and elem == 0xE00D:
                     return count
                 raise DataSetError(f"unexpected delimiter {_tag(group, elem)} in a data set")
             vr = b""
             if implicit:
-                (length,) = struct.unpack(e + "I", header[4:])
+                (length,) = unpack_i(header, 4)
             else:
                 vr = header[4:6]
                 if vr in _LONG_VRS:
-                    (length,) = struct.unpack(e + "I", self._exact(4, "an element header"))
+                    (length,) = unpack_i(self._exact(4, "an element header"))
                 elif vr.isalpha() and vr.isupper():
-                    (length,) = struct.unpack(e + "H", header[6:])
+                    (length,) = unpack_h(header, 6)
                 else:
                     raise DataSetError(f"element {_tag(group, elem)} has no valid VR")
+            tag = group << 16 | elem
+            if length != _UNDEFINED and not (depth == 0 and tag in self.wanted):
+                # The usual element: skipped, its name formatted only for an error.
+                if not self.src.skip(length):
+                    raise DataSetError(f"element {_tag(group, elem)}: length {length} overruns the end of the data set")
+                count += 1
+                continue
             what = f"element {_tag(group, elem)}"
             if length == _UNDEFINED:
                 if (group, elem) == (0x7FE0, 0x0010) or vr in (b"OB", b"OW"):
