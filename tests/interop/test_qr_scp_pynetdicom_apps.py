@@ -6,9 +6,10 @@ pynetdicom's AE from Python, these are the programs a user runs).
   `--relational-query`, an IMAGE-level query by patient name alone is answered (relational, PS3.4 C.5.1.1).
 - movescu with its own Storage SCP (`--store --store-port --store-aet`) as the destination receives
   the series.
-- getscu writes the study's instances into its output folder.
-- With `[query] models = ["study"], operations = ["find"], relational = false`: Patient Root, MOVE and
-  GET are not accepted, `--relational-query` is declined (A900 as hierarchical).
+- getscu writes the study's instances into its output folder; Patient Root getscu (PATIENT level) and
+  movescu (STUDY level) too.
+
+What `[query]` turns off, seen by the same programs: tests/interop/test_qr_scp_profile_off.py.
 """
 
 from __future__ import annotations
@@ -104,41 +105,17 @@ async def test_pynetdicom_findscu_movescu_getscu(tmp_path: Path, start_agent) ->
     assert uids(got, "SOPInstanceUID") == [f"{ROOT}.1.1.1", f"{ROOT}.1.1.2"], out
     assert os.listdir(tmp_path / "get") == []  # -od: nothing written elsewhere
 
-
-async def test_what_the_query_section_turns_off(tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
-    """`[query] models = ["study"]`, `operations = ["find"]`, `relational = false`: Patient Root and
-    C-MOVE / C-GET are not offered (their contexts rejected), relational queries are declined."""
-    require_pynetdicom()
-    storescu = require_tool("storescu")
-    running = await start_agent(write_profile(tmp_path / "agent", """
-        [storage]
-
-        [query]
-        models = ["study"]
-        operations = ["find"]
-        relational = false
-        """, agent_extra='dimse_timeout = "30s"'))
-    port = str(running.port)
-    files = make_archive(tmp_path / "files")
-    rc, out = await run([storescu, "-aec", "AGENT", "127.0.0.1", port, *map(str, files)], 120)
+    # Patient Root: a patient's whole history by C-GET at the PATIENT level, one study by C-MOVE.
+    got = tmp_path / "got-patient"
+    rc, out = await pynetdicom_app("getscu", "-P", "-od", str(got), "-k", "QueryRetrieveLevel=PATIENT",
+                                   "-k", "PatientID=QR-P1", *net, cwd=tmp_path / "get-patient")
     assert rc == 0, out
-    net = ["-aec", "AGENT", "127.0.0.1", port]
-
-    rc, out = await pynetdicom_app("findscu", "-S", "-w", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=",
-                                   *net, cwd=tmp_path / "study-root")
+    assert uids(got, "SOPInstanceUID") == [f"{ROOT}.1.1.1", f"{ROOT}.1.1.2", f"{ROOT}.2.1.1"], out
+    moved = tmp_path / "moved-patient"
+    rc, out = await pynetdicom_app(
+        "movescu", "-P", "--store", "--store-port", str(store_port), "--store-aet", "MOVESCU", "-aem", "MOVESCU",
+        "-od", str(moved), "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=QR-P3",
+        "-k", f"StudyInstanceUID={ROOT}.4", *net, cwd=tmp_path / "move-patient")
     assert rc == 0, out
-    assert len(uids(tmp_path / "study-root", "StudyInstanceUID", "rsp*.dcm")) == 4
-    # The association is accepted with every context rejected (PS3.8 allows it); pynetdicom's programs
-    # then fail with a traceback and wait for their network timeout (-tn) before they abort.
-    rc, out = await pynetdicom_app("findscu", "-P", "-w", "-tn", "2", "-k", "QueryRetrieveLevel=PATIENT",
-                                   "-k", "PatientID=", *net, cwd=tmp_path / "patient-root")
-    assert uids(tmp_path / "patient-root", "PatientID", "rsp*.dcm") == []
-    assert "No presentation context for 'Patient Root" in out, out  # no C-FIND could be sent at all
-    for app in ("movescu", "getscu"):
-        rc, out = await pynetdicom_app(app, "-S", "-tn", "2", "-k", "QueryRetrieveLevel=STUDY",
-                                       "-k", f"StudyInstanceUID={ROOT}.1", *net, cwd=tmp_path / app)
-        assert "SCP Result" not in out and rc != 0, (app, out)
-    rc, out = await pynetdicom_app("findscu", "-S", "-w", "--relational-query", "-k", "QueryRetrieveLevel=IMAGE",
-                                   "-k", "PatientName=DOE*", "-k", "SOPInstanceUID=", *net, cwd=tmp_path / "relational")
-    assert "Find SCP Result: 0xA900 (Failure)" in out, out
-    assert uids(tmp_path / "relational", "SOPInstanceUID", "rsp*.dcm") == []
+    assert uids(moved, "SOPInstanceUID") == [f"{ROOT}.4.1.1", f"{ROOT}.4.1.2", f"{ROOT}.4.2.1"], out
+
