@@ -555,12 +555,13 @@ class DicomConnection:
         self._parts.append(chunk)
         self._out_pending += len(chunk) + 12
 
-    def _queue_command(self, context_id: int, message: Message) -> None:
-        """The command set, in as many PDVs as the peer's Maximum Length needs (PS3.7 6.3.1)."""
+    def _queue_command(self, context_id: int, message: Message, command: bytes | None = None) -> None:
+        """The command set (`command`, or `message` encoded now), in as many PDVs as the peer's Maximum
+        Length needs (PS3.7 6.3.1)."""
         self._count(context_id, message)
         if log.isEnabledFor(logging.DEBUG):
             self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
-        for chunk, last in fragment(encode_message(message), self.max_pdv_data):
+        for chunk, last in fragment(encode_message(message) if command is None else command, self.max_pdv_data):
             self._queue_pdv(context_id, True, last, chunk)
 
     @property
@@ -569,15 +570,18 @@ class DicomConnection:
         return self._out_pending
 
     async def send_message(
-        self, context_id: int, message: Message, dataset: bytes | memoryview | None = None, *, flush: bool = True
+        self, context_id: int, message: Message, dataset: bytes | memoryview | None = None, *, flush: bool = True,
+        command: bytes | None = None,
     ) -> None:
         """Send a DIMSE message (command and optional data set) on `context_id`. With `flush=False` the
         message stays queued (up to 256 KiB) so that several small ones go out in one write, until
-        `flush()`, the next flushed send, or a read that has to wait for the peer."""
+        `flush()`, the next flushed send, or a read that has to wait for the peer. `command`: the
+        message's command set already encoded (`encode_message(message)`), made by the caller when it
+        had time (a C-STORE's success response while its data set still arrives)."""
         self._check_can_send()
         transfer = self.sending = self._transfer(context_id, message)
         try:
-            self._queue_command(context_id, message)
+            self._queue_command(context_id, message, command)
             if dataset is not None:
                 view = memoryview(dataset)
                 transfer.dataset_total = len(view)

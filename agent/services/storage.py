@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import trio
 from pydicom.uid import UID_dictionary
 
-from agent.dimse import CStoreRQ, DataSetFragment, MessageComplete
+from agent.dimse import CStoreRQ, DataSetFragment, MessageComplete, encode_message
 from agent.dimse.status import Status
 from agent.errors import StoreError
 from agent.net.connection import DicomConnection, unexpected_event
@@ -124,10 +124,16 @@ class StorageSCP:
         registry.add(sop_classes, support, {CStoreRQ: self.handle})  # type: ignore[dict-item]
 
     async def handle(self, conn: DicomConnection, ctx: PresentationContext, rq: CStoreRQ) -> None:
+        # The usual answer is made now, while the data set is still on its way, not after it is stored.
+        success = rq.response(Status.SUCCESS)
+        success_command = encode_message(success)
         outcome = await self._receive(conn, ctx, rq)
-        kw = {"error_comment": outcome.comment[:64]} if outcome.comment and outcome.status != Status.SUCCESS else {}
         try:
-            await conn.send_message(ctx.id, rq.response(outcome.status, **kw))
+            if outcome.status == Status.SUCCESS:
+                await conn.send_message(ctx.id, success, command=success_command)
+            else:
+                kw = {"error_comment": outcome.comment[:64]} if outcome.comment else {}
+                await conn.send_message(ctx.id, rq.response(outcome.status, **kw))
         finally:
             # After the response, not before: formatting and writing the line (the default log level
             # is INFO) is then no longer between the stored data and the peer's next request.
