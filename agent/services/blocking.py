@@ -2,7 +2,8 @@
 
 Invariants: the agent process has one SQLite connection; every call that touches it runs either through
 `Blocking.run` (from trio) or through `Blocking.call` (from a worker thread that is already off the
-event loop). Both hold `Blocking`'s lock around the call, so one thread at a time uses that connection
+event loop), or, for a read that bounds its own time, `Blocking.try_now` (on the event loop, only when
+the lock is free at once: it never waits). All hold `Blocking`'s lock around the call, so one thread at a time uses that connection
 (the store's and the queue's own locks only guard themselves, not each other's transactions).
 `CapacityLimiter(1)` keeps `run` to one thread, so a burst of database calls does not park a thread each
 on the lock.
@@ -30,6 +31,10 @@ T = TypeVar("T")
 log = logging.getLogger("agent.storage")
 
 
+#: What `Blocking.try_now` returns when another thread has the database.
+BUSY = object()
+
+
 class Blocking:
     def __init__(self) -> None:
         self.limiter = trio.CapacityLimiter(1)
@@ -44,6 +49,18 @@ class Blocking:
         """From a worker thread (never the event loop): run `fn(*args)` with the database to itself."""
         with self._lock:
             return fn(*args)
+
+    def try_now(self, fn: Callable[..., T], *args: object) -> T | object:
+        """From the event loop, for a read that bounds itself (a C-FIND look-up: SQLite progress
+        handler, no busy wait): run `fn(*args)` at once if no thread has the database, else return
+        BUSY without waiting, and the caller uses `run`. Saves the two thread hops (0.2-0.3 ms on a
+        loaded 2-core machine) for a look-up that takes a tenth of that."""
+        if not self._lock.acquire(blocking=False):
+            return BUSY
+        try:
+            return fn(*args)
+        finally:
+            self._lock.release()
 
 
 class Spool:

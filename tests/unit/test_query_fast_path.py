@@ -186,3 +186,35 @@ def test_plan_cache_reuses_a_plan_for_the_same_bytes_only() -> None:
     big = encode(ds, EXPLICIT_VR_LE)
     assert engine.plan_for(STUDY_ROOT, big, EXPLICIT_VR_LE, relational=False) is not engine.plan_for(
         STUDY_ROOT, big, EXPLICIT_VR_LE, relational=False)
+
+
+def test_fetch_rows_now_gives_up_instead_of_waiting(db: sqlite3.Connection, tmp_path: Path) -> None:
+    """The event loop's look-up (`fetch_rows_now`) reads what `fetch_rows` reads, or nothing (None)
+    when it would outrun its budget or when another connection holds the database, without sleeping
+    in SQLite's busy handler; the connection's busy timeout and progress handler are restored."""
+    import time
+
+    plan = engine.plan_find(STUDY_ROOT, identifier(**RETURN_STUDY, QueryRetrieveLevel="STUDY"), relational=False)
+    timeout = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    assert [tuple(r) for r in engine.fetch_rows_now(db, plan) or []] == [tuple(r) for r in engine.fetch_rows(db, plan)]
+    for _ in range(50):  # 2,000 more rows: the look-up runs beyond 1,000 SQLite steps
+        put_many = [(f"x{n}.{next(_clock)}", next(_clock)) for n in range(40)]
+        db.executemany("INSERT INTO instances (sop_instance_uid, sop_class_uid, transfer_syntax_uid, size, path, "
+                       "received_at, calling_ae, series_instance_uid, study_instance_uid) VALUES "
+                       "(?, '1.2', '1.2.840.10008.1.2.1', 1, 'x', ?, 'A', ?||'.1', ?||'.0')",
+                       [(uid, at, uid, uid) for uid, at in put_many])
+    assert engine.fetch_rows_now(db, plan, budget=0.0) is None
+    # Another process writing: in a rollback-journal database its EXCLUSIVE lock keeps readers out
+    # (in WAL mode readers are never kept out so long; the guard is the same).
+    assert db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    other = sqlite3.connect(tmp_path / "agent.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        assert engine.fetch_rows_now(db, plan) is None
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == timeout
+    assert len(engine.fetch_rows_now(db, plan, budget=5.0) or []) == len(engine.fetch_rows(db, plan)) > 2000

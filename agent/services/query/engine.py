@@ -34,6 +34,7 @@ Rules (what a peer observes):
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -396,6 +397,30 @@ def _answer(plan: FindPlan, compiled: _Compiled, row: sqlite3.Row, have: dict[in
     if plan.sequences:
         sequences.project(plan.identifier, answer)
     return answer
+
+
+#: The most a look-up run on the event loop (`fetch_rows_now`) may take before it is given up and
+#: run in a worker thread instead.
+INLINE_SQL_BUDGET = 0.001
+
+
+def fetch_rows_now(conn: sqlite3.Connection, plan: FindPlan, budget: float = INLINE_SQL_BUDGET
+                   ) -> list[sqlite3.Row] | None:
+    """`fetch_rows` for the event loop's thread, bounded: None (nothing read) when it would take more
+    than `budget` seconds of SQLite's work (a progress handler interrupts it) or when the database is
+    locked by another process (SQLite's busy timeout is 0 meanwhile: it never sleeps). The caller
+    then runs `fetch_rows` in a worker thread. The caller holds the database (Blocking.try_now)."""
+    deadline = time.perf_counter() + budget
+    conn.set_progress_handler(lambda: time.perf_counter() > deadline, 1000)
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        return fetch_rows(conn, plan)
+    except sqlite3.OperationalError:  # interrupted, or locked: not now
+        return None
+    finally:
+        conn.set_progress_handler(None, 0)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
 
 def answers(plan: FindPlan, rows: list[sqlite3.Row], max_results: int) -> tuple[list[Answer], bool]:
