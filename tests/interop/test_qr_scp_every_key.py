@@ -3,7 +3,8 @@ returned and matched by the agent's Q/R SCP, as pynetdicom's SCU sees it (issue 
 
 Two instances that differ in every attribute (their own patient, study and series) are stored with
 storescu. For each key of each level: asked universally, the answer carries the stored value of each
-entity; asked with entity A's value (single value matching), only A answers; with B's value, only B.
+entity; asked with entity A's value (single value matching), only A answers; with B's value, only B;
+a date, time or date-time key also by range (-A, B-, A-B).
 The computed keys (Number of ... Related ..., Modalities in Study) are checked as returned values.
 Sequence keys have their own test (tests/interop/test_qr_scp_sequences.py).
 """
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import trio
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
@@ -95,6 +97,21 @@ def make(path: Path, which: int) -> Path:
     return path
 
 
+RANGE_VRS = ("DA", "TM", "DT")
+
+
+def _cases(key: str) -> list[tuple[object, set[int]]]:
+    """(value asked, entities that must answer): universal; A's and B's value (single value matching);
+    for dates and times also the three forms of range matching (A's values sort before B's)."""
+    if key in COMPUTED:
+        return [(None, {0, 1})]
+    a, b = VALUES[key]
+    cases: list[tuple[object, set[int]]] = [(None, {0, 1}), (a, {0}), (b, {1})]
+    if dictionary_VR(key) in RANGE_VRS:
+        cases += [(f"-{a}", {0}), (f"{b}-", {1}), (f"{a}-{b}", {0, 1})]
+    return cases
+
+
 def _find(port: int) -> list[str]:
     """Every query; the problems found (empty: all as expected)."""
     from pynetdicom import AE
@@ -118,7 +135,7 @@ def _find(port: int) -> list[str]:
             for key in keys:
                 if key.endswith("Sequence"):
                     continue
-                for which in (None,) if key in COMPUTED else (None, 0, 1):  # universal, A's value, B's value
+                for which, want in _cases(key):
                     answers: dict[int, Dataset] = {}
                     for entity in (0, 1) if upper else (None,):  # hierarchical: one query per upper entity
                         ident = Dataset()
@@ -129,7 +146,7 @@ def _find(port: int) -> list[str]:
                         if which is None:
                             setattr(ident, key, None if key in ("Rows", "Columns", "BitsAllocated") else "")
                         else:
-                            setattr(ident, key, VALUES[key][which])
+                            setattr(ident, key, which)
                         statuses, matches = [], []
                         for status, found in assoc.send_c_find(ident, model):
                             statuses.append(int(status.Status))
@@ -145,7 +162,6 @@ def _find(port: int) -> list[str]:
                                 problems.append(f"{level} {key}: unexpected answer {unique!r}")
                             else:
                                 answers[owner[0]] = m
-                    want = {0, 1} if which is None else {which}
                     if set(answers) != want:
                         problems.append(f"{level} {key} asked {which}: answered by {sorted(answers)}")
                         continue
