@@ -192,7 +192,7 @@ def test_fetch_rows_now_gives_up_instead_of_waiting(db: sqlite3.Connection, tmp_
     """The event loop's look-up (`fetch_rows_now`) reads what `fetch_rows` reads, or nothing (None)
     when it would outrun its budget or when another connection holds the database, without sleeping
     in SQLite's busy handler; the connection's busy timeout and progress handler are restored."""
-    import time
+    import threading
 
     plan = engine.plan_find(STUDY_ROOT, identifier(**RETURN_STUDY, QueryRetrieveLevel="STUDY"), relational=False)
     timeout = db.execute("PRAGMA busy_timeout").fetchone()[0]
@@ -207,14 +207,16 @@ def test_fetch_rows_now_gives_up_instead_of_waiting(db: sqlite3.Connection, tmp_
     # Another process writing: in a rollback-journal database its EXCLUSIVE lock keeps readers out
     # (in WAL mode readers are never kept out so long; the guard is the same).
     assert db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
-    other = sqlite3.connect(tmp_path / "agent.db", isolation_level=None)
+    other = sqlite3.connect(tmp_path / "agent.db", isolation_level=None, check_same_thread=False)
     other.execute("BEGIN EXCLUSIVE")
+    # The lock is let go 3 s later: a look-up that waited in SQLite's busy handler (30 s) would then
+    # read the rows; one that does not wait has given up long before.
+    release = threading.Timer(3.0, lambda: other.execute("ROLLBACK"))
+    release.start()
     try:
-        started = time.monotonic()
         assert engine.fetch_rows_now(db, plan) is None
-        assert time.monotonic() - started < 5  # not the 30 s busy timeout
     finally:
-        other.execute("ROLLBACK")
+        release.join()
         other.close()
     assert db.execute("PRAGMA busy_timeout").fetchone()[0] == timeout
     assert len(engine.fetch_rows_now(db, plan, budget=5.0) or []) == len(engine.fetch_rows(db, plan)) > 2000
