@@ -204,6 +204,8 @@ def test_fetch_rows_now_gives_up_instead_of_waiting(db: sqlite3.Connection, tmp_
                        "(?, '1.2', '1.2.840.10008.1.2.1', 1, 'x', ?, 'A', ?||'.1', ?||'.0')",
                        [(uid, at, uid, uid) for uid, at in put_many])
     assert engine.fetch_rows_now(db, plan, budget=0.0) is None
+    assert engine.fetch_rows_now(db, plan, budget=5.0) is None  # this plan's look-up is not tried again
+    plan = engine.plan_find(STUDY_ROOT, identifier(**RETURN_STUDY, QueryRetrieveLevel="STUDY"), relational=False)
     # Another process writing: in a rollback-journal database its EXCLUSIVE lock keeps readers out
     # (in WAL mode readers are never kept out so long; the guard is the same).
     assert db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"

@@ -409,14 +409,19 @@ def fetch_rows_now(conn: sqlite3.Connection, plan: FindPlan, budget: float = INL
     """`fetch_rows` for the event loop's thread, bounded: None (nothing read) when it would take more
     than `budget` seconds of SQLite's work (a progress handler interrupts it) or when the database is
     locked by another process (SQLite's busy timeout is 0 meanwhile: it never sleeps). The caller
-    then runs `fetch_rows` in a worker thread. The caller holds the database (Blocking.try_now)."""
+    then runs `fetch_rows` in a worker thread. A plan whose look-up once ran over its budget is not
+    tried here again (None at once). The caller holds the database (Blocking.try_now)."""
+    if plan.compiled.get("over_budget"):
+        return None
     deadline = time.perf_counter() + budget
     conn.set_progress_handler(lambda: time.perf_counter() > deadline, 1000)
     timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         return fetch_rows(conn, plan)
-    except sqlite3.OperationalError:  # interrupted, or locked: not now
+    except sqlite3.OperationalError as exc:  # interrupted, or locked: not now
+        if "interrupt" in str(exc):
+            plan.compiled["over_budget"] = True
         return None
     finally:
         conn.set_progress_handler(None, 0)
