@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS qr_studies (
 CREATE INDEX IF NOT EXISTS qr_studies_patient ON qr_studies (patient_id);
 CREATE INDEX IF NOT EXISTS qr_studies_date ON qr_studies (study_date);
 CREATE INDEX IF NOT EXISTS qr_studies_name ON qr_studies (patient_name COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS qr_studies_name_groups ON qr_studies (patient_name COLLATE NOCASE)
+    WHERE instr(patient_name, '=') > 0;
 CREATE INDEX IF NOT EXISTS qr_studies_accession ON qr_studies (accession_number);
 CREATE INDEX IF NOT EXISTS instances_sop_class ON instances (sop_class_uid);
 CREATE TABLE IF NOT EXISTS qr_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
@@ -280,6 +282,21 @@ class Filter:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         self.clauses.append(f"{column} LIKE ? ESCAPE '\\'")
         self.params.append(escaped + "%")
+
+    def name_prefix(self, column: str, prefix: str, *, studies: bool = False) -> None:
+        """A person name whose first component group, or any other, starts with `prefix` (ASCII
+        letters, digits and '^' only; case-insensitive, as LIKE). With `studies` (the column is
+        qr_studies.patient_name, queried from that table) the rows come from two index look-ups:
+        the names starting with it (qr_studies_name) and, among the few names with several groups
+        (the partial index qr_studies_name_groups), those with a group starting with it; otherwise
+        every row is tested."""
+        if studies:
+            self.clauses.append(
+                "rowid IN (SELECT rowid FROM qr_studies WHERE patient_name LIKE ? UNION ALL SELECT rowid "
+                "FROM qr_studies WHERE instr(patient_name, '=') > 0 AND patient_name LIKE ?)")
+        else:
+            self.clauses.append(f"({column} LIKE ? OR {column} LIKE ?)")
+        self.params.extend([prefix + "%", "%=" + prefix + "%"])
 
     def contains_value(self, column: str, value: str) -> None:
         """A backslash-separated multi-value column holds `value` (e.g. Modalities in Study)."""

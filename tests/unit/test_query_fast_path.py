@@ -222,3 +222,29 @@ def test_fetch_rows_now_gives_up_instead_of_waiting(db: sqlite3.Connection, tmp_
         other.close()
     assert db.execute("PRAGMA busy_timeout").fetchone()[0] == timeout
     assert len(engine.fetch_rows_now(db, plan, budget=5.0) or []) == len(engine.fetch_rows(db, plan)) > 2000
+
+
+@pytest.mark.parametrize("level", ["STUDY", "PATIENT"])
+def test_name_prefilter_keeps_every_match(db: sqlite3.Connection, level: str) -> None:
+    """The SQL pre-filter of a name key (index look-ups at the study level, LIKE elsewhere) never drops
+    a row the matcher accepts: a key without '=' matches any component group, so a name whose second
+    or third group starts with the key is found; the same rows as matching every row."""
+    for n, name in enumerate(["KIM^A=KANG^B", "=ROE^JANE", "ROE^X=ROE^Y", "KANGAROO", "kang^c"]):
+        db.execute("INSERT INTO instances (sop_instance_uid, sop_class_uid, transfer_syntax_uid, size, path, "
+                   "received_at, calling_ae, series_instance_uid, study_instance_uid, patient_id, patient_name) "
+                   "VALUES (?, '1.2', '1.2.840.10008.1.2.1', 1, 'x', ?, 'A', ?, ?, ?, ?)",
+                   (f"g{n}", next(_clock), f"g{n}.1", f"g{n}.0", f"PG{n}", name))
+    model, unique = (STUDY_ROOT, {"StudyInstanceUID": ""}) if level == "STUDY" else (PATIENT_ROOT, {"PatientID": ""})
+    for key in ("KANG*", "ROE*", "kim^a*", "K*", "DOE^J*", "WA*"):
+        plan = engine.plan_find(model, identifier(QueryRetrieveLevel=level, PatientName=key, **unique),  # type: ignore[arg-type]
+                                relational=False)
+        assert plan.flt.clauses, key  # the key is pre-filtered in SQL
+        everything = engine.fetch_rows(db, engine.FindPlan(**{**plan.__dict__, "flt": q.Filter(), "compiled": {}}))
+        found, _ = engine.answers(plan, engine.fetch_rows(db, plan), 1000)
+        expected, _ = engine.answers(plan, everything, 1000)
+        names = sorted(str(dict((t, v) for t, _, v in a)[0x00100010]) for a in found)
+        assert names == sorted(str(dict((t, v) for t, _, v in a)[0x00100010]) for a in expected), key
+        if key == "KANG*":
+            assert names == ["KANGAROO", "KIM^A=KANG^B", "kang^c"]
+        if key == "ROE*":
+            assert names == ["=ROE^JANE", "ROE^X=ROE^Y"]

@@ -156,11 +156,11 @@ def plan_find(model: Model, identifier: Dataset, *, relational: bool) -> FindPla
     keys = [(int(e.tag), e.VR) for e in elems
             if int(e.tag) != SPECIFIC_CHARACTER_SET and e.tag & 0xFFFF != 0]
     seq = tuple((tag, column) for tag, column in columns.items() if identifier[tag].VR == "SQ")
-    return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns), unsupported, keys,
+    return FindPlan(model, level, identifier, matcher, columns, _prefilter(matchable, columns, level), unsupported, keys,
                     seq)
 
 
-def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
+def _prefilter(identifier: Dataset, columns: dict[int, str], level: str = "") -> q.Filter:
     """Necessary conditions on indexed columns (module docstring); the matcher decides the rest."""
     flt = q.Filter()
     for tag, column in columns.items():
@@ -187,9 +187,8 @@ def _prefilter(identifier: Dataset, columns: dict[int, str]) -> q.Filter:
         elif elem.VR == "PN":
             prefix = value.split("*", 1)[0].split("?", 1)[0]
             if prefix and "=" not in value and prefix.isascii() and prefix.replace("^", "").isalnum():
-                # A key without '=' may match any component group (agent.matching), hence the OR.
-                flt.clauses.append(f"({column} LIKE ? OR {column} LIKE ?)")
-                flt.params.extend([prefix + "%", "%=" + prefix + "%"])
+                # A key without '=' may match any component group (agent.matching).
+                flt.name_prefix(column, prefix, studies=level == "STUDY" and column == "patient_name")
         elif column == "modalities" and not v.has_wildcard(value):
             flt.contains_value(column, value)
         elif elem.VR in ("LO", "SH", "CS", "AE") and not v.has_wildcard(value) and value.isascii():
