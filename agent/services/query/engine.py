@@ -412,11 +412,11 @@ def fetch_rows_now(conn: sqlite3.Connection, plan: FindPlan, budget: float = INL
     tried here again (None at once). The caller holds the database (Blocking.try_now)."""
     if plan.compiled.get("over_budget"):
         return None
-    deadline = time.perf_counter() + budget
-    conn.set_progress_handler(lambda: time.perf_counter() > deadline, 1000)
     timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute("PRAGMA busy_timeout = 0")
+    deadline = time.perf_counter() + budget
     try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.set_progress_handler(lambda: time.perf_counter() > deadline, 1000)
         return fetch_rows(conn, plan)
     except sqlite3.OperationalError as exc:  # interrupted, or locked: not now
         if "interrupt" in str(exc):
