@@ -4,8 +4,9 @@ Invariants:
 - C-FIND: the identifier is judged by agent.services.query.engine (A900 / C001 with Offending Element
   and Error Comment); matches are computed in the blocking bridge from the index (never from files) and
   sent as FF00 (FF01 when a key the index cannot match carried a value); a C-CANCEL-RQ, looked for
-  after each write of pending responses without waiting, ends it with FE00. More than `[query] max_results` matches: the
-  first ones, then A700 with a comment saying so. The database unusable: A700.
+  after each write of pending responses without waiting, ends it with FE00. More than
+  `[query] max_results` matches: the first ones, then A700 with a comment saying so. The database
+  unusable: A700.
 - C-MOVE: the destination AE title must be a peer of `[query] move_destinations` (all of [peers] when
   unset), else A801. Each instance becomes one `move-store` job of the durable queue for that peer
   (agent.services.query.move_jobs), queued in one transaction, so a crash or a restart never loses a
@@ -198,7 +199,7 @@ class QuerySCP:
             await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES, f"index unreadable: {exc}")
             return
         # Matching and encoding are CPU work: a worker thread, and not the database's (receiving goes on).
-        # A few candidates cost less than the hop to a thread and back (~0.1 ms): done here.
+        # A few candidates cost less than the hop to a thread and back (0.1-0.3 ms): done here.
         if len(rows) <= (INLINE_ROWS_SEQUENCES if plan.sequences else INLINE_ROWS):
             found, more = _encoded(plan, rows, self.settings.max_results, ctx.transfer_syntax, conn.remote)
         else:
