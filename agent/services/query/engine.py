@@ -1,6 +1,8 @@
 """C-FIND / C-MOVE / C-GET identifiers over the instance index: validation, SQL pre-filter, matching.
 
-Pure and blocking (no trio): the SCP runs `fetch_rows` and `retrieve_rows` through the blocking bridge.
+Pure and blocking (no trio): the SCP runs `fetch_rows` and `retrieve_rows` through the blocking bridge,
+or `fetch_rows_now` on the event loop when the database is free (it gives up after 1 ms of SQLite's
+work, and never waits for a lock: then the bridge).
 
 How a C-FIND is answered fast (what it costs, not what it answers):
 - `plan_for` keeps the last PLAN_CACHE_SIZE plans by identifier bytes (a plan is a pure function of
