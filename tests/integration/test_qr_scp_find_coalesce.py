@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from agent.dimse import CFindRQ
+from agent.dimse import CFindRQ, encode_message
 from agent.net.client import associate
 from agent.net.connection import DicomConnection, Timeouts
 from agent.net.requests import responses
@@ -64,6 +64,23 @@ async def test_a_100_match_c_find_arrives_in_few_writes_the_first_match_alone(  
     # The first write holds exactly one pending response: its command PDU and its data set PDU, so
     # the first match is not held back for the batch.
     assert pdus(server[0]) == [(0x04, 0b11), (0x04, 0b10)]
+    # The pending responses' command set, encoded once per query, is byte for byte the one the
+    # message encoder makes for a pending C-FIND-RSP to this request.
+    commands = [value for data in server for value in command_sets(data)]
+    pending = encode_message(rq.response(0xFF00, has_dataset=True))
+    assert commands[:-1] == [pending] * STUDIES
+    assert commands[-1] == encode_message(rq.response(0x0000))
+
+
+def command_sets(data: bytes) -> list[bytes]:
+    """The command sets in `data` (P-DATA-TF PDUs, one PDV each, commands unfragmented)."""
+    out, at = [], 0
+    while at < len(data):
+        length = int.from_bytes(data[at + 2:at + 6], "big")
+        if data[at] == 0x04 and data[at + 11] & 1:
+            out.append(data[at + 12:at + 6 + length])
+        at += 6 + length
+    return out
 
 
 def pdus(data: bytes) -> list[tuple[int, int]]:
