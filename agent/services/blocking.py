@@ -8,10 +8,15 @@ the lock is free at once: it never waits). All hold `Blocking`'s lock around the
 `CapacityLimiter(1)` keeps `run` to one thread, so a burst of database calls does not park a thread each
 on the lock.
 
-Why `call` exists: a received instance is written, checked and flushed in an io worker thread; going
-back to trio and out again to a database thread costs two more thread hops per instance (each a
-futex wake-up and an epoll wake-up of the event loop: measured at 0.1-0.3 ms idle and several ms on a
-loaded 2-core machine, tests/bench/thread_hop.py). The io thread takes the lock and commits instead.
+Why `call` exists: a received instance is written, checked and flushed in its association's spool
+thread (`Spool`, below); going back to trio and out again to a database thread costs two more thread
+hops per instance (each a futex wake-up and an epoll wake-up of the event loop: measured at 0.1-0.3 ms
+idle and several ms on a loaded 2-core machine, tests/bench/thread_hop.py). The spool thread takes the
+lock and commits instead.
+
+`Spool` is the receive path's bridge: one thread per receiving association running its file jobs in
+order, handed work with a queue put (no trio machinery) and waking the waiting task through its own
+eventfd; a round trip costs ~40 us where `trio.to_thread.run_sync` with a limiter costs ~100.
 """
 
 from __future__ import annotations

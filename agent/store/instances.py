@@ -37,8 +37,9 @@ Invariants:
   index, never from a caller.
 - Memory is bounded whatever the object's size: bytes go to the fd as received (`write()` keeps no
   reference to the caller's buffer once it returns), and `prepare()` walks element headers once,
-  seeking over values and keeping only the index attributes (`dicomfile.scan_dataset`,
-  `index_columns.py`), so no pydicom Dataset is built on the receive path.
+  seeking over values and keeping only the index attributes (`dicomfile.scan_dataset` on the file,
+  or `scan_dataset_views` on the received fragments when the caller still holds the whole data set
+  it wrote; `index_columns.py`), so no pydicom Dataset is built on the receive path.
 - `Incoming` holds only its own fd and path plus a reference to its store, so `write()`, `prepare()`
   (check and flush, no database) and `install()` (rename and index commit, the database's thread) may
   run in different worker threads; none runs on the event loop. The store serialises its use of the

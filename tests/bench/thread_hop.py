@@ -3,8 +3,9 @@
     .venv/bin/python -m tests.bench.thread_hop [-n 2000]   (as a module: tests/bench/queue.py would
     shadow the standard library queue module that trio imports)
 
-Prints the median and 99th percentile of `trio.to_thread.run_sync(noop)` (with a CapacityLimiter, as
-the Storage SCP and `Blocking.run` use it), and of `Blocking.run(noop)`, in three conditions:
+Prints the median and 99th percentile of `trio.to_thread.run_sync(noop)` (with a CapacityLimiter),
+of `Blocking.run(noop)` (the database thread) and of `Spool.run(noop)` (the Storage SCP's per-association
+thread, woken back through its eventfd), in three conditions:
 - idle: nothing else in the process;
 - GIL busy: another Python thread spins (holds the GIL except at switch-interval boundaries), with
   the default switch interval (5 ms) and with 0.5 ms: a hop that needs the GIL twice waits up to one
@@ -24,20 +25,23 @@ import time
 
 import trio
 
-from agent.services.blocking import Blocking
+from agent.services.blocking import Blocking, Spool
 
 
 def _noop() -> None:
     return None
 
 
-async def _measure(n: int, blocking: Blocking, via_blocking: bool) -> list[float]:
+async def _measure(n: int, blocking: Blocking, via: str) -> list[float]:
     limiter = trio.CapacityLimiter(4)
+    spool = Spool("bench")
     out = []
     for _ in range(n):
         start = time.perf_counter()
-        if via_blocking:
+        if via == "Blocking.run":
             await blocking.run(_noop)
+        elif via == "Spool.run":
+            await spool.run(_noop)
         else:
             await trio.to_thread.run_sync(_noop, limiter=limiter)
         out.append(time.perf_counter() - start)
@@ -69,8 +73,8 @@ def main() -> int:
 
     async def run_all() -> None:
         blocking = Blocking()
-        for via in (False, True):
-            name = "Blocking.run" if via else "to_thread.run_sync"
+        for via in ("to_thread.run_sync", "Blocking.run", "Spool.run"):
+            name = via
             _report(f"{name}, idle", await _measure(n, blocking, via))
             for interval in (0.005, 0.0005):
                 sys.setswitchinterval(interval)
