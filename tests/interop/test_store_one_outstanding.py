@@ -14,8 +14,12 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port, require_pynetdicom
 from tests.interop.storage_helpers import make_images
+
+pytestmark = pytest.mark.interop
 
 
 def test_store_sends_the_next_request_only_after_the_response(tmp_path: Path) -> None:
