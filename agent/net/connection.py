@@ -87,6 +87,8 @@ IOV_MAX = 1024
 _EMPTY = memoryview(b"")
 _WOULD_BLOCK = object()
 _PARTIAL = object()  # a read that went into a large PDU's own buffer, the PDU not whole yet
+#: States in which DIMSE messages may still be sent (a tuple: compared by identity, no Enum hashing).
+_OPEN_STATES = (State.STA6, State.STA7, State.STA8)
 #: Reads that found data waiting in a row before the event loop is visited anyway.
 FAST_READS = 16
 
@@ -237,7 +239,7 @@ class DicomConnection:
 
     @property
     def is_open(self) -> bool:
-        return not self._closed and self.assoc.state in (State.STA6, State.STA7, State.STA8)
+        return not self._closed and self.assoc.state in _OPEN_STATES
 
     # ------------------------------------------------------------ low level I/O
 

@@ -83,9 +83,8 @@ class Spool:
     report; an exception escaping one is logged). The thread is started by the first job and ends
     after `idle` seconds without one, so an idle spool holds no thread.
 
-    `run` waits like `trio.to_thread.run_sync` without `abandon_on_cancel`: a cancellation is
-    delivered once the job (and every job before it) has finished, never while files are half
-    written.
+    `run` never abandons its job: a cancellation is delivered once the job (and every job before it)
+    has finished, never while files are half written.
     """
 
     def __init__(self, name: str = "spool", *, idle: float = 5.0) -> None:
@@ -129,11 +128,14 @@ class Spool:
             self._efd_waiting = True
             try:
                 self.submit(wake)
-                with trio.CancelScope(shield=True):  # as to_thread: the job is never abandoned
-                    while not done:
-                        await trio.lowlevel.wait_readable(efd)
-                        with contextlib.suppress(BlockingIOError):
-                            os.eventfd_read(efd)  # back to zero (a late write only wakes the next wait early)
+                try:
+                    await self._wait(efd, done)
+                except trio.Cancelled:
+                    # The job is never abandoned: wait for it shielded, then let the cancellation go on
+                    # (its result is dropped, as the caller is being cancelled).
+                    with trio.CancelScope(shield=True):
+                        await self._wait(efd, done)
+                    raise
             finally:
                 self._efd_waiting = False
             return done[0].unwrap()
@@ -147,6 +149,13 @@ class Spool:
         self.submit(job)
         # The job's outcome is unwrapped here: its value, or its exception raised.
         return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def _wait(efd: int, done: list[object]) -> None:
+        while not done:
+            await trio.lowlevel.wait_readable(efd)
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(efd)  # back to zero (a late write only wakes the next wait early)
 
     def _work(self) -> None:
         jobs = self._jobs
