@@ -180,10 +180,9 @@ def datasets(draw: st.DrawFn) -> tuple[Dataset, str]:
     return ds, ts
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(made=datasets())
-def test_same_values_as_pydicom_for_made_data_sets(tmp_path: Path, made: tuple[Dataset, str]) -> None:
-    ds, ts = made
+
+def save_made(tmp_path: Path, ds: Dataset, ts: str) -> Path:
+    """`ds` written as a Part 10 file in transfer syntax `ts` (its File Meta made from its SOP UIDs)."""
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ts
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -191,6 +190,13 @@ def test_same_values_as_pydicom_for_made_data_sets(tmp_path: Path, made: tuple[D
     path = tmp_path / "made.dcm"
     ds.save_as(path, enforce_file_format=True, little_endian=ts != ExplicitVRBigEndian,
                implicit_vr=ts == ImplicitVRLittleEndian)
+    return path
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(made=datasets())
+def test_same_values_as_pydicom_for_made_data_sets(tmp_path: Path, made: tuple[Dataset, str]) -> None:
+    path = save_made(tmp_path, *made)
     assert ours(path) == reference(path)
 
 

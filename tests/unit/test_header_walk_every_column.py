@@ -18,12 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR
-from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from agent.store.index_columns import INDEX_COLUMNS
-from tests.unit.test_dicomfile_index import _ASCII, CHARSETS, _word, ours, reference
+from tests.unit.test_dicomfile_index import _ASCII, CHARSETS, _word, ours, reference, save_made
 
 _CS = st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ "), min_size=1, max_size=16).map(str.strip)
 _DATE = st.dates(date(1900, 1, 1), date(2099, 12, 31)).map(lambda d: d.strftime("%Y%m%d"))
@@ -109,14 +108,7 @@ def every_column(draw: st.DrawFn) -> tuple[Dataset, str]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(made=every_column())
 def test_every_index_column_same_as_pydicom(tmp_path: Path, made: tuple[Dataset, str]) -> None:
-    ds, ts = made
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ts
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    path = tmp_path / "made.dcm"
-    ds.save_as(path, enforce_file_format=True, little_endian=ts != ExplicitVRBigEndian,
-               implicit_vr=ts == ImplicitVRLittleEndian)
+    path = save_made(tmp_path, *made)
     assert ours(path) == reference(path)
 
 
