@@ -7,6 +7,8 @@ Invariants:
 - A (state, event) pair missing from the table is an impossible input: for an event caused by the peer
   the association answers as for Evt19 would; for a local primitive it is a programming error.
 - Nothing here performs I/O or knows about PDUs; `agent.ul.association` carries out the actions.
+- State, Event and Action hash by identity (C-level), not by name (a Python call per hash): every
+  PDU looks the table up, and members are singletons, so equality and hashing agree.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from enum import Enum, unique
 @unique
 class State(Enum):
     """PS3.8 Table 9-1."""
+
+    # Members are singletons compared by identity, so identity hashing is consistent with ==; Enum's
+    # own __hash__ (hash of the name) is a Python-level call on every TRANSITIONS lookup.
+    __hash__ = object.__hash__
 
     STA1 = "Idle"
     STA2 = "Transport connection open (awaiting A-ASSOCIATE-RQ PDU)"
@@ -36,6 +42,8 @@ class State(Enum):
 @unique
 class Event(Enum):
     """PS3.8 Table 9-2."""
+
+    __hash__ = object.__hash__  # identity: see State
 
     EVT1 = "A-ASSOCIATE request (local user)"
     EVT2 = "Transport connect confirmation (local transport service)"
@@ -61,6 +69,8 @@ class Event(Enum):
 @unique
 class Action(Enum):
     """PS3.8 Tables 9-6 to 9-9 (AE-n, DT-n, AR-n, AA-n)."""
+
+    __hash__ = object.__hash__  # identity: see State
 
     AE_1 = "Issue TRANSPORT CONNECT request primitive to local transport service"
     AE_2 = "Send A-ASSOCIATE-RQ PDU"
