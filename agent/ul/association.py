@@ -7,7 +7,9 @@ Invariants:
   inputs, bytes from `data_to_send()`, and three flags the runner obeys: `need_connect`,
   `artim_running` (with `artim_generation`, bumped on every start or restart) and `should_close`.
 - Every transition goes through `fsm.TRANSITIONS`; the next state is the action's, never chosen here
-  except for the two branching actions AE-6 and AR-8.
+  except for the two branching actions AE-6 and AR-8. One shortcut: a P-DATA-TF received in Sta6
+  (the hot path, ~32 PDUs per 0.5 MB image) does what its cell, DT-2, does (a DataReceived; no
+  timer, no flag, the state stays) without the look-ups; the cell is checked at import.
 - A peer event that has no cell in its state is treated as Evt19 (invalid PDU); a local primitive that
   has no cell raises `ProtocolError` without changing state (the service code asked for something the
   association cannot do now, e.g. sending after the peer aborted).
@@ -102,6 +104,10 @@ _PEER_EVENTS = {
     P.AAbort: Event.EVT16,
 }
 
+_PDATA = P.PDataTF
+_STA6 = State.STA6
+assert TRANSITIONS[(_STA6, Event.EVT10)] is Action.DT_2 and NEXT_STATE[Action.DT_2] is _STA6
+
 _ARTIM_START = {Action.AE_5, Action.AE_8, Action.AR_4, Action.AA_1, Action.AA_8}
 _ARTIM_STOP = {Action.AE_6, Action.AR_5, Action.AA_2, Action.AA_5}
 _CLOSE = {Action.AE_4, Action.AR_3, Action.AA_2, Action.AA_3, Action.AA_4, Action.AA_5, Action.AR_5}
@@ -169,6 +175,11 @@ class Association:
                 break
             if pdu is None:
                 break
+            if pdu.__class__ is _PDATA and self.state is _STA6:
+                # Evt10 in Sta6 is DT-2: a P-DATA indication, no timer, no flag, the state stays
+                # (what `_peer_pdu` would do, without its table look-ups: ~32 PDUs per 0.5 MB image).
+                out.append(DataReceived(pdu))
+                continue
             out += self._peer_pdu(pdu)
         return out
 
