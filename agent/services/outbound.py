@@ -19,6 +19,8 @@ Invariants (docs/architecture.md "Durable queue"):
   the batch claim still costs one transaction per batch). For the batch kinds (C-STORE, idempotent by
   SOP Instance UID) that commit runs while the next job is sent rather than before it, so a crash may
   repeat two; for the others it is recorded before the next job starts.
+- A performer whose peer answered with a warning returns its description: the job is completed with
+  it (the queue row keeps it; a C-MOVE counts such sub-operations as warnings, not completed).
 - A worker with nothing to do waits on a level-triggered "work available" signal (`wake`), cleared
   before it looks at the queue, so a wake-up given while it is looking is never lost; it also wakes
   when the next job falls due and, as a safety net for jobs queued by a separate CLI process, after
@@ -130,7 +132,9 @@ class Performer(Protocol):
 
     def contexts(self, job: Job) -> Sequence[ProposedContext]: ...
 
-    async def perform(self, conn: DicomConnection, job: Job) -> None: ...
+    async def perform(self, conn: DicomConnection, job: Job) -> str | None:
+        """Do the job; None, or the peer's warning (a description) to record with its completion."""
+        ...
 
 
 @dataclass
@@ -273,16 +277,17 @@ class Outbound:
                         expect(name, untried[1] if len(untried) > 1 else None)
                     outcome = await self._run_job(name, peer, state, job)
                     untried.pop(0)
-                    if outcome is True:
+                    if outcome is True or isinstance(outcome, _Warned):
+                        warning = outcome.warning if isinstance(outcome, _Warned) else None
                         state.delivered += 1
                         await completing.wait()  # the previous job's completion is recorded first
                         if job.kind in self.batch_kinds:
                             # Recorded while the next job is sent: its commit overlaps the network
                             # instead of adding to each job (module invariants: a repeat is harmless).
-                            nursery.start_soon(self._complete_soon, name, job, completing.started())
+                            nursery.start_soon(self._complete_soon, name, job, warning, completing.started())
                         else:
                             with trio.CancelScope(shield=True):  # delivered: record it even while stopping
-                                await self.blocking.run(lambda: self._complete(name, job))
+                                await self.blocking.run(lambda: self._complete(name, job, warning))
                         continue
                     await completing.wait()
                     pause = await self._record_failure(name, peer, state, job, outcome)
@@ -297,18 +302,18 @@ class Outbound:
             # The peer itself is unreachable: hold the whole destination, not just this job.
             await trio.sleep(pause)
 
-    async def _complete_soon(self, name: str, job: Job, done: trio.Event) -> None:
+    async def _complete_soon(self, name: str, job: Job, warning: str | None, done: trio.Event) -> None:
         try:
             with trio.CancelScope(shield=True):  # delivered: record it even while stopping
-                await self.blocking.run(lambda: self._complete(name, job))
+                await self.blocking.run(lambda: self._complete(name, job, warning))
         finally:
             done.set()
 
-    def _complete(self, name: str, job: Job) -> None:
+    def _complete(self, name: str, job: Job, warning: str | None = None) -> None:
         try:
             # A repeated C-STORE is harmless (same SOP Instance UID), so its completion need not
             # survive a power cut, only a crash: one fsync less per forwarded instance.
-            self.queue.complete(job.id, power_safe=job.kind not in self.batch_kinds)
+            self.queue.complete(job.id, power_safe=job.kind not in self.batch_kinds, warning=warning)
         except QueueError as exc:
             # Its lease was recovered (it ran longer than `lease`): it will be performed again, which
             # the performers make harmless; nothing is lost.
@@ -322,14 +327,15 @@ class Outbound:
                 pass  # its lease was recovered meanwhile: it is pending already
 
     async def _run_job(self, name: str, peer: Peer, state: DestinationState, job: Job) -> _Outcome:
-        """True on success, otherwise what went wrong (recorded by the caller)."""
+        """True on success, _Warned on success with a warning, otherwise what went wrong (recorded by
+        the caller)."""
         performer = self.performers.get(job.kind)
         if performer is None:
             return _Failure(f"no performer for job kind {job.kind!r}", permanent=True)
         try:
             try:
                 conn = await self._connection(name, peer, state, job)
-                await performer.perform(conn, job)
+                warning = await performer.perform(conn, job)
             except ExceptionGroup as group:
                 # From a nursery inside a performer: one failure is judged as if raised alone.
                 leaves = _leaves(group)
@@ -354,7 +360,7 @@ class Outbound:
             await self._drop_conn(state)
             return _Failure(f"{job.kind} job {job.id} cannot be run: {type(exc).__name__}: {exc}", permanent=True)
         log.debug("%s: job %d (%s) delivered", name, job.id, job.kind)
-        return True
+        return _Warned(warning) if isinstance(warning, str) else True
 
     async def _record_failure(
         self, name: str, peer: Peer, state: DestinationState, job: Job, outcome: _Failure | _Postponed
@@ -427,7 +433,14 @@ class _Postponed:
     retry_in: float
 
 
-_Outcome = bool | _Failure | _Postponed
+@dataclass(frozen=True, slots=True)
+class _Warned:
+    """Delivered, and the peer answered with this warning."""
+
+    warning: str
+
+
+_Outcome = bool | _Warned | _Failure | _Postponed
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]

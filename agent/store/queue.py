@@ -15,7 +15,9 @@ Invariants:
   predecessor blocks its group until an operator retries or drops it).
 - A CLAIMED job whose process died returns to PENDING: all of them at start-up (`recover`), those whose
   lease expired while the agent runs (`recover_expired`). Neither counts an attempt.
-- DONE rows are kept until `purge_done` (a deleted `after_job` counts as DONE).
+- DONE rows are kept until `purge_done` (a deleted `after_job` counts as DONE). A job completed with a
+  warning from its peer (e.g. a C-STORE answered B007) keeps that warning in its `warning` column,
+  written in the same UPDATE that makes it DONE (a C-MOVE counts its warning sub-operations from it).
 - Time comes only from the injected `clock`, randomness only from the injected `rng`.
 - One JobQueue serialises its own calls with a lock, so trio workers may call it through
   `trio.to_thread.run_sync` from several threads; a second process uses its own connection.
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     after_job       INTEGER,
     created_at      REAL    NOT NULL,
     updated_at      REAL    NOT NULL,
-    last_error      TEXT
+    last_error      TEXT,
+    warning         TEXT  -- a DONE job's peer answered with a warning: which (NULL: plain success)
 );
 -- next_due (earliest due time of a destination) and stats
 CREATE INDEX IF NOT EXISTS queue_jobs_due ON queue_jobs (destination, state, next_attempt_at);
@@ -76,7 +79,7 @@ CREATE INDEX IF NOT EXISTS queue_jobs_state ON queue_jobs (state, lease_until, u
 
 _COLUMNS = (
     "id, kind, destination, payload, state, attempts, next_attempt_at, lease_until, group_key, "
-    "after_job, created_at, updated_at, last_error"
+    "after_job, created_at, updated_at, last_error, warning"
 )
 
 # A job may be claimed when it is due, its `after_job` is DONE or gone, and no earlier job of its group
@@ -126,11 +129,12 @@ class Job:
     created_at: float
     updated_at: float
     last_error: str | None
+    warning: str | None = None  # DONE with a warning from the peer (see the module invariants)
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row | tuple[Any, ...]) -> Job:
         (id_, kind, destination, payload, state, attempts, next_attempt_at, lease_until,
-         group_key, after_job, created_at, updated_at, last_error) = tuple(row)
+         group_key, after_job, created_at, updated_at, last_error, warning) = tuple(row)
         return cls(
             id=id_,
             kind=kind,
@@ -145,6 +149,7 @@ class Job:
             created_at=created_at,
             updated_at=updated_at,
             last_error=last_error,
+            warning=warning,
         )
 
 
@@ -226,6 +231,8 @@ class JobQueue:
         self._listeners: builtins.list[Callable[[str, str], None]] = []
         with self._write():
             create_tables(conn, _SCHEMA)
+            if "warning" not in {r[1] for r in conn.execute("PRAGMA table_info(queue_jobs)")}:
+                conn.execute("ALTER TABLE queue_jobs ADD COLUMN warning TEXT")  # a database of an older version
 
     # -- producing ------------------------------------------------------------------------------------
 
@@ -323,14 +330,15 @@ class JobQueue:
                 "WHERE id IN (SELECT id FROM queue_jobs WHERE destination = :destination "
                 "AND state = 'pending' AND kind = :kind AND next_attempt_at <= :now "
                 "AND group_key IS NULL AND after_job IS NULL AND id > :after ORDER BY id LIMIT :limit) "
-                "RETURNING *",
+                f"RETURNING {_COLUMNS}",
                 {"destination": destination, "now": now, "lease_until": now + lease, "kind": first.kind,
                  "after": first.id, "limit": limit - 1},
             ).fetchall()
         return [first, *sorted((Job._from_row(r) for r in rows), key=lambda j: j.id)]
 
-    def complete_many(self, job_ids: Iterable[int], *, power_safe: bool = True) -> None:
-        """CLAIMED -> DONE for several jobs in one transaction.
+    def complete_many(self, job_ids: Iterable[int], *, power_safe: bool = True, warning: str | None = None) -> None:
+        """CLAIMED -> DONE for several jobs in one transaction; `warning`: the peer answered them with
+        that warning (kept in the row, see the module invariants).
 
         `power_safe=False` is for jobs whose repetition the peer treats as a repeat (a C-STORE, by SOP
         Instance UID): the commit then skips its fsync (WAL with synchronous=NORMAL). A process crash
@@ -343,7 +351,7 @@ class JobQueue:
             with self._lock:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 try:
-                    self.complete_many(ids)
+                    self.complete_many(ids, warning=warning)
                 finally:
                     self._conn.execute("PRAGMA synchronous=FULL")
             return
@@ -352,9 +360,9 @@ class JobQueue:
         with self._write() as conn:
             for job_id in ids:
                 row = conn.execute(
-                    "UPDATE queue_jobs SET state = 'done', lease_until = NULL, updated_at = ? "
+                    "UPDATE queue_jobs SET state = 'done', lease_until = NULL, updated_at = ?, warning = ? "
                     "WHERE id = ? AND state = 'claimed' RETURNING kind, destination",
-                    (now, job_id),
+                    (now, warning, job_id),
                 ).fetchone()
                 if row is None:
                     raise self._not_claimed(job_id)
@@ -362,9 +370,9 @@ class JobQueue:
         for kind, destination in finished:
             self._tell(kind, destination)
 
-    def complete(self, job_id: int, *, power_safe: bool = True) -> None:
-        """CLAIMED -> DONE (see `complete_many` for `power_safe`)."""
-        self.complete_many([job_id], power_safe=power_safe)
+    def complete(self, job_id: int, *, power_safe: bool = True, warning: str | None = None) -> None:
+        """CLAIMED -> DONE (see `complete_many` for `power_safe` and `warning`)."""
+        self.complete_many([job_id], power_safe=power_safe, warning=warning)
 
     def add_listener(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
         """Call `listener(kind, destination)` after each job this object completes (in the thread that

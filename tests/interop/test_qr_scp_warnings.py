@@ -75,9 +75,6 @@ def _finals(agent_port: int, dest_port: int) -> dict[str, tuple[Dataset, list[st
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug posted to qperf 05:38 (notes.md): a sub-operation answered with a "
-                   "warning is counted completed, the warning count is always 0 and the final status 0000; remove "
-                   "this mark with the fix")
 async def test_warnings_of_sub_operations_are_counted_and_end_in_b000(
     tmp_path: Path, start_agent  # type: ignore[no-untyped-def]
 ) -> None:

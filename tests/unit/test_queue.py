@@ -132,6 +132,37 @@ def test_complete_and_purge_done(q: JobQueue, clock: FakeClock) -> None:
     assert q.get(job_id) is None
 
 
+def test_a_warning_given_at_completion_is_kept_by_the_done_job_and_seen_by_another_process(
+    q: JobQueue, db_path: Path
+) -> None:
+    """A C-MOVE counts its warning sub-operations from the DONE rows (agent/services/query/scp.py)."""
+    warned, plain = q.enqueue("move-store", "pacs", {}), q.enqueue("move-store", "pacs", {})
+    assert claim_id(q) == warned
+    q.complete(warned, power_safe=False, warning="B007 Warning: data set does not match SOP class")
+    assert claim_id(q) == plain
+    q.complete(plain)
+    other = JobQueue(open_database(db_path))
+    assert [(j.state, j.warning) for j in other.list()] == [
+        (JobState.DONE, "B007 Warning: data set does not match SOP class"), (JobState.DONE, None)]
+
+
+def test_a_database_of_a_version_without_the_warning_column_gains_it(db_path: Path) -> None:
+    old = open_database(db_path)
+    old.execute(
+        "CREATE TABLE queue_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, destination TEXT "
+        "NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done', "
+        "'dead')), attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, lease_until REAL, "
+        "group_key TEXT, after_job INTEGER, created_at REAL NOT NULL, updated_at REAL NOT NULL, last_error TEXT)")
+    old.execute("INSERT INTO queue_jobs (kind, destination, payload, state, next_attempt_at, created_at, "
+                "updated_at) VALUES ('store', 'pacs', '{}', 'pending', 0, 0, 0)")
+    old.commit()
+    q = JobQueue(open_database(db_path))
+    job = q.claim("pacs")
+    assert job is not None and job.warning is None
+    q.complete(job.id, warning="B000 coerced")
+    assert q.get(job.id).warning == "B000 coerced"  # type: ignore[union-attr]
+
+
 def test_completion_without_power_safety_is_visible_to_others_and_later_commits_fsync_again(
     q: JobQueue, conn: sqlite3.Connection, db_path: Path
 ) -> None:

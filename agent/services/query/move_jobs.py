@@ -9,6 +9,8 @@ Invariants:
   queue before it is sent. The price is one claim transaction per instance.
 - Failures are judged as for forwarding: a missing file or an unusable context is permanent (dead at
   once), a peer that cannot be reached or answers A7xx is retried with the peer's backoff.
+- A C-STORE answered with a warning (any Bxxx, PS3.4 C.4.2.3.1) is delivered: the job completes with
+  that warning in its row, and the C-MOVE counts it as a warning sub-operation, not a completed one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.dimse.status import StatusCategory, category, describe
 from agent.errors import StoreError
 from agent.net.connection import DicomConnection
 from agent.services.forward import StorePerformer
@@ -40,7 +43,7 @@ class MoveStorePerformer:
     def contexts(self, job: Job) -> Sequence[ProposedContext]:
         return self.forward.contexts(job)
 
-    async def perform(self, conn: DicomConnection, job: Job) -> None:
+    async def perform(self, conn: DicomConnection, job: Job) -> str | None:
         uid = payload_str(job, "uid")
         originator = (payload_str(job, "originator_ae"), job.payload.get("originator_id"))
         if not isinstance(originator[1], int) or not 0 <= originator[1] <= 0xFFFF:
@@ -61,6 +64,9 @@ class MoveStorePerformer:
         check_status(reply.status, f"C-STORE of {uid} (C-MOVE sub-operation)")
         if self.forward.on_sent is not None:  # the audit trail's hook, shared with forwarding
             self.forward.on_sent(conn, uid)
+        if category(reply.status) is StatusCategory.WARNING:
+            return f"{int(reply.status):04X} {describe(int(reply.status))}"
+        return None
 
 
 __all__ = ["MOVE_STORE_JOB", "MoveStorePerformer", "move_payload"]

@@ -16,8 +16,11 @@ Invariants:
   attempt, the move ends as soon as none of its jobs is in flight; every job not delivered by then is
   counted failed and listed in the Failed SOP Instance UID List (0008,0058) of a B000 response, and
   stays in the queue, which retries it with the peer's backoff (so those instances still arrive later;
-  the counts describe what had arrived when the response was sent). Warnings from the destination are
-  counted as completed (the queue keeps no warning state).
+  the counts describe what had arrived when the response was sent). A C-STORE the destination answered
+  with a warning (Bxxx) counts as a warning sub-operation, not a completed one (PS3.4 C.4.2.3.1; the
+  job's row keeps the warning, agent.store.queue).
+- Final status of C-MOVE and C-GET: 0000 only when every sub-operation completed without a warning;
+  B000 when any failed or got a warning (with the Failed SOP Instance UID List when any failed).
 - C-GET: C-STORE sub-operations go back on the requestor's association, on a presentation context for
   which it took the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4). An instance whose SOP class has
   no such context is a failed sub-operation; when no sub-operation could be performed at all the final
@@ -308,20 +311,22 @@ class QuerySCP:
                     woken = trio.Event()  # before looking: a completion from now on wakes the wait below
                     states = await self.blocking.run(self._states, list(uids))
                     done = [i for i, s in states.items() if s == "done"]
+                    warned = [i for i, s in states.items() if s == "warning"]
                     failed = [i for i, s in states.items() if s in ("dead", "failed")]
                     in_flight = [i for i, s in states.items() if s == "claimed"]
-                    remaining = len(uids) - len(done) - len(failed)
+                    remaining = len(uids) - len(done) - len(warned) - len(failed)
                     if cancelled.is_set() or remaining == 0 or (failed and not in_flight):
                         # The reader stops before the last response: the peer may release at once.
                         nursery.cancel_scope.cancel()
                         break
-                    counts = (remaining, len(done), len(failed))
+                    counts = (remaining, len(done), len(warned), len(failed))
                     if counts != last:
                         last = counts
                         await conn.send_message(ctx.id, rq.response(
                             Status.PENDING, number_of_remaining_suboperations=remaining,
                             number_of_completed_suboperations=len(done),
-                            number_of_failed_suboperations=len(failed), number_of_warning_suboperations=0))
+                            number_of_failed_suboperations=len(failed),
+                            number_of_warning_suboperations=len(warned)))
                     with trio.move_on_after(PROGRESS_POLL):
                         async with trio.open_nursery() as waiters:
                             waiters.start_soon(_set_then_cancel, woken, waiters)
@@ -340,13 +345,14 @@ class QuerySCP:
             await conn.send_message(ctx.id, rq.response(
                 Status.CANCEL, number_of_remaining_suboperations=remaining,
                 number_of_completed_suboperations=len(done),
-                number_of_failed_suboperations=len(failed), number_of_warning_suboperations=0))
+                number_of_failed_suboperations=len(failed), number_of_warning_suboperations=len(warned)))
             return
-        not_done = [uids[i] for i in uids if states[i] != "done"]
-        await self._final(conn, ctx, rq, len(done), not_done)
+        not_done = [uids[i] for i in uids if states[i] not in ("done", "warning")]
+        await self._final(conn, ctx, rq, len(done), not_done, warnings=len(warned))
 
     def _states(self, job_ids: list[int]) -> dict[int, str]:
-        """Each job's state; a PENDING job that has failed an attempt is "failed" (blocking)."""
+        """Each job's state; a PENDING job that has failed an attempt is "failed", a DONE one whose
+        C-STORE got a warning "warning" (blocking)."""
         out: dict[int, str] = {}
         for job_id in job_ids:
             job = self.queue.get(job_id)
@@ -354,6 +360,8 @@ class QuerySCP:
                 out[job_id] = "dropped"
             elif job.state is JobState.PENDING and job.attempts > 0:
                 out[job_id] = "failed"
+            elif job.state is JobState.DONE and job.warning is not None:
+                out[job_id] = "warning"
             else:
                 out[job_id] = job.state.value
         return out
@@ -368,13 +376,14 @@ class QuerySCP:
         return dropped
 
     async def _final(self, conn: DicomConnection, ctx: PresentationContext, rq: CMoveRQ | CGetRQ,
-                     completed: int, failed_uids: list[str], *, nothing_possible: bool = False) -> None:
-        if not failed_uids:
+                     completed: int, failed_uids: list[str], *, warnings: int = 0,
+                     nothing_possible: bool = False) -> None:
+        if not failed_uids and not warnings:
             status = Status.SUCCESS
-        elif nothing_possible and completed == 0:
+        elif nothing_possible and completed == 0 and warnings == 0:
             status = Status.OUT_OF_RESOURCES_SUBOPS
         else:
-            status = Status.COERCION  # B000: sub-operations complete, one or more failures
+            status = Status.COERCION  # B000: sub-operations complete, one or more failures or warnings
         body = None
         if failed_uids:
             ds = Dataset()
@@ -382,7 +391,7 @@ class QuerySCP:
             body = encode(ds, ctx.transfer_syntax)
         await conn.send_message(ctx.id, rq.response(
             int(status), number_of_completed_suboperations=completed,
-            number_of_failed_suboperations=len(failed_uids), number_of_warning_suboperations=0,
+            number_of_failed_suboperations=len(failed_uids), number_of_warning_suboperations=warnings,
             has_dataset=body is not None), body)
 
     async def _retrieve_rows(self, conn: DicomConnection, ctx: PresentationContext, rq: CMoveRQ | CGetRQ,
@@ -427,7 +436,7 @@ class QuerySCP:
                     Status.PENDING, number_of_remaining_suboperations=len(rows) - n - 1,
                     number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
                     number_of_warning_suboperations=warnings))
-        await self._final(conn, ctx, rq, completed + warnings, failed, nothing_possible=True)
+        await self._final(conn, ctx, rq, completed, failed, warnings=warnings, nothing_possible=True)
 
 
 def _encoded(plan: engine.FindPlan, rows: list[sqlite3.Row], max_results: int, transfer_syntax: str,
