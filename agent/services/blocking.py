@@ -83,8 +83,9 @@ class Spool:
     report; an exception escaping one is logged). The thread is started by the first job and ends
     after `idle` seconds without one, so an idle spool holds no thread.
 
-    `run` never abandons its job: a cancellation is delivered once the job (and every job before it)
-    has finished, never while files are half written.
+    `run` never abandons its job: a cancelled caller still waits for the job (and every job before
+    it) to finish, never leaving files half written, and gets its value or exception; the
+    cancellation is raised at the caller's next checkpoint.
     """
 
     def __init__(self, name: str = "spool", *, idle: float = 5.0) -> None:
@@ -131,11 +132,12 @@ class Spool:
                 try:
                     await self._wait(efd, done)
                 except trio.Cancelled:
-                    # The job is never abandoned: wait for it shielded, then let the cancellation go on
-                    # (its result is dropped, as the caller is being cancelled).
+                    # The job is never abandoned: wait for it shielded. Its outcome is then returned,
+                    # not dropped (a C-STORE committed by it must still be counted and audited); the
+                    # cancellation, level-triggered, is raised again at the caller's next checkpoint,
+                    # as after trio.to_thread.run_sync and this method's other path.
                     with trio.CancelScope(shield=True):
                         await self._wait(efd, done)
-                    raise
             finally:
                 self._efd_waiting = False
             return done[0].unwrap()

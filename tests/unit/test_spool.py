@@ -42,19 +42,25 @@ async def test_a_job_after_the_thread_ended_starts_another() -> None:
     assert await spool.run(lambda: 42) == 42
 
 
-async def test_a_cancelled_caller_waits_for_its_job() -> None:
+async def test_a_cancelled_caller_waits_for_its_job_and_gets_its_result() -> None:
+    # A job that completed (a C-STORE committed) is not lost to the caller's cancellation: the caller
+    # gets its value (so the stored instance is counted and audited) and the cancellation comes at
+    # its next checkpoint; the job ran once.
     spool = Spool("test")
     release = threading.Event()
-    done: list[bool] = []
+    ran: list[bool] = []
+    got: list[object] = []
 
-    def job() -> None:
+    def job() -> str:
         release.wait(10)
-        done.append(True)
+        ran.append(True)
+        return "committed"
 
     async def caller(scope: trio.CancelScope) -> None:
         with scope:
-            await spool.run(job)  # raises Cancelled, but only once the job has finished
-            done.append(False)
+            got.append(await spool.run(job))
+            await trio.lowlevel.checkpoint()  # the cancellation, still pending, is raised here
+            got.append("not cancelled")
 
     scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:
@@ -62,6 +68,32 @@ async def test_a_cancelled_caller_waits_for_its_job() -> None:
         await trio.sleep(0.05)
         scope.cancel()
         await trio.sleep(0.05)
-        assert done == [] and not scope.cancelled_caught  # still waiting for the job, not abandoned
+        assert ran == [] and got == [] and not scope.cancelled_caught  # still waiting, not abandoned
         release.set()
-    assert done == [True] and scope.cancelled_caught
+    assert ran == [True] and got == ["committed"] and scope.cancelled_caught
+
+
+async def test_a_cancelled_caller_gets_its_jobs_exception() -> None:
+    spool = Spool("test")
+    release = threading.Event()
+
+    def job() -> None:
+        release.wait(10)
+        raise OSError("disk full")
+
+    caught: list[BaseException] = []
+
+    async def caller(scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                await spool.run(job)
+            except OSError as exc:
+                caught.append(exc)
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, scope)
+        await trio.sleep(0.05)
+        scope.cancel()
+        release.set()
+    assert [str(e) for e in caught] == ["disk full"]
