@@ -21,6 +21,11 @@ Invariants:
   job's row keeps the warning, agent.store.queue).
 - Final status of C-MOVE and C-GET: 0000 only when every sub-operation completed without a warning;
   B000 when any failed or got a warning (with the Failed SOP Instance UID List when any failed).
+- C-MOVE and the database busy: when its sub-operations cannot be queued because another process
+  (a `dicom-agent` command, a backup) has held the database's write lock for longer than the agent's
+  SQLite busy timeout (30 s), the answer is C002 (Unable to process at this time): nothing was
+  queued, the association stays usable and the same C-MOVE asked again later can succeed. A702 stays
+  for what retrying soon does not cure (disk full, the database file unwritable).
 - C-GET: C-STORE sub-operations go back on the requestor's association, on a presentation context for
   which it took the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4). An instance whose SOP class has
   no such context is a failed sub-operation; when no sub-operation could be performed at all the final
@@ -67,11 +72,16 @@ log = logging.getLogger("agent.query")
 
 #: The statuses each operation can answer (seed C-FIND / C-MOVE status tables; PS3.4 C.4).
 #: Exactly the ones these handlers send: A701 index unreadable, A702 sub-operations cannot be queued
-#: (or, for C-GET, none could be performed), C001 a level the model does not have.
+#: (or, for C-GET, none could be performed), C001 a level the model does not have, C002 (C-MOVE) the
+#: database's write lock held by another process past the busy timeout: retry later.
 FIND_STATUSES = (0x0000, 0xFF00, 0xFF01, 0xFE00, 0xA700, 0xA900, 0xC001)
-MOVE_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900, 0xC001)
+MOVE_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900, 0xC001, 0xC002)
 GET_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0xC001)
 SCP_STATUSES = tuple(sorted(set(FIND_STATUSES + MOVE_STATUSES + GET_STATUSES)))
+#: C-MOVE: "Failed: Unable to process at this time" (seed C-MOVE status table), a transient condition.
+UNABLE_TO_PROCESS_NOW = 0xC002
+# SQLite's primary result codes of a lock another connection holds.
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 #: How often a C-MOVE looks at its jobs when no completion woke it (failures do not wake it).
 PROGRESS_POLL = 0.5
 # C-FIND pending responses per network write, and the bytes after which a write goes out anyway.
@@ -281,6 +291,10 @@ class QuerySCP:
                 conn.calling_ae, rq.message_id)) for r in rows]
             ids = await self.blocking.run(self.queue.enqueue_many, jobs) if jobs else []
         except (sqlite3.Error, AgentError, OSError) as exc:
+            if _database_busy(exc):
+                await _refuse(conn, ctx.id, rq, UNABLE_TO_PROCESS_NOW,
+                              "database busy (locked by another process); retry later")
+                return
             log.exception("C-MOVE: cannot queue the sub-operations")
             await _refuse(conn, ctx.id, rq, Status.OUT_OF_RESOURCES_SUBOPS, f"cannot queue: {exc}")
             return
@@ -437,6 +451,18 @@ class QuerySCP:
                     number_of_completed_suboperations=completed, number_of_failed_suboperations=len(failed),
                     number_of_warning_suboperations=warnings))
         await self._final(conn, ctx, rq, completed, failed, warnings=warnings, nothing_possible=True)
+
+
+def _database_busy(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps: QueueError wraps sqlite3's) is SQLite giving up on a lock
+    another connection holds (SQLITE_BUSY / SQLITE_LOCKED after the busy timeout)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlite3.Error) and getattr(seen, "sqlite_errorcode", 0) & 0xFF in (
+                _SQLITE_BUSY, _SQLITE_LOCKED):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _encoded(plan: engine.FindPlan, rows: list[sqlite3.Row], max_results: int, transfer_syntax: str,
