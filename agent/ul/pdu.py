@@ -736,7 +736,17 @@ def _decode_associate(pdu_type: int, body: memoryview) -> AAssociateRQ | AAssoci
         raise PDUDecodeError(f"{name}: {exc}") from exc
 
 
+_new = object.__new__
+_set_context_id, _set_is_command, _set_is_last, _set_data = (
+    PDV.__dict__[name].__set__ for name in ("context_id", "is_command", "is_last", "data")
+)
+_set_pdvs = PDataTF.__dict__["pdvs"].__set__
+
+
 def _decode_pdata(body: memoryview) -> PDataTF:
+    """The P-DATA-TF's PDVs, checked here; the objects are then filled through their slots, skipping
+    the __init__/__post_init__ frames whose checks (context ID 1-255, at least one PDV) this already
+    made: two to three fewer Python calls per PDU on the receive hot path, objects equal to PDV(...)."""
     pdvs = []
     offset = 0
     end = len(body)
@@ -746,15 +756,22 @@ def _decode_pdata(body: memoryview) -> PDataTF:
         length, context_id, mch = _PDV_HEADER.unpack_from(body, offset)
         if length < 2 or offset + 4 + length > end:
             raise PDUDecodeError("PDV item length overruns its P-DATA-TF PDU")
-        if context_id == 0 or context_id % 2 == 0:
+        if not context_id & 1:  # 0 or even (a single byte, so never above 255)
             raise PDUDecodeError(f"PDV with invalid presentation context ID {context_id}")
         if mch & 0xFC:
             raise PDUDecodeError(f"PDV message control header {mch:#04x} has reserved bits set")
-        pdvs.append(PDV(context_id, bool(mch & 1), bool(mch & 2), body[offset + 6 : offset + 4 + length]))
+        pdv = _new(PDV)
+        _set_context_id(pdv, context_id)
+        _set_is_command(pdv, bool(mch & 1))
+        _set_is_last(pdv, bool(mch & 2))
+        _set_data(pdv, body[offset + 6 : offset + 4 + length])
+        pdvs.append(pdv)
         offset += 4 + length
     if not pdvs:
         raise PDUDecodeError("P-DATA-TF PDU without a PDV")
-    return PDataTF(tuple(pdvs))
+    pdata = _new(PDataTF)
+    _set_pdvs(pdata, tuple(pdvs))
+    return pdata
 
 
 def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
@@ -768,10 +785,10 @@ def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
     if len(view) != length + 6:
         raise PDUDecodeError("PDU length field does not match the PDU")
     body = view[6:]
+    if pdu_type == P_DATA_TF:  # first: the PDU of the hot path
+        return _decode_pdata(body)
     if pdu_type in (A_ASSOCIATE_RQ, A_ASSOCIATE_AC):
         return _decode_associate(pdu_type, body)
-    if pdu_type == P_DATA_TF:
-        return _decode_pdata(body)
     if pdu_type in (A_ASSOCIATE_RJ, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT):
         if length != 4:
             raise PDUDecodeError(f"PDU type {pdu_type:02X}H must have length 4, has {length}")
