@@ -522,7 +522,8 @@ async def _cancelled(conn: DicomConnection, message_id: int) -> bool:
 
 async def _refuse(conn: DicomConnection, context_id: int, rq: CFindRQ | CMoveRQ | CGetRQ, status: int,
                   comment: str, offending: tuple[int, ...] = ()) -> None:
-    log.warning("%s: %s refused (%s): %s", conn.remote, type(rq).__name__, describe(int(status)), comment)
+    what = "0xC002 Failed: unable to process at this time" if status == UNABLE_TO_PROCESS_NOW else describe(int(status))
+    log.warning("%s: %s refused (%s): %s", conn.remote, type(rq).__name__, what, comment)
     text = comment.encode("ascii", "replace").decode().replace("\\", "/")[:64]
     extra: dict[str, object] = {"error_comment": text}
     if offending:
