@@ -44,6 +44,10 @@ _eventfd = getattr(os, "eventfd", None)  # Linux
 #: What `Blocking.try_now` returns when another thread has the database.
 BUSY = object()
 
+#: The job `Spool.close` queues: its thread ends there.
+def _STOP() -> None:  # noqa: N802
+    return None
+
 
 class Blocking:
     def __init__(self) -> None:
@@ -81,7 +85,7 @@ class Spool:
     trio machinery, one queue put: a few microseconds); `run` queues one and waits for its result.
     Jobs never raise into the thread (a `submit`ted job keeps its own error for a later `run` to
     report; an exception escaping one is logged). The thread is started by the first job and ends
-    after `idle` seconds without one, so an idle spool holds no thread.
+    after `idle` seconds without one, or at once by `close`, so an idle spool holds no thread.
 
     `run` never abandons its job: a cancelled caller still waits for the job (and every job before
     it) to finish, never leaving files half written, and gets its value or exception; the
@@ -159,12 +163,21 @@ class Spool:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(efd)  # back to zero (a late write only wakes the next wait early)
 
+    def close(self) -> None:
+        """The thread ends once the jobs queued before have run, not `idle` seconds later (its owner,
+        an association, is gone); a job submitted afterwards starts a thread again. From any thread."""
+        with self._lock:
+            if self._running:
+                self._jobs.put(_STOP)
+
     def _work(self) -> None:
         jobs = self._jobs
         while True:
             try:
                 job = jobs.get(timeout=self.idle)
             except queue.Empty:
+                job = _STOP
+            if job is _STOP:
                 with self._lock:
                     if jobs.empty():
                         self._running = False

@@ -149,6 +149,9 @@ class StorageSCP:
         spool = self._spools.get(conn)
         if spool is None:
             spool = self._spools[conn] = Spool(f"store {conn.remote}")
+            # Its thread and eventfd end with the association, not 5 idle seconds later: a burst of
+            # one-image associations would otherwise hold one of each per association for 5 s.
+            weakref.finalize(conn, spool.close)
         return spool
 
     async def _receive(self, conn: DicomConnection, ctx: PresentationContext, rq: CStoreRQ) -> _Outcome:

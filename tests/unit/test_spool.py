@@ -97,3 +97,16 @@ async def test_a_cancelled_caller_gets_its_jobs_exception() -> None:
         scope.cancel()
         release.set()
     assert [str(e) for e in caught] == ["disk full"]
+
+
+async def test_close_ends_the_thread_after_the_queued_jobs_not_idle_seconds_later() -> None:
+    spool = Spool("test-close", idle=3600)
+    seen: list[int] = []
+    thread_id = await spool.run(threading.get_ident)
+    thread = next(t for t in threading.enumerate() if t.ident == thread_id)
+    for i in range(5):
+        spool.submit(seen.append, i)
+    spool.close()
+    await trio.to_thread.run_sync(thread.join, 30)  # a safety net: without close it waits 30 s and fails
+    assert not thread.is_alive() and seen == [0, 1, 2, 3, 4]
+    assert await spool.run(lambda: "served again") == "served again"  # a later job starts a new thread
