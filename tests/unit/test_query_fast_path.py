@@ -248,3 +248,25 @@ def test_name_prefilter_keeps_every_match(db: sqlite3.Connection, level: str) ->
             assert names == ["KANGAROO", "KIM^A=KANG^B", "kang^c"]
         if key == "ROE*":
             assert names == ["=ROE^JANE", "ROE^X=ROE^Y"]
+
+
+def test_fetch_rows_now_restores_the_connection_when_the_look_up_raises(
+        db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the look-up raises (not only SQLite's interrupt or lock), the shared connection gets
+    its busy timeout back and keeps no progress handler: later statements of any thread wait for a
+    lock as before and are not interrupted."""
+    plan = engine.plan_find(STUDY_ROOT, identifier(**RETURN_STUDY, QueryRetrieveLevel="STUDY"), relational=False)
+    timeout = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    assert timeout > 0
+
+    def broken(conn: sqlite3.Connection, plan: object) -> list[sqlite3.Row]:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(engine, "fetch_rows", broken)
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        engine.fetch_rows_now(db, plan, budget=0.0)
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == timeout
+    # The look-up's deadline (budget 0) is past: a progress handler left behind would interrupt this.
+    count = db.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
+                       "SELECT count(*) FROM c").fetchone()[0]
+    assert count == 100000
