@@ -96,7 +96,9 @@ class Spool:
         self.name = name
         self.idle = idle
         self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        # Re-entrant: `close` runs from a finalizer, which the collector may run in this spool's own
+        # thread while it holds the lock (_work deciding to end).
+        self._lock = threading.RLock()
         self._running = False
         self._efd: int | None = None  # made by the first `run`
         self._efd_waiting = False
