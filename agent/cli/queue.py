@@ -76,7 +76,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
         "id": job.id, "kind": job.kind, "destination": job.destination, "state": job.state.value,
         "attempts": job.attempts, "next_attempt_at": job.next_attempt_at, "created_at": job.created_at,
         "updated_at": job.updated_at, "group_key": job.group_key, "after_job": job.after_job,
-        "last_error": job.last_error, "payload": job.payload,
+        "last_error": job.last_error, "warning": job.warning, "payload": job.payload,
     }
 
 

@@ -10,6 +10,8 @@ has three instances: the final response must say 0 completed, 3 warning, 0 faile
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,8 @@ async def test_warnings_of_sub_operations_are_counted_and_end_in_b000(
         if got != (hex(0xB000), 0, 3, 0):
             problems.append(f"C-{kind.upper()}: final (status, completed, warning, failed) = {got}")
     assert problems == []
+    # The warning is kept with each sub-operation's queue job, where an operator sees it.
+    proc = await trio.run_process([sys.executable, "-m", "agent", "queue", "list", "--all", "--json", "--profile",
+                                   str(running.profile.source)], capture_stdout=True, check=True)
+    jobs = json.loads(proc.stdout)
+    assert [(j["kind"], j["state"], j["warning"][:4]) for j in jobs] == [("move-store", "done", "B007")] * 3
