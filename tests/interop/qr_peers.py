@@ -285,3 +285,28 @@ def _matches(ds: Dataset, elem: Any) -> bool:
 
         return fnmatch.fnmatchcase(have, want)
     return have == want
+
+
+async def archive_agent(start_agent: Any, folder: Path, peer: str, ae_title: str, port: int,
+                        agent_extra: str = "") -> Any:
+    """A running agent with `[storage]`, `[query]` and one peer `peer` (`ae_title` at `port`), holding
+    `make_archive`'s instances, sent to it by DCMTK storescu (checked: all of them indexed)."""
+    from tests.conftest import require_tool, write_profile
+    from tests.interop.storage_helpers import index_count, run
+
+    storescu = require_tool("storescu")
+    running = await start_agent(write_profile(folder / "agent", f"""
+        [peers.{peer}]
+        ae_title = "{ae_title}"
+        host = "127.0.0.1"
+        port = {port}
+
+        [storage]
+
+        [query]
+        """, agent_extra=agent_extra))
+    files = make_archive(folder / "files")
+    rc, out = await run([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port), *map(str, files)], 120)
+    assert rc == 0, out
+    assert index_count(running.data_dir) == len(files)
+    return running

@@ -18,9 +18,8 @@ import pytest
 import trio
 from pydicom import Dataset
 
-from tests.conftest import free_port, require_pynetdicom, require_tool, write_profile
-from tests.interop.qr_peers import ROOT, make_archive
-from tests.interop.storage_helpers import index_count, run
+from tests.conftest import free_port, require_pynetdicom, require_tool
+from tests.interop.qr_peers import ROOT, archive_agent
 
 pytestmark = pytest.mark.interop
 
@@ -78,23 +77,9 @@ async def test_move_while_the_database_is_locked_answers_c002_and_the_retry_move
     tmp_path: Path, start_agent  # type: ignore[no-untyped-def]
 ) -> None:
     require_pynetdicom()
-    storescu = require_tool("storescu")
     movescu = require_tool("movescu")
     dest_port = free_port()
-    running = await start_agent(write_profile(tmp_path / "agent", f"""
-        [peers.busydest]
-        ae_title = "BUSYDEST"
-        host = "127.0.0.1"
-        port = {dest_port}
-
-        [storage]
-
-        [query]
-        """))
-    files = make_archive(tmp_path / "files")
-    rc, out = await run([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port), *map(str, files)], 120)
-    assert rc == 0, out
-    assert index_count(running.data_dir) == len(files)
+    running = await archive_agent(start_agent, tmp_path, "busydest", "BUSYDEST", dest_port)
     agent = running.agent
     await trio.to_thread.run_sync(agent.blocking.call,  # type: ignore[attr-defined]
                                   lambda: agent.db.execute("PRAGMA busy_timeout = 300"))  # type: ignore[attr-defined]

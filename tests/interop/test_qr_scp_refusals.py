@@ -23,9 +23,8 @@ import pytest
 import trio
 from pydicom import Dataset
 
-from tests.conftest import free_port, require_pynetdicom, write_profile
-from tests.interop.qr_peers import ROOT, make_archive
-from tests.interop.storage_helpers import index_count, run
+from tests.conftest import free_port, require_pynetdicom
+from tests.interop.qr_peers import ROOT, archive_agent
 
 pytestmark = [pytest.mark.trio, pytest.mark.interop,
               pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]  # the wildcard UID below
@@ -111,23 +110,8 @@ def _session(port: int, db: Path, received: list[str]) -> dict[str, object]:
 
 async def test_level_wildcard_unreadable_index_and_unqueueable_moves(tmp_path: Path, start_agent) -> None:  # type: ignore[no-untyped-def]
     require_pynetdicom()
-    from tests.conftest import require_tool
-
-    storescu = require_tool("storescu")
-    running = await start_agent(write_profile(tmp_path / "agent", f"""
-        [peers.scu]
-        ae_title = "PYNSCU"
-        host = "127.0.0.1"
-        port = {free_port()}
-
-        [storage]
-
-        [query]
-        """, agent_extra='dimse_timeout = "30s"'))
-    files = make_archive(tmp_path / "files")
-    rc, out = await run([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port), *map(str, files)], 120)
-    assert rc == 0, out
-    assert index_count(running.data_dir) == len(files)
+    running = await archive_agent(start_agent, tmp_path, "scu", "PYNSCU", free_port(),
+                                  agent_extra='dimse_timeout = "30s"')
 
     received: list[str] = []
     with trio.fail_after(180):

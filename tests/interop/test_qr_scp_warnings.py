@@ -18,9 +18,8 @@ import pytest
 import trio
 from pydicom import Dataset
 
-from tests.conftest import free_port, require_pynetdicom, require_tool, write_profile
-from tests.interop.qr_peers import ROOT, make_archive
-from tests.interop.storage_helpers import index_count, run
+from tests.conftest import free_port, require_pynetdicom
+from tests.interop.qr_peers import ROOT, archive_agent
 
 pytestmark = pytest.mark.interop
 
@@ -81,22 +80,9 @@ async def test_warnings_of_sub_operations_are_counted_and_end_in_b000(
     tmp_path: Path, start_agent  # type: ignore[no-untyped-def]
 ) -> None:
     require_pynetdicom()
-    storescu = require_tool("storescu")
     dest_port = free_port()
-    running = await start_agent(write_profile(tmp_path / "agent", f"""
-        [peers.warndest]
-        ae_title = "WARNDEST"
-        host = "127.0.0.1"
-        port = {dest_port}
-
-        [storage]
-
-        [query]
-        """, agent_extra='dimse_timeout = "30s"'))
-    files = make_archive(tmp_path / "files")
-    rc, out = await run([storescu, "-aec", "AGENT", "127.0.0.1", str(running.port), *map(str, files)], 120)
-    assert rc == 0, out
-    assert index_count(running.data_dir) == len(files)
+    running = await archive_agent(start_agent, tmp_path, "warndest", "WARNDEST", dest_port,
+                                  agent_extra='dimse_timeout = "30s"')
     with trio.fail_after(120):
         finals = await trio.to_thread.run_sync(_finals, running.port, dest_port)
     want = [f"{STUDY}.1.1", f"{STUDY}.1.2", f"{STUDY}.2.1"]
