@@ -310,3 +310,16 @@ async def archive_agent(start_agent: Any, folder: Path, peer: str, ae_title: str
     assert rc == 0, out
     assert index_count(running.data_dir) == len(files)
     return running
+
+
+def identifier(**keys: object) -> Dataset:
+    """A query/retrieve identifier with these keywords and values."""
+    ds = Dataset()
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def offending_tags(value: object) -> list[int]:
+    """Offending Element (AT, VM 1-n) as a list: pydicom reads one value as a bare tag (an int)."""
+    return [int(value)] if isinstance(value, int) else [int(t) for t in value]  # type: ignore[attr-defined]

@@ -20,7 +20,8 @@ import pytest
 from pydicom import Dataset, dcmread
 
 from tests.conftest import free_port, require_pynetdicom, require_tool
-from tests.interop.qr_peers import POLISH, ROOT, STUDIES, all_images, dcmqrscp, make_archive, wait_port
+from tests.interop.qr_peers import (POLISH, ROOT, STUDIES, all_images, dcmqrscp, identifier, make_archive,
+                                    offending_tags, wait_port)
 
 pytestmark = pytest.mark.interop
 
@@ -262,25 +263,13 @@ def _ae(*contexts: str, get_roles: bool = False) -> object:
     return ae
 
 
-def _identifier(**keys: object) -> Dataset:
-    ds = Dataset()
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
-
-
-def _tags(value: object) -> list[int]:
-    """Offending Element (AT, VM 1-n) as a list: pydicom reads one value as a bare tag (an int)."""
-    return [int(value)] if isinstance(value, int) else [int(t) for t in value]  # type: ignore[attr-defined]
-
-
 def _find(assoc: object, model: str, **keys: object) -> tuple[list[Dataset], Dataset]:
     """(matches, final status data set) of one C-FIND."""
     matches, final = [], None
-    for status, identifier in assoc.send_c_find(_identifier(**keys), model):  # type: ignore[attr-defined]
+    for status, answer in assoc.send_c_find(identifier(**keys), model):  # type: ignore[attr-defined]
         assert status is not None and "Status" in status, "no response"
         if status.Status in (0xFF00, 0xFF01):
-            matches.append(identifier)
+            matches.append(answer)
         else:
             final = status
     assert final is not None
@@ -314,29 +303,29 @@ def test_pynetdicom_find_move_get_and_bad_input(setup: Setup) -> None:
 
         # Refusals: a key below the level, an unknown level, a missing upper unique key.
         found, final = _find(assoc, SFIND, QueryRetrieveLevel="STUDY", StudyInstanceUID="", SOPInstanceUID="")
-        assert (final.Status, _tags(final.OffendingElement)) == (0xA900, [0x00080018]) and not found
+        assert (final.Status, offending_tags(final.OffendingElement)) == (0xA900, [0x00080018]) and not found
         assert "SOPInstanceUID" in final.ErrorComment
         found, final = _find(assoc, SFIND, QueryRetrieveLevel="FRAME", StudyInstanceUID="")
-        assert (final.Status, _tags(final.OffendingElement)) == (0xC001, [0x00080052])
+        assert (final.Status, offending_tags(final.OffendingElement)) == (0xC001, [0x00080052])
         found, final = _find(assoc, SFIND, QueryRetrieveLevel="SERIES", SeriesInstanceUID="")
-        assert (final.Status, _tags(final.OffendingElement)) == (0xA900, [0x0020000D])
+        assert (final.Status, offending_tags(final.OffendingElement)) == (0xA900, [0x0020000D])
         # A key the index does not hold, with a value: answered, flagged FF01, not used to match.
-        statuses = [s.Status for s, _ in assoc.send_c_find(_identifier(  # type: ignore[attr-defined]
+        statuses = [s.Status for s, _ in assoc.send_c_find(identifier(  # type: ignore[attr-defined]
             QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.1", InstitutionName="X*"), SFIND)]
         assert statuses == [0xFF01, 0x0000]
 
         # MOVE: to storescp; to an AE that is no peer, and to a peer not allowed as destination: A801.
         statuses = [s.Status for s, _ in assoc.send_c_move(  # type: ignore[attr-defined]
-            _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.2"), "STORESCP", SMOVE)]
+            identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.2"), "STORESCP", SMOVE)]
         assert statuses[-1] == 0x0000
         assert f"{ROOT}.2.1.1" in _received(setup.storescp_dir)
         for dest in ("NOBODY", "HIDDEN"):
             replies = list(assoc.send_c_move(  # type: ignore[attr-defined]
-                _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.2"), dest, SMOVE))
+                identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.2"), dest, SMOVE))
             assert [s.Status for s, _ in replies] == [0xA801], dest
         replies = list(assoc.send_c_move(  # type: ignore[attr-defined]
-            _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID="*"), "STORESCP", SMOVE))
-        assert replies[-1][0].Status == 0xA900 and _tags(replies[-1][0].OffendingElement) == [0x0020000D]
+            identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID="*"), "STORESCP", SMOVE))
+        assert replies[-1][0].Status == 0xA900 and offending_tags(replies[-1][0].OffendingElement) == [0x0020000D]
     finally:
         assoc.release()
 
@@ -352,7 +341,7 @@ def test_pynetdicom_find_move_get_and_bad_input(setup: Setup) -> None:
     assoc = ae.associate("127.0.0.1", setup.agent_port, ae_title=AGENT_AE, ext_neg=roles,  # type: ignore[attr-defined]
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
-        replies = list(assoc.send_c_get(_identifier(QueryRetrieveLevel="SERIES", StudyInstanceUID=f"{ROOT}.4",
+        replies = list(assoc.send_c_get(identifier(QueryRetrieveLevel="SERIES", StudyInstanceUID=f"{ROOT}.4",
                                                     SeriesInstanceUID=f"{ROOT}.4.1"), SGET))
         final = replies[-1][0]
         assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0, 2, 0)
@@ -377,7 +366,7 @@ def test_pynetdicom_find_move_get_and_bad_input(setup: Setup) -> None:
                          evt_handlers=[(evt.EVT_C_STORE, store_then_cancel)])
     try:
         cancel_from[:] = [assoc, next(c.context_id for c in assoc.accepted_contexts if c.abstract_syntax == SGET)]
-        replies = list(assoc.send_c_get(_identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4"),
+        replies = list(assoc.send_c_get(identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4"),
                                         SGET, msg_id=91))
         final = replies[-1][0]
         assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfRemainingSuboperations) == (
@@ -390,7 +379,7 @@ def test_pynetdicom_find_move_get_and_bad_input(setup: Setup) -> None:
     ae = _ae(SGET, get_roles=True)
     assoc = ae.associate("127.0.0.1", setup.agent_port, ae_title=AGENT_AE)  # type: ignore[attr-defined]
     try:
-        replies = list(assoc.send_c_get(_identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.1"), SGET))
+        replies = list(assoc.send_c_get(identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.1"), SGET))
         final, failed = replies[-1]
         assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0xA702, 0, 2)
         assert sorted(failed.FailedSOPInstanceUIDList) == [f"{ROOT}.1.1.1", f"{ROOT}.1.1.2"]
@@ -500,7 +489,7 @@ def test_c_cancel_stops_the_move_and_answers_fe00(setup: Setup) -> None:
         context_id = assoc.accepted_contexts[0].context_id
         replies = []
         try:
-            for status, _ in assoc.send_c_move(_identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4"),
+            for status, _ in assoc.send_c_move(identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4"),
                                                "SLOW", SMOVE, msg_id=77):
                 replies.append(status)
                 if status.Status == 0xFF00 and status.NumberOfCompletedSuboperations == 1:
@@ -530,7 +519,7 @@ def test_destination_down_counts_failures_and_the_queue_retries(setup: Setup) ->
 
     assoc = _ae(SMOVE).associate("127.0.0.1", setup.agent_port, ae_title=AGENT_AE)  # type: ignore[attr-defined]
     try:
-        replies = list(assoc.send_c_move(_identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.1"),
+        replies = list(assoc.send_c_move(identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.1"),
                                          "DOWN", SMOVE))
     finally:
         assoc.release()
@@ -543,7 +532,7 @@ def test_destination_down_counts_failures_and_the_queue_retries(setup: Setup) ->
     try:
         assoc = _ae(SMOVE).associate("127.0.0.1", setup.agent_port, ae_title=AGENT_AE)  # type: ignore[attr-defined]
         try:
-            replies = list(assoc.send_c_move(_identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4"),
+            replies = list(assoc.send_c_move(identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4"),
                                              "FLAKY", SMOVE))
         finally:
             assoc.release()

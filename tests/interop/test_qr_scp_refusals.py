@@ -24,21 +24,10 @@ import trio
 from pydicom import Dataset
 
 from tests.conftest import free_port, require_pynetdicom
-from tests.interop.qr_peers import ROOT, archive_agent
+from tests.interop.qr_peers import ROOT, archive_agent, identifier, offending_tags
 
 pytestmark = [pytest.mark.trio, pytest.mark.interop,
               pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]  # the wildcard UID below
-
-
-def _identifier(**keys: object) -> Dataset:
-    ds = Dataset()
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
-
-
-def _tags(value: object) -> list[int]:
-    return [int(value)] if isinstance(value, int) else [int(t) for t in value]  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -89,20 +78,20 @@ def _session(port: int, db: Path, received: list[str]) -> dict[str, object]:
             return replies[-1]
 
         study = dict(QueryRetrieveLevel="STUDY", StudyInstanceUID=f"{ROOT}.4")
-        seen["move-level"] = last(assoc.send_c_move(_identifier(QueryRetrieveLevel="FRAME",
+        seen["move-level"] = last(assoc.send_c_move(identifier(QueryRetrieveLevel="FRAME",
                                                                 StudyInstanceUID=f"{ROOT}.4"), "PYNSCU", SMOVE))[0]
-        seen["get-level"] = last(assoc.send_c_get(_identifier(QueryRetrieveLevel="FRAME",
+        seen["get-level"] = last(assoc.send_c_get(identifier(QueryRetrieveLevel="FRAME",
                                                               StudyInstanceUID=f"{ROOT}.4"), SGET))[0]
-        seen["get-wildcard"] = last(assoc.send_c_get(_identifier(QueryRetrieveLevel="STUDY",
+        seen["get-wildcard"] = last(assoc.send_c_get(identifier(QueryRetrieveLevel="STUDY",
                                                                  StudyInstanceUID="1.2*"), SGET))[0]
         with _tables_away(db, "instances", "qr_studies"):  # study-level C-FIND reads the summary
-            seen["find-unreadable"] = last(assoc.send_c_find(_identifier(**study, PatientName=""), SFIND))[0]
-            seen["move-unreadable"] = last(assoc.send_c_move(_identifier(**study), "PYNSCU", SMOVE))[0]
-            seen["get-unreadable"] = last(assoc.send_c_get(_identifier(**study), SGET))[0]
+            seen["find-unreadable"] = last(assoc.send_c_find(identifier(**study, PatientName=""), SFIND))[0]
+            seen["move-unreadable"] = last(assoc.send_c_move(identifier(**study), "PYNSCU", SMOVE))[0]
+            seen["get-unreadable"] = last(assoc.send_c_get(identifier(**study), SGET))[0]
         seen["received-while-unreadable"] = list(received)
         with _tables_away(db, "queue_jobs"):
-            seen["move-unqueued"] = last(assoc.send_c_move(_identifier(**study), "PYNSCU", SMOVE))[0]
-        seen["get-again"] = last(assoc.send_c_get(_identifier(**study), SGET))[0]
+            seen["move-unqueued"] = last(assoc.send_c_move(identifier(**study), "PYNSCU", SMOVE))[0]
+        seen["get-again"] = last(assoc.send_c_get(identifier(**study), SGET))[0]
     finally:
         assoc.release()
     return seen
@@ -119,10 +108,10 @@ async def test_level_wildcard_unreadable_index_and_unqueueable_moves(tmp_path: P
 
     for case in ("move-level", "get-level"):
         status = seen[case]
-        assert (status.Status, _tags(status.OffendingElement)) == (  # type: ignore[attr-defined]
+        assert (status.Status, offending_tags(status.OffendingElement)) == (  # type: ignore[attr-defined]
             0xC001, [0x00080052]), case
     status = seen["get-wildcard"]
-    assert (status.Status, _tags(status.OffendingElement)) == (0xA900, [0x0020000D])  # type: ignore[attr-defined]
+    assert (status.Status, offending_tags(status.OffendingElement)) == (0xA900, [0x0020000D])  # type: ignore[attr-defined]
 
     for case, code in (("find-unreadable", 0xA700), ("move-unreadable", 0xA701), ("get-unreadable", 0xA701)):
         status = seen[case]
