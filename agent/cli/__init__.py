@@ -177,10 +177,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     tenth of sending 200 images, and there is nothing left for it to do. Called in process (argv
     given, as the tests do), main returns the status like any function."""
     command = _command_word(argv)
-    status = _main(argv)
+    try:
+        status = _main(argv)
+    except BrokenPipeError:
+        # Whoever read our output has gone (`dicom-agent queue list | head`): say so in one line, not
+        # a traceback, and exit 1 as any other failed command; later writes go nowhere.
+        _output_gone(command)
+        status = 1
     if argv is None and command in _EXIT_AT_ONCE:
         _exit_now(status)
     return status
+
+
+def _output_gone(command: str | None) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no real file (in process, a test's capture)
+        pass
+    try:
+        print(f"dicom-agent {command or ''}: standard output was closed (broken pipe); stopped".replace("  ", " "),
+              file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _exit_now(status: int) -> None:
