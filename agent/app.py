@@ -283,6 +283,10 @@ class Agent:
         if self.tls_server is not None:
             self.tls_server.reload()
         self.reload_security()
+        if self.listener is not None:  # what the reload replaced was frozen with the rest at start
+            from agent.net.server import refreeze
+
+            refreeze()
 
     def reload_security(self) -> None:
         """Users (and the password file) and access rules, read again from the profile file. A profile

@@ -33,3 +33,24 @@ async def test_garbage_made_before_the_listener_starts_is_still_freed() -> None:
     finally:
         gc.enable()
         gc.unfreeze()  # the rest of the test process as it was
+
+
+def test_refreeze_frees_what_died_after_the_freeze() -> None:
+    """After a SIGHUP reload the replaced objects (alive, so frozen, at start) are garbage: refreeze()
+    (called by Agent.reload) frees them; a plain collection cannot reach frozen objects."""
+    from agent.net.server import refreeze
+
+    released: list[bool] = []
+    holder = {"old": _Holder()}
+    holder["old"].self = holder["old"]  # type: ignore[attr-defined]  # a cycle: freed only by the collector
+    weakref.finalize(holder["old"], released.append, True)
+    try:
+        gc.collect()
+        gc.freeze()  # as the listener does at start, with the object alive
+        del holder["old"]  # replaced by a reload
+        gc.collect()
+        assert released == []  # frozen: out of the collector's reach
+        refreeze()
+        assert released == [True]
+    finally:
+        gc.unfreeze()
