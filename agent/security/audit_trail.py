@@ -357,8 +357,9 @@ class AuditTrail:
             try:
                 messages = [self._format(j.payload) for j in jobs]
             except (KeyError, TypeError, ValueError) as exc:  # a payload we did not write: dead, not retried
-                await self.blocking.run(lambda: [self.queue.fail(j.id, f"unusable audit job: {exc}", permanent=True,
-                                                                 policy=RETRY) for j in jobs])
+                reason = f"unusable audit job: {exc}"  # bound here: the lambda runs in a worker thread
+                await self.blocking.run(lambda: [self.queue.fail(j.id, reason, permanent=True, policy=RETRY)
+                                                 for j in jobs])
                 continue
             try:
                 await send(repo, messages)

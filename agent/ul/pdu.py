@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-
-from agent.ul.values import value
 from typing import Union
 
 from agent.errors import ProtocolError
+from agent.ul.values import value
 from agent.ul.vr import AE_TITLE_RULE, is_ae_title
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
