@@ -25,13 +25,14 @@ pytestmark = pytest.mark.trio
 STUDIES = 300
 
 
-def fill(data_dir: Path) -> None:
+def fill(data_dir: Path, studies: int = STUDIES) -> None:
+    """`studies` one-instance CT studies (patients DOE^n), straight into the index; their files are never read."""
     with contextlib.closing(sqlite3.connect(data_dir / "agent.db", timeout=30)) as conn, conn:
         conn.executemany(
             "INSERT INTO instances (sop_instance_uid, sop_class_uid, transfer_syntax_uid, size, path, received_at, "
             "calling_ae, series_instance_uid, study_instance_uid, modality, patient_id, patient_name) "
             "VALUES (?, '1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', 1, 'x', 0, 'T', ?, ?, 'CT', ?, ?)",
-            [(f"1.2.3.{n}.1.1", f"1.2.3.{n}.1", f"1.2.3.{n}", f"P{n}", f"DOE^{n}") for n in range(STUDIES)],
+            [(f"1.2.3.{n}.1.1", f"1.2.3.{n}.1", f"1.2.3.{n}", f"P{n}", f"DOE^{n}") for n in range(studies)],
         )
 
 

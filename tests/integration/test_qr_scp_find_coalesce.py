@@ -5,8 +5,6 @@ function, so what is observed is what goes to the kernel, per connection."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,20 +18,11 @@ from agent.services.dataset import EXPLICIT_VR_LE, encode
 from agent.services.query.models import STUDY_ROOT_FIND
 from agent.ul.negotiation import ProposedContext
 from tests.conftest import write_profile
+from tests.integration.test_qr_scp_find_cancel import fill
 
 pytestmark = pytest.mark.trio
 
 STUDIES = 100
-
-
-def fill(data_dir: Path) -> None:
-    with contextlib.closing(sqlite3.connect(data_dir / "agent.db", timeout=30)) as conn, conn:
-        conn.executemany(
-            "INSERT INTO instances (sop_instance_uid, sop_class_uid, transfer_syntax_uid, size, path, received_at, "
-            "calling_ae, series_instance_uid, study_instance_uid, modality, patient_id, patient_name) "
-            "VALUES (?, '1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', 1, 'x', 0, 'T', ?, ?, 'CT', ?, ?)",
-            [(f"1.2.3.{n}.1.1", f"1.2.3.{n}.1", f"1.2.3.{n}", f"P{n}", f"DOE^{n}") for n in range(STUDIES)],
-        )
 
 
 async def test_a_100_match_c_find_arrives_in_few_writes_the_first_match_alone(  # type: ignore[no-untyped-def]
@@ -47,7 +36,7 @@ async def test_a_100_match_c_find_arrives_in_few_writes_the_first_match_alone(  
 
     monkeypatch.setattr(DicomConnection, "_send_parts", counting)
     agent = await start_agent(write_profile(tmp_path, "[storage]\n\n[query]\n"))
-    fill(agent.data_dir)
+    fill(agent.data_dir, STUDIES)
     identifier = Dataset()
     identifier.QueryRetrieveLevel, identifier.StudyInstanceUID, identifier.PatientName = "STUDY", "", "DOE*"
     async with associate("127.0.0.1", agent.port, calling_ae="SCU", called_ae="AGENT",
@@ -102,7 +91,7 @@ async def test_repeated_and_interleaved_queries_each_get_their_own_answers(  # t
     from agent.services.dataset import decode
 
     agent = await start_agent(write_profile(tmp_path, "[storage]\n\n[query]\n"))
-    fill(agent.data_dir)
+    fill(agent.data_dir, STUDIES)
 
     def query(name: str) -> bytes:
         identifier = Dataset()
