@@ -197,8 +197,8 @@ def _output_gone(command: str | None) -> None:
     except (OSError, ValueError):  # stdout is no real file (in process, a test's capture)
         pass
     try:
-        print(f"dicom-agent {command or ''}: standard output was closed (broken pipe); stopped".replace("  ", " "),
-              file=sys.stderr, flush=True)
+        who = f"dicom-agent {command}" if command else "dicom-agent"
+        print(f"{who}: standard output was closed (broken pipe); stopped", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
 
