@@ -4,7 +4,7 @@ Invariants:
 - Pull model: the connection reads from the socket only inside `next_event()`; there is no background
   task per association, so a handler that does not ask for data applies TCP backpressure to the peer.
 - Every PDU the association produces is flushed with one write per DIMSE message (or per batch of
-  messages a sender queues with `flush=False`, such as C-FIND pending responses) or per 256 KiB of
+  messages a sender queues with `queue_encoded`, such as C-FIND pending responses) or per 256 KiB of
   data (never a small write after a large one: TCP_NODELAY is set and writes are batched).
 - Bytes off and onto a plain TCP socket (a trio.SocketStream) take no detour through Python
   objects: a non-blocking `readv` straight into the rest of a large PDU's own buffer (whose data set
@@ -122,7 +122,7 @@ class ReadAhead:
     step: int
     block: memoryview
     message: Message | None = None  # the command it will follow, encoded ahead too
-    command: tuple[bytes | memoryview, ...] = ()  # that command's P-DATA-TF PDUs (header, value, ...)
+    command: bytes | None = None  # that command set, encoded ahead (`encode_message(message)`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,20 +566,13 @@ class DicomConnection:
         for chunk, last in fragment(encode_message(message) if command is None else command, self.max_pdv_data):
             self._queue_pdv(context_id, True, last, chunk)
 
-    @property
-    def queued_bytes(self) -> int:
-        """Bytes queued by `send_message(..., flush=False)` and not yet written."""
-        return self._out_pending
-
     async def send_message(
-        self, context_id: int, message: Message, dataset: bytes | memoryview | None = None, *, flush: bool = True,
+        self, context_id: int, message: Message, dataset: bytes | memoryview | None = None, *,
         command: bytes | None = None,
     ) -> None:
-        """Send a DIMSE message (command and optional data set) on `context_id`. With `flush=False` the
-        message stays queued (up to 256 KiB) so that several small ones go out in one write, until
-        `flush()`, the next flushed send, or a read that has to wait for the peer. `command`: the
-        message's command set already encoded (`encode_message(message)`), made by the caller when it
-        had time (a C-STORE's success response while its data set still arrives)."""
+        """Send a DIMSE message (command and optional data set) on `context_id`, flushed. `command`:
+        the message's command set already encoded (`encode_message(message)`), made by the caller when
+        it had time (a C-STORE's success response while its data set still arrives)."""
         self._check_can_send()
         transfer = self.sending = self._transfer(context_id, message)
         try:
@@ -596,8 +589,7 @@ class DicomConnection:
                     transfer.dataset_bytes += len(chunk)
                     if self._out_pending >= FLUSH_BYTES:
                         await self.flush()
-            if flush or self._out_pending >= FLUSH_BYTES:
-                await self.flush()
+            await self.flush()
         finally:
             self.sending = None
 
@@ -605,10 +597,10 @@ class DicomConnection:
                       datasets: list[bytes] | list[bytes | memoryview]) -> None:
         """Queue one message per data set of `datasets`, all with the command set `command` of
         `message` (`encode_message(message)`, made once by a caller that sends the same command many
-        times: a C-FIND's pending responses differ only in their data sets), as `send_message(...,
-        flush=False)` would queue each: the same PDUs. The command's PDUs are made once for all, and a
+        times: a C-FIND's pending responses differ only in their data sets): the PDUs `send_message`
+        would write for each. The command's PDUs are made once for all, and a
         data set that fits one PDV goes into one buffer with them (one iovec per message at the
-        write, not four). Nothing is written: the caller flushes, and keeps `queued_bytes` bounded."""
+        write, not four). Nothing is written: the caller flushes, and bounds what it queues."""
         self._check_can_send()
         step = self.max_pdv_data
         head = b"".join(P.encode_pdata_header(context_id, True, last, len(chunk)) + chunk
@@ -653,13 +645,8 @@ class DicomConnection:
             if ahead is not None and (ahead.context_id, ahead.fd, ahead.offset, ahead.length, ahead.step) != (
                     context_id, fd, offset, length, step):
                 ahead = None  # not this file's, or the association's PDU size differs: read it now
-            if ahead is not None and ahead.message is message:
-                self._count(context_id, message)
-                if log.isEnabledFor(logging.DEBUG):
-                    self._trace("out", f"{command_name(message)} on context {context_id}: {describe_command(message)}")
-                self._parts.extend(ahead.command)
-            else:
-                self._queue_command(context_id, message)
+            self._queue_command(context_id, message,
+                                ahead.command if ahead is not None and ahead.message is message else None)
             if length == 0:
                 self._queue_pdv(context_id, False, True, b"")
             pdus_per_block = max(1, READ_BLOCK // step)
@@ -700,11 +687,8 @@ class DicomConnection:
         fd = fileobj.fileno()
         if self._read_block(fd, block, step, size, offset) != size:
             return None
-        command: list[bytes | memoryview] = []
-        if message is not None:
-            for chunk, last in fragment(encode_message(message), step):
-                command += (P.encode_pdata_header(context_id, True, last, len(chunk)), chunk)
-        return ReadAhead(context_id, fd, offset, length, step, block, message, tuple(command))
+        command = None if message is None else encode_message(message)
+        return ReadAhead(context_id, fd, offset, length, step, block, message, command)
 
     @staticmethod
     def _read_block(fd: int, block: memoryview, step: int, size: int, offset: int) -> int:

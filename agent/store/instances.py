@@ -742,9 +742,7 @@ class InstanceStore:
         uid = incoming.sop_instance_uid
         rel = object_relpath(uid)
         final = self.data_dir / rel
-        # A bare probe first: a new UID (the usual case) costs no row decoding.
-        probe = self.conn.execute("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (uid,)).fetchone()
-        existing = None if probe is None else self.get(uid)
+        existing = self.get(uid)  # a new UID (the usual case) finds no row: nothing decoded
         if existing is not None and self.duplicate == "keep-first" and existing.path.exists():
             os.unlink(incoming.temp_path)
             return _Placed(existing, None, warnings, existing, False, None)
