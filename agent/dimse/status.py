@@ -64,6 +64,7 @@ class Status(IntEnum):
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     CANNOT_UNDERSTAND = 0xC000
     UNABLE_TO_PROCESS = 0xC001
+    UNABLE_TO_PROCESS_NOW = 0xC002  # C-MOVE: a transient condition, ask again (seed C-MOVE status table)
     COERCION = 0xB000  # also "Sub-operations complete, one or more failures" for C-GET/C-MOVE
     ELEMENTS_DISCARDED = 0xB006
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xB007
@@ -138,6 +139,7 @@ _DESCRIPTIONS: dict[int, str] = {
     Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: "Error: identifier does not match SOP class",
     Status.CANNOT_UNDERSTAND: "Error: cannot understand",
     Status.UNABLE_TO_PROCESS: "Failure: unable to process",
+    Status.UNABLE_TO_PROCESS_NOW: "Failure: unable to process at this time",
     Status.COERCION: "Warning: coercion of data elements (or sub-operations complete with failures)",
     Status.ELEMENTS_DISCARDED: "Warning: elements discarded",
     Status.DATASET_DOES_NOT_MATCH_SOP_CLASS: "Warning: data set does not match SOP class",

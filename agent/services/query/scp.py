@@ -78,10 +78,6 @@ FIND_STATUSES = (0x0000, 0xFF00, 0xFF01, 0xFE00, 0xA700, 0xA900, 0xC001)
 MOVE_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900, 0xC001, 0xC002)
 GET_STATUSES = (0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0xC001)
 SCP_STATUSES = tuple(sorted(set(FIND_STATUSES + MOVE_STATUSES + GET_STATUSES)))
-#: C-MOVE: "Failed: Unable to process at this time" (seed C-MOVE status table), a transient condition.
-UNABLE_TO_PROCESS_NOW = 0xC002
-# SQLite's primary result codes of a lock another connection holds.
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 #: How often a C-MOVE looks at its jobs when no completion woke it (failures do not wake it).
 PROGRESS_POLL = 0.5
 # C-FIND pending responses per network write, and the bytes after which a write goes out anyway.
@@ -292,7 +288,7 @@ class QuerySCP:
             ids = await self.blocking.run(self.queue.enqueue_many, jobs) if jobs else []
         except (sqlite3.Error, AgentError, OSError) as exc:
             if _database_busy(exc):
-                await _refuse(conn, ctx.id, rq, UNABLE_TO_PROCESS_NOW,
+                await _refuse(conn, ctx.id, rq, Status.UNABLE_TO_PROCESS_NOW,
                               "database busy (locked by another process); retry later")
                 return
             log.exception("C-MOVE: cannot queue the sub-operations")
@@ -459,7 +455,7 @@ def _database_busy(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, sqlite3.Error) and getattr(seen, "sqlite_errorcode", 0) & 0xFF in (
-                _SQLITE_BUSY, _SQLITE_LOCKED):
+                sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return True
         seen = seen.__cause__
     return False
@@ -522,8 +518,7 @@ async def _cancelled(conn: DicomConnection, message_id: int) -> bool:
 
 async def _refuse(conn: DicomConnection, context_id: int, rq: CFindRQ | CMoveRQ | CGetRQ, status: int,
                   comment: str, offending: tuple[int, ...] = ()) -> None:
-    what = "0xC002 Failed: unable to process at this time" if status == UNABLE_TO_PROCESS_NOW else describe(int(status))
-    log.warning("%s: %s refused (%s): %s", conn.remote, type(rq).__name__, what, comment)
+    log.warning("%s: %s refused (%s): %s", conn.remote, type(rq).__name__, describe(int(status)), comment)
     text = comment.encode("ascii", "replace").decode().replace("\\", "/")[:64]
     extra: dict[str, object] = {"error_comment": text}
     if offending:
