@@ -87,7 +87,7 @@ class StorePerformer:
         if job is None or job.kind != STORE_JOB:
             return
         try:
-            self._ready[destination] = (job.id, conn, prepare_file(conn, self._item(job), read_ahead=True))
+            self._ready[destination] = (job.id, conn, prepare_file(conn, self.item_of(job), read_ahead=True))
         except (JobFailed, StoreFailed, OSError):
             return  # it fails on its own turn, with its own error
 
@@ -100,7 +100,9 @@ class StorePerformer:
             found = self._contexts[key] = tuple(proposals_for([SendItem(Path("."), meta)])[0])
         return found
 
-    def _item(self, job: Job) -> SendItem:
+    def item_of(self, job: Job) -> SendItem:
+        """The stored file a job names (its payload's UID), with its File Meta; JobFailed (permanent)
+        when the UID is invalid or the instance is gone or unreadable."""
         uid = payload_str(job, "uid")
         # The path follows from the (validated) UID, so no index lookup is needed per job.
         try:
@@ -117,7 +119,7 @@ class StorePerformer:
         prepared = self._take_ready(job, conn)
         try:
             if prepared is None:
-                prepared = prepare_file(conn, self._item(job))
+                prepared = prepare_file(conn, self.item_of(job))
             message_id = await send_prepared(conn, prepared)
         except StoreFailed as exc:
             self.expect(job.destination, None)

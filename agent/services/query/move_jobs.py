@@ -19,12 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.dimse.status import StatusCategory, category, describe
-from agent.errors import StoreError
 from agent.net.connection import DicomConnection
 from agent.services.forward import StorePerformer
 from agent.services.outbound import BadPayload, JobFailed, check_status, payload_str
-from agent.services.storage_scu import SendItem, StoreFailed, send_file
-from agent.store.dicomfile import InvalidUID, object_relpath, read_meta
+from agent.services.storage_scu import StoreFailed, send_file
 from agent.store.queue import Job
 from agent.ul.negotiation import ProposedContext
 
@@ -48,15 +46,7 @@ class MoveStorePerformer:
         originator = (payload_str(job, "originator_ae"), job.payload.get("originator_id"))
         if not isinstance(originator[1], int) or not 0 <= originator[1] <= 0xFFFF:
             raise BadPayload(job, f"originator_id must be a message id, got {originator[1]!r:.40}")
-        try:
-            path = self.forward.store.data_dir / object_relpath(uid)
-        except InvalidUID as exc:
-            raise JobFailed(f"job payload has an invalid UID: {exc}", permanent=True) from exc
-        try:
-            item = SendItem(path, read_meta(path))
-        except StoreError as exc:
-            why = "is no longer in the local store" if not path.exists() else f"stored file unreadable: {exc}"
-            raise JobFailed(f"instance {uid} {why}", permanent=True) from exc
+        item = self.forward.item_of(job)
         try:
             reply = await send_file(conn, item, move_originator=(originator[0], originator[1]))
         except StoreFailed as exc:
