@@ -271,13 +271,15 @@ _TABLES = {"PATIENT": q.patients, "STUDY": q.studies, "SERIES": q.series, "IMAGE
 
 def fetch_rows(conn: sqlite3.Connection, plan: FindPlan) -> list[sqlite3.Row]:
     """The candidate rows of the query's level that pass the SQL pre-filter (blocking, on the database),
-    with the columns the query's keys need and the character set (every column when one of them is
-    not a known column of the level's rows)."""
+    with the columns the query's keys need and the character set; a key's column that the level's rows
+    do not have (e.g. a study count in a relational IMAGE query) is left out, as every column would not
+    hold it either."""
     select = plan.compiled.get("select")
     if select is None:
-        wanted = tuple(dict.fromkeys([*plan.columns.values(), "specific_character_set"]))
-        select = plan.compiled["select"] = wanted if q.OUTPUT_COLUMNS[plan.level].issuperset(wanted) else ()
-    return _TABLES[plan.level](conn, plan.flt, None, select or None)
+        output = q.OUTPUT_COLUMNS[plan.level]
+        select = plan.compiled["select"] = tuple(
+            c for c in dict.fromkeys([*plan.columns.values(), "specific_character_set"]) if c in output)
+    return _TABLES[plan.level](conn, plan.flt, None, select)
 
 
 class _Light:
