@@ -94,7 +94,8 @@ def index_values(scan: DataSetScan) -> tuple[dict[str, Any], str | None, str | N
     for column in INDEX_COLUMNS:
         found = values.get(column.tag)
         if found is None:
-            out[column.column] = OVERSIZED if column.tag in scan.oversized else None
+            # Only a sequence column says "too big to keep"; any other column too big is NULL.
+            out[column.column] = OVERSIZED if column.kind == "sequence" and column.tag in scan.oversized else None
             continue
         vr, raw = found
         if column.kind == "sequence":  # raw items, decoded at query time (agent.store.sequences)

@@ -291,3 +291,18 @@ def test_answers_on_the_wire_in_either_transfer_syntax(tmp_path: Path, stored: s
                     assert len(items) == 2 and items[0].VerifyingObserverIdentificationCodeSequence[0].CodeMeaning \
                         == "Łódź", syntax
                 assert str(items[0].VerifyingObserverName) == "Wałęsa^Łucja", syntax
+
+
+def test_only_a_sequence_column_is_marked_oversized() -> None:
+    """A value over the walker's bound is not kept; for a sequence column the index says so (OVERSIZED),
+    any other column is NULL, never the sequence marker's byte in a text column a query would answer."""
+    from agent.store.dicomfile import DataSetScan
+    from agent.store.header import index_values
+    from agent.store.index_columns import INDEX_COLUMNS
+
+    concept, description = 0x0040A043, 0x00081030  # Concept Name Code Sequence, Study Description
+    out, _, _ = index_values(DataSetScan(count=2, values={}, implicit=False, little=True,
+                                         oversized=frozenset({concept, description})))
+    column = {c.tag: c.column for c in INDEX_COLUMNS}
+    assert out[column[concept]] == OVERSIZED
+    assert out[column[description]] is None
