@@ -419,19 +419,16 @@ class _Walker:
                     # UN of undefined length holds an Implicit VR Little Endian sequence (PS3.5 6.2.2).
                     nested_implicit = implicit or vr == b"UN"
                     nested_little = little or vr == b"UN"
-                    if depth == 0 and (group << 16 | elem) in self.wanted:
-                        self._kept_sequence(group << 16 | elem, vr, nested_implicit, nested_little)
+                    if depth == 0 and tag in self.wanted:
+                        self._kept_sequence(tag, vr, nested_implicit, nested_little)
                     else:
                         self.sequence(implicit=nested_implicit, little=nested_little, depth=depth + 1)
                 else:
                     raise DataSetError(f"{what} has undefined length but VR {vr.decode('ascii')}")
-            elif depth == 0 and (group << 16 | elem) in self.wanted:
-                if length <= MAX_WANTED_VALUE:
-                    self.values[group << 16 | elem] = (vr, self._exact(length, what))
-                else:
-                    self.oversized.add(group << 16 | elem)
-                    self._skip(length, what)
+            elif length <= MAX_WANTED_VALUE:  # defined length here means wanted at the top level
+                self.values[tag] = (vr, self._exact(length, what))
             else:
+                self.oversized.add(tag)
                 self._skip(length, what)
             count += 1
 
