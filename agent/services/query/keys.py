@@ -2,7 +2,7 @@
 
 A key is (keyword, index column). Patient Root puts the patient keys at the PATIENT level; Study Root
 has no PATIENT level and serves the same patient keys at the STUDY level (PS3.4 C.6.2.1).
-Sequence keys (`SEQUENCE_KEYS`) are columns too: the index keeps their items as received
+Sequence keys (the `...Sequence` keywords) are columns too: the index keeps their items as received
 (agent.store.sequences), and agent.services.query.sequences matches them (PS3.4 C.2.2.2.6) on any
 item key, e.g. Request Attributes Sequence > Requested Procedure ID, Scheduled Procedure Step ID.
 `UNSUPPORTED` keys are known Q/R keys the index does not keep (none today): they would be answered
@@ -82,9 +82,6 @@ IMAGE_KEYS: Final = {
     "ConceptNameCodeSequence": "concept_name_code_seq",
     "ContentTemplateSequence": "content_template_seq",
 }
-#: Sequence keys: keyword -> column of its stored items (agent.store.sequences).
-SEQUENCE_KEYS: Final = MappingProxyType({
-    k: c for keys in (SERIES_KEYS, IMAGE_KEYS) for k, c in keys.items() if k.endswith("Sequence")})
 #: Known keys the index does not hold (see the module docstring); per level, keywords.
 UNSUPPORTED: Final[dict[str, tuple[str, ...]]] = {}
 
@@ -107,5 +104,5 @@ def tag_of(keyword: str) -> int:
     return int(tag)
 
 
-__all__ = ["IMAGE_KEYS", "LEVEL_KEYS", "PATIENT_KEYS", "SEQUENCE_KEYS", "SERIES_KEYS", "STUDY_KEYS", "UNSUPPORTED",
+__all__ = ["IMAGE_KEYS", "LEVEL_KEYS", "PATIENT_KEYS", "SERIES_KEYS", "STUDY_KEYS", "UNSUPPORTED",
            "keys_at", "tag_of"]
