@@ -277,8 +277,8 @@ class Outbound:
                         expect(name, untried[1] if len(untried) > 1 else None)
                     outcome = await self._run_job(name, peer, state, job)
                     untried.pop(0)
-                    if outcome is True or isinstance(outcome, _Warned):
-                        warning = outcome.warning if isinstance(outcome, _Warned) else None
+                    if isinstance(outcome, _Delivered):
+                        warning = outcome.warning
                         state.delivered += 1
                         await completing.wait()  # the previous job's completion is recorded first
                         if job.kind in self.batch_kinds:
@@ -327,8 +327,8 @@ class Outbound:
                 pass  # its lease was recovered meanwhile: it is pending already
 
     async def _run_job(self, name: str, peer: Peer, state: DestinationState, job: Job) -> _Outcome:
-        """True on success, _Warned on success with a warning, otherwise what went wrong (recorded by
-        the caller)."""
+        """_Delivered (with the peer's warning, if any) on success, otherwise what went wrong (recorded
+        by the caller)."""
         performer = self.performers.get(job.kind)
         if performer is None:
             return _Failure(f"no performer for job kind {job.kind!r}", permanent=True)
@@ -360,7 +360,7 @@ class Outbound:
             await self._drop_conn(state)
             return _Failure(f"{job.kind} job {job.id} cannot be run: {type(exc).__name__}: {exc}", permanent=True)
         log.debug("%s: job %d (%s) delivered", name, job.id, job.kind)
-        return _Warned(warning) if isinstance(warning, str) else True
+        return _Delivered(warning if isinstance(warning, str) else None)
 
     async def _record_failure(
         self, name: str, peer: Peer, state: DestinationState, job: Job, outcome: _Failure | _Postponed
@@ -434,13 +434,13 @@ class _Postponed:
 
 
 @dataclass(frozen=True, slots=True)
-class _Warned:
-    """Delivered, and the peer answered with this warning."""
+class _Delivered:
+    """Delivered; `warning`: the peer's warning status described, when it answered with one."""
 
-    warning: str
+    warning: str | None = None
 
 
-_Outcome = bool | _Warned | _Failure | _Postponed
+_Outcome = _Delivered | _Failure | _Postponed
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
